@@ -1,0 +1,87 @@
+"""Cluster access for activities: turn a `CredentialRef` into a Kubernetes API client.
+
+Credentials are read here, on the worker, and nowhere else; they never travel through
+workflow inputs, results or errors. Use `api_error_message` to describe a failed call:
+it names the cluster and status, never headers or tokens.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from temporalio.exceptions import ApplicationError
+
+from fleet.config import Settings
+from fleet.models import CredentialRef
+
+# Seconds for one API request: (connect, read). Activities retry; one call must not hang.
+REQUEST_TIMEOUT = (5.0, 30.0)
+
+_lock = threading.Lock()
+_clients: dict[tuple[str, float, str], client.ApiClient] = {}
+
+
+def kubeconfig_path(ref: CredentialRef) -> str:
+    """The kubeconfig file a reference points at, falling back to the worker's default."""
+    if ref.kubeconfig:
+        return os.path.expanduser(ref.kubeconfig)
+    default = Settings.from_env().kubeconfig or os.environ.get("KUBECONFIG", "")
+    return os.path.expanduser(default or "~/.kube/config")
+
+
+def api_client(ref: CredentialRef) -> client.ApiClient:
+    """A cached API client for the reference; rebuilt when the kubeconfig file changes.
+
+    Raises a non-retryable ApplicationError when the reference cannot be resolved
+    (unknown kind, missing file, unknown context): retrying cannot fix it.
+    """
+    if ref.kind != "kubeconfig":
+        raise ApplicationError(
+            f"unsupported credential kind {ref.kind!r}", type="BadCredentialRef", non_retryable=True
+        )
+    path = kubeconfig_path(ref)
+    try:
+        mtime = Path(path).stat().st_mtime
+    except OSError:
+        raise ApplicationError(
+            f"kubeconfig {path} does not exist on the worker",
+            type="BadCredentialRef",
+            non_retryable=True,
+        ) from None
+    key = (path, mtime, ref.context)
+    with _lock:
+        cached = _clients.get(key)
+        if cached is not None:
+            return cached
+        try:
+            configuration = client.Configuration()
+            config.load_kube_config(
+                config_file=path, context=ref.context, client_configuration=configuration
+            )
+        except config.ConfigException as exc:
+            raise ApplicationError(
+                f"context {ref.context!r} not usable in {path}: {_first_line(exc)}",
+                type="BadCredentialRef",
+                non_retryable=True,
+            ) from None
+        configuration.retries = urllib3.Retry(total=0)  # Temporal retries, not urllib3
+        api = client.ApiClient(configuration)
+        _clients[key] = api
+        return api
+
+
+def api_error_message(cluster: str, exc: Exception) -> str:
+    """A one-line, secret-free description of a failed Kubernetes call."""
+    if isinstance(exc, ApiException):
+        return f"{cluster}: API answered {exc.status} {exc.reason}"
+    return f"{cluster}: {type(exc).__name__}: {_first_line(exc)}"
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else ""

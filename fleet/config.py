@@ -1,0 +1,33 @@
+"""Flotilla settings: `FLOTILLA_*` environment variables with defaults that run the
+embedded local stack. Temporal connection settings are not here: they come from the SDK's
+env config (`TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, profiles)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel
+
+
+class Settings(BaseModel):
+    state_dir: Path = Path(".state")
+    task_queue: str = "flotilla"
+    # Kubeconfig used when a credential reference names none (the lab writes one here).
+    kubeconfig: str = ""
+    # Tracing: "" (off), "console", or an OTLP/HTTP endpoint URL.
+    tracing: str = ""
+    # Fleet health sweep interval in seconds (0 disables the schedule).
+    health_interval: int = 300
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = os.environ
+        state_dir = Path(env.get("FLOTILLA_STATE_DIR", ".state"))
+        return cls(
+            state_dir=state_dir,
+            task_queue=env.get("FLOTILLA_TASK_QUEUE", "flotilla"),
+            kubeconfig=env.get("FLOTILLA_KUBECONFIG", ""),
+            tracing=env.get("FLOTILLA_TRACING", ""),
+            health_interval=int(env.get("FLOTILLA_HEALTH_INTERVAL", "300")),
+        )

@@ -1,0 +1,27 @@
+"""Custom search attributes Flotilla registers, so the UI and `temporal workflow list -q`
+can filter the fleet and its operations."""
+
+from temporalio.common import SearchAttributeKey
+
+ENV = SearchAttributeKey.for_keyword("FlotillaEnv")
+REGION = SearchAttributeKey.for_keyword("FlotillaRegion")
+PHASE = SearchAttributeKey.for_keyword("FlotillaPhase")
+VERSION = SearchAttributeKey.for_keyword("FlotillaVersion")
+HEALTH = SearchAttributeKey.for_keyword("FlotillaHealth")
+# Every label of a cluster record as "key=value", for equality selectors on any label.
+LABELS = SearchAttributeKey.for_keyword_list("FlotillaLabels")
+# Names of the clusters an operation touches (operations only, not cluster records).
+CLUSTERS = SearchAttributeKey.for_keyword_list("FlotillaClusters")
+# The operation kind: cluster, onboard, offboard, health, rollout:k8s, rollout:addon, ...
+KIND = SearchAttributeKey.for_keyword("FlotillaKind")
+
+ALL = [ENV, REGION, PHASE, VERSION, HEALTH, LABELS, CLUSTERS, KIND]
+
+
+def server_flags() -> list[str]:
+    """`temporal server start-dev` arguments that register every attribute above."""
+    type_names = {"KEYWORD": "Keyword", "KEYWORD_LIST": "KeywordList"}
+    flags: list[str] = []
+    for key in ALL:
+        flags += ["--search-attribute", f"{key.name}={type_names[key.indexed_value_type.name]}"]
+    return flags
