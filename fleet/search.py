@@ -15,7 +15,7 @@ CLUSTERS = SearchAttributeKey.for_keyword_list("FlotillaClusters")
 # The operation kind: cluster, onboard, offboard, health, rollout:k8s, rollout:addon, ...
 KIND = SearchAttributeKey.for_keyword("FlotillaKind")
 
-ALL = [ENV, REGION, PHASE, VERSION, HEALTH, LABELS, CLUSTERS, KIND]
+ALL: list[SearchAttributeKey] = [ENV, REGION, PHASE, VERSION, HEALTH, LABELS, CLUSTERS, KIND]
 
 
 def server_flags() -> list[str]:

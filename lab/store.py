@@ -13,6 +13,7 @@ they got from the store; they deep-copy, change, and write back.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import copy
 import uuid
 from collections import deque
@@ -113,7 +114,7 @@ class ObjectStore:
         bucket = self._objects.get(key, {})
         return [bucket[k] for k in sorted(bucket) if namespace is None or k[0] == namespace]
 
-    def keys(self) -> list[ResourceKey]:
+    def keys(self) -> builtins.list[ResourceKey]:
         return list(self._objects)
 
     # ---- writes ------------------------------------------------------------------------
