@@ -113,3 +113,45 @@ class ClusterRecord(Model):
 
     def ref(self) -> ClusterRef:
         return ClusterRef(name=self.name, credential=self.credential)
+
+
+class LockRequest(Model):
+    """Ask the `cluster:<name>` entity for its operation lock.
+
+    Granted at once when free or already held by `holder` (so retries are idempotent). When
+    held by another live operation: refused with a non-retryable `ClusterLocked` error naming
+    the holder, or, with `wait=True`, granted once the holder releases it.
+    """
+
+    cluster: str
+    holder: str  # the operation's workflow id
+    operation: str  # e.g. "onboard", "upgrade", "addon"
+    phase: Phase | None = None  # phase while the lock is held (e.g. UPGRADING)
+    wait: bool = False
+
+
+class LockGrant(Model):
+    cluster: str
+    holder: str
+    acquired_at: datetime
+
+
+class LockRelease(Model):
+    """Release the lock if `holder` holds it; a no-op otherwise (idempotent)."""
+
+    cluster: str
+    holder: str
+    phase: Phase = Phase.ACTIVE  # phase after release
+
+
+class RecordsQuery(Model):
+    """Select inventory records: by names, by label selector (`env=prod,region in (eu,us)`),
+    or all when both are empty. Offboarded records are left out unless asked for."""
+
+    names: list[str] = Field(default_factory=list)
+    selector: str = ""
+    include_offboarded: bool = False
+
+
+class ClusterRecords(Model):
+    records: list[ClusterRecord]
