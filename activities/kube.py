@@ -7,9 +7,11 @@ it names the cluster and status, never headers or tokens.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import urllib3
 from kubernetes import client, config
@@ -85,3 +87,38 @@ def api_error_message(cluster: str, exc: Exception) -> str:
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else ""
+
+
+def request(
+    api: client.ApiClient,
+    method: str,
+    path: str,
+    *,
+    body: Any = None,
+    timeout: tuple[float, float] = REQUEST_TIMEOUT,
+) -> Any:
+    """One JSON request to any API path (`/readyz`, `/api/v1/namespaces`, ...).
+
+    Returns the decoded body (None when empty); raises ApiException for a non-2xx answer
+    and urllib3 errors when the server cannot be reached in `timeout`.
+    """
+    headers = {"Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    method, url, headers, body, _ = api.param_serialize(
+        method=method,
+        resource_path=path,
+        header_params=headers,
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    response = api.call_api(method, url, header_params=headers, body=body, _request_timeout=timeout)
+    data = response.read()
+    if not 200 <= response.status < 300:
+        raise ApiException(http_resp=response)
+    if not data:
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        return data.decode("utf-8", "replace")

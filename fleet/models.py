@@ -91,6 +91,8 @@ class OperationLock(Model):
     holder: str
     operation: str
     acquired_at: datetime
+    # Phase before the lock was taken; restored when a stale lock is broken.
+    previous_phase: Phase | None = None
 
 
 class ClusterRecord(Model):
@@ -110,6 +112,8 @@ class ClusterRecord(Model):
     onboarded_at: datetime | None = None
     updated_at: datetime | None = None
     last_health_at: datetime | None = None
+    # Why the last stale lock was broken (holder, its status, when); empty if never.
+    last_lock_break: str = ""
 
     def ref(self) -> ClusterRef:
         return ClusterRef(name=self.name, credential=self.credential)
@@ -155,3 +159,164 @@ class RecordsQuery(Model):
 
 class ClusterRecords(Model):
     records: list[ClusterRecord]
+
+
+# --- Inventory entity -------------------------------------------------------------------
+
+
+class ClusterState(Model):
+    """Everything a `ClusterEntity` run holds; carried over on continue-as-new."""
+
+    record: ClusterRecord
+    registered: bool = False  # False until the first `register` update has completed
+    # While locked, how often the entity checks that the holder's workflow still runs.
+    lock_check_seconds: int = 300
+
+
+class RegisterRequest(Model):
+    """Create or refresh a record and take its lock for `holder` (the onboarding run).
+
+    Re-registering an offboarded name re-activates it (phase back to onboarding)."""
+
+    name: str
+    credential: CredentialRef
+    labels: dict[str, str] = Field(default_factory=dict)
+    management: ManagementRef | None = None
+    api_endpoint: str = ""
+    holder: str
+    operation: str = "onboard"
+
+
+class Registration(Model):
+    record: ClusterRecord
+    # Phase before this registration; None when the record is new.
+    previous_phase: Phase | None = None
+
+
+class FactsUpdate(Model):
+    """Change observed facts of a record; fields left None stay as they are. A phase change
+    must be a valid transition, and when `holder` is set it must hold the lock."""
+
+    cluster: str
+    holder: str = ""
+    version: str | None = None
+    node_count: int | None = None
+    labels: dict[str, str] | None = None
+    api_endpoint: str | None = None
+    phase: Phase | None = None
+
+
+class RetireRequest(Model):
+    """Mark a record offboarded; `holder` must hold the lock (or the lock must be free)."""
+
+    cluster: str
+    holder: str
+
+
+class HolderQuery(Model):
+    workflow_id: str
+
+
+class HolderStatus(Model):
+    workflow_id: str
+    running: bool
+    status: str  # RUNNING, COMPLETED, TERMINATED, ..., or NOT_FOUND
+
+
+# --- Onboarding / offboarding -------------------------------------------------------------
+
+
+class OnboardRequest(Model):
+    """Onboard (or re-onboard, which reconciles) one cluster reached through `credential`."""
+
+    name: str
+    credential: CredentialRef
+    labels: dict[str, str] = Field(default_factory=dict)
+    management: ManagementRef | None = None
+
+
+class ClusterProbe(Model):
+    """What a reachability check learned about a cluster."""
+
+    cluster: str
+    version: str
+    api_endpoint: str
+    node_count: int
+
+
+class Permission(Model):
+    verb: str
+    resource: str
+    group: str = ""
+    namespace: str = ""
+
+    def __str__(self) -> str:
+        resource = f"{self.resource}.{self.group}" if self.group else self.resource
+        where = f" in namespace {self.namespace}" if self.namespace else ""
+        return f"{self.verb} {resource}{where}"
+
+
+class AccessReport(Model):
+    cluster: str
+    checked: int
+    missing: list[Permission] = Field(default_factory=list)
+
+
+class BaselineSpec(Model):
+    """The onboarding baseline for one cluster; `labels` go into its identity ConfigMap."""
+
+    cluster: ClusterRef
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class BaselineResult(Model):
+    """Objects as `kind/name`, split by what installing them did."""
+
+    cluster: str
+    created: list[str] = Field(default_factory=list)
+    updated: list[str] = Field(default_factory=list)
+    unchanged: list[str] = Field(default_factory=list)
+
+
+class BaselineRemoval(Model):
+    cluster: str
+    removed: list[str] = Field(default_factory=list)
+    absent: list[str] = Field(default_factory=list)
+
+
+class OnboardResult(Model):
+    record: ClusterRecord
+    baseline: BaselineResult
+    health: HealthReport
+
+
+class OffboardRequest(Model):
+    """Offboard a cluster. `force` retires the record even when the baseline cannot be
+    removed (e.g. the cluster is gone for good)."""
+
+    name: str
+    force: bool = False
+
+
+class OffboardResult(Model):
+    record: ClusterRecord
+    removal: BaselineRemoval | None = None
+    note: str = ""
+
+
+# --- Health sweep -------------------------------------------------------------------------
+
+
+class SweepRequest(Model):
+    """Check every non-offboarded cluster (or those matching `selector`)."""
+
+    selector: str = ""
+    concurrency: int = 20
+
+
+class SweepResult(Model):
+    checked: int = 0
+    healthy: list[str] = Field(default_factory=list)
+    degraded: list[str] = Field(default_factory=list)
+    unreachable: list[str] = Field(default_factory=list)
+    failed: list[str] = Field(default_factory=list)  # could not be checked or recorded

@@ -119,8 +119,11 @@ class ObjectStore:
 
     # ---- writes ------------------------------------------------------------------------
 
-    def create(self, key: ResourceKey, obj: Obj) -> Obj:
-        """Stores a new object; 409 AlreadyExists if the name is taken."""
+    def create(self, key: ResourceKey, obj: Obj, *, dry_run: bool = False) -> Obj:
+        """Stores a new object; 409 AlreadyExists if the name is taken.
+
+        `dry_run=True` runs every check and returns the would-be object without storing it.
+        """
         meta = obj.setdefault("metadata", {})
         ns, name = meta.get("namespace", ""), meta["name"]
         bucket = self._objects.setdefault(key, {})
@@ -139,16 +142,26 @@ class ObjectStore:
         meta["creationTimestamp"] = now_iso()
         meta["generation"] = 1
         meta.pop("deletionTimestamp", None)
+        if dry_run:
+            return obj
         return self._commit("ADDED", key, obj)
 
-    def update(self, key: ResourceKey, obj: Obj, *, subresource: str | None = None) -> Obj:
+    def update(
+        self,
+        key: ResourceKey,
+        obj: Obj,
+        *,
+        subresource: str | None = None,
+        dry_run: bool = False,
+    ) -> Obj:
         """Replaces an object.
 
         When `obj.metadata.resourceVersion` is set it must match the stored one (409
         Conflict otherwise), as on a real API server. Writes to the `status` subresource
         change only `.status`; other writes keep the stored `.status`. Generation goes up
         when anything outside metadata/status changes. An object with a deletionTimestamp
-        whose finalizers become empty is removed.
+        whose finalizers become empty is removed. `dry_run=True` returns the would-be
+        object without storing it.
         """
         meta = obj["metadata"]
         ns, name = meta.get("namespace", ""), meta["name"]
@@ -184,17 +197,20 @@ class ObjectStore:
         if new == current:
             return current  # a no-op write does not bump resourceVersion
         self._admit(key, current, new)
+        if dry_run:
+            return new
         if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
             return self._remove(key, new)
         return self._commit("MODIFIED", key, new)
 
-    def delete(self, key: ResourceKey, namespace: str, name: str) -> Obj:
+    def delete(self, key: ResourceKey, namespace: str, name: str, *, hold: bool = False) -> Obj:
         """Deletes an object, or marks it with deletionTimestamp while finalizers remain.
 
-        Returns the final state: the removed object, or the marked one.
+        `hold=True` marks it even without finalizers (the caller finishes with `purge`, as
+        the namespace controller does). Returns the removed object, or the marked one.
         """
         current = self.get(key, namespace, name)
-        if current["metadata"].get("finalizers"):
+        if current["metadata"].get("finalizers") or hold:
             if current["metadata"].get("deletionTimestamp"):
                 return current
             marked = copy.deepcopy(current)
@@ -202,6 +218,10 @@ class ObjectStore:
             marked["metadata"]["deletionGracePeriodSeconds"] = 0
             return self._commit("MODIFIED", key, marked)
         return self._remove(key, current)
+
+    def purge(self, key: ResourceKey, namespace: str, name: str) -> Obj:
+        """Removes an object now, whatever its finalizers."""
+        return self._remove(key, self.get(key, namespace, name))
 
     # ---- change feed -------------------------------------------------------------------
 
@@ -213,6 +233,10 @@ class ObjectStore:
     def add_listener(self, listener: Callable[[Event], None]) -> None:
         """Calls `listener` synchronously after every committed change (for controllers)."""
         self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[Event], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     def events_since(self, key: ResourceKey, namespace: str | None, rv: int) -> Iterator[Event]:
         """Logged events newer than `rv`; raises 410 Gone if `rv` predates the log."""

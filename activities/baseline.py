@@ -1,0 +1,191 @@
+"""The onboarding baseline: what Flotilla installs in every cluster it manages.
+
+Namespace `flotilla-system`, ServiceAccount `flotilla`, ClusterRole and ClusterRoleBinding
+`flotilla` (read access for the fleet agent), and ConfigMap `flotilla-identity` naming the
+cluster and its labels. Installing is check-then-act: an object that already matches is not
+written, so running it twice (or after a crash) changes nothing; a drifted object is
+replaced with its resourceVersion as precondition.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.access import BASELINE_NAMESPACE
+from activities.kube import api_client, api_error_message, request
+from fleet.models import BaselineRemoval, BaselineResult, BaselineSpec, ClusterRef
+
+NAME = "flotilla"
+IDENTITY = "flotilla-identity"
+MANAGED = {"app.kubernetes.io/managed-by": "flotilla"}
+
+
+@dataclass(frozen=True)
+class _Object:
+    kind: str
+    collection: str  # API path of the collection the object is created in
+    body: dict[str, Any]
+    compared: tuple[str, ...]  # top-level fields that must equal the desired ones
+
+    @property
+    def name(self) -> str:
+        return str(self.body["metadata"]["name"])
+
+    @property
+    def path(self) -> str:
+        return f"{self.collection}/{self.name}"
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+def _meta(name: str, namespace: str = "") -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": dict(MANAGED)}
+    if namespace:
+        meta["namespace"] = namespace
+    return meta
+
+
+def baseline_objects(cluster: str, labels: dict[str, str]) -> list[_Object]:
+    """The baseline in creation order (remove in reverse)."""
+    ns = BASELINE_NAMESPACE
+    rbac = "/apis/rbac.authorization.k8s.io/v1"
+    return [
+        _Object(
+            "Namespace",
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": _meta(ns)},
+            (),
+        ),
+        _Object(
+            "ServiceAccount",
+            f"/api/v1/namespaces/{ns}/serviceaccounts",
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(NAME, ns)},
+            (),
+        ),
+        _Object(
+            "ClusterRole",
+            f"{rbac}/clusterroles",
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRole",
+                "metadata": _meta(NAME),
+                "rules": [
+                    {"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch"]}
+                ],
+            },
+            ("rules",),
+        ),
+        _Object(
+            "ClusterRoleBinding",
+            f"{rbac}/clusterrolebindings",
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": _meta(NAME),
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": NAME,
+                },
+                "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": ns}],
+            },
+            ("roleRef", "subjects"),
+        ),
+        _Object(
+            "ConfigMap",
+            f"/api/v1/namespaces/{ns}/configmaps",
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": _meta(IDENTITY, ns),
+                "data": {"cluster": cluster, "labels": json.dumps(labels, sort_keys=True)},
+            },
+            ("data",),
+        ),
+    ]
+
+
+def _matches(current: dict[str, Any], obj: _Object) -> bool:
+    labels = current.get("metadata", {}).get("labels") or {}
+    if any(labels.get(k) != v for k, v in MANAGED.items()):
+        return False
+    return all(current.get(field) == obj.body[field] for field in obj.compared)
+
+
+def _ensure(api: Any, obj: _Object) -> str:
+    """Makes one object match; returns "created", "updated" or "unchanged"."""
+    try:
+        current = request(api, "GET", obj.path)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        try:
+            request(api, "POST", obj.collection, body=obj.body)
+            return "created"
+        except ApiException as conflict:
+            if conflict.status != 409:
+                raise
+            current = request(api, "GET", obj.path)  # created meanwhile: compare it
+    if _matches(current, obj):
+        return "unchanged"
+    desired = json.loads(json.dumps(obj.body))
+    metadata = current.get("metadata", {})
+    desired["metadata"]["labels"] = {**(metadata.get("labels") or {}), **MANAGED}
+    desired["metadata"]["resourceVersion"] = metadata.get("resourceVersion")
+    request(api, "PUT", obj.path, body=desired)
+    return "updated"
+
+
+def _cluster_failure(ref: ClusterRef, exc: Exception) -> ApplicationError:
+    non_retryable = isinstance(exc, ApiException) and exc.status in (401, 403, 422)
+    return ApplicationError(
+        api_error_message(ref.name, exc), type="BaselineFailed", non_retryable=non_retryable
+    )
+
+
+@activity.defn
+def install_baseline(spec: BaselineSpec) -> BaselineResult:
+    """Creates or repairs every baseline object; heartbeats after each one."""
+    ref = spec.cluster
+    api = api_client(ref.credential)
+    result = BaselineResult(cluster=ref.name)
+    for obj in baseline_objects(ref.name, spec.labels):
+        try:
+            outcome = _ensure(api, obj)
+        except Exception as exc:
+            raise _cluster_failure(ref, exc) from None
+        getattr(result, outcome).append(str(obj))
+        activity.heartbeat(str(obj))
+    activity.logger.info(
+        "baseline: created %s, updated %s",
+        result.created,
+        result.updated,
+        extra={"cluster": ref.name},
+    )
+    return result
+
+
+@activity.defn
+def remove_baseline(ref: ClusterRef) -> BaselineRemoval:
+    """Deletes every baseline object; already-absent ones are fine."""
+    api = api_client(ref.credential)
+    result = BaselineRemoval(cluster=ref.name)
+    for obj in reversed(baseline_objects(ref.name, {})):
+        try:
+            request(api, "DELETE", obj.path)
+            result.removed.append(str(obj))
+        except ApiException as exc:
+            if exc.status != 404:
+                raise _cluster_failure(ref, exc) from None
+            result.absent.append(str(obj))
+        except Exception as exc:
+            raise _cluster_failure(ref, exc) from None
+        activity.heartbeat(str(obj))
+    return result

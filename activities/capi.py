@@ -1,0 +1,264 @@
+"""Kubernetes upgrades through Cluster API: read, set and wait for versions.
+
+A workload cluster's control plane is the KubeadmControlPlane `<cluster>-control-plane` and
+its workers the MachineDeployments labelled `cluster.x-k8s.io/cluster-name=<cluster>`, in
+the management cluster's namespace (`ManagementRef`). Setting a version is idempotent (no
+write when already set); waiting polls and heartbeats. CAPI's webhook refusing a version
+(422) and a condition reporting an error are non-retryable: retrying changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.kube import REQUEST_TIMEOUT, api_client, api_error_message
+from fleet.rollout_models import (
+    CapiObjectState,
+    CapiRequest,
+    CapiState,
+    PreflightRequest,
+    PreflightResult,
+    VersionCheck,
+    VersionReport,
+)
+from fleet.versions import VersionError, node_skew_problem, parse_version, upgrade_problem
+
+CAPI = ("cluster.x-k8s.io", "v1beta1")
+CONTROL_PLANE = ("controlplane.cluster.x-k8s.io", "v1beta1")
+POLL_SECONDS = 0.5
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def _objects(request: CapiRequest) -> tuple[client.CustomObjectsApi, dict, list[dict]]:
+    api = client.CustomObjectsApi(api_client(request.management.credential))
+    namespace = request.management.namespace
+    try:
+        kcp = api.get_namespaced_custom_object(
+            *CONTROL_PLANE,
+            namespace,
+            "kubeadmcontrolplanes",
+            f"{request.cluster}-control-plane",
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+        mds = api.list_namespaced_custom_object(
+            *CAPI,
+            namespace,
+            "machinedeployments",
+            label_selector=f"cluster.x-k8s.io/cluster-name={request.cluster}",
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            raise ApplicationError(
+                f"{request.cluster}: no KubeadmControlPlane {request.cluster}-control-plane in "
+                f"namespace {namespace} of the management cluster",
+                type="NoClusterAPI",
+                non_retryable=True,
+            ) from None
+        raise ApplicationError(api_error_message("management", exc)) from None
+    items: list[dict] = mds.get("items", [])  # type: ignore[attr-defined]
+    return api, kcp, sorted(items, key=lambda o: o["metadata"]["name"])  # type: ignore[return-value]
+
+
+def _failure(obj: dict) -> str:
+    for cond in obj.get("status", {}).get("conditions", []):
+        if cond.get("status") == "False" and cond.get("severity") == "Error":
+            return f"{cond['type']}: {cond.get('reason', '')}: {cond.get('message', '')}".strip()
+    return ""
+
+
+def _control_plane(obj: dict) -> CapiObjectState:
+    spec, status = obj.get("spec", {}), obj.get("status", {})
+    return CapiObjectState(
+        kind="KubeadmControlPlane",
+        name=obj["metadata"]["name"],
+        spec_version=spec.get("version", ""),
+        status_version=status.get("version", ""),
+        replicas=spec.get("replicas", 1),
+        updated=status.get("updatedReplicas", 0),
+        ready=status.get("readyReplicas", 0),
+        available=status.get("readyReplicas", 0) - status.get("unavailableReplicas", 0),
+        generation=obj["metadata"].get("generation", 0),
+        observed_generation=status.get("observedGeneration", 0),
+        failure=_failure(obj),
+    )
+
+
+def _worker(obj: dict) -> CapiObjectState:
+    spec, status = obj.get("spec", {}), obj.get("status", {})
+    return CapiObjectState(
+        kind="MachineDeployment",
+        name=obj["metadata"]["name"],
+        spec_version=spec.get("template", {}).get("spec", {}).get("version", ""),
+        replicas=spec.get("replicas", 0),
+        updated=status.get("updatedReplicas", 0),
+        ready=status.get("readyReplicas", 0),
+        available=status.get("availableReplicas", 0),
+        generation=obj["metadata"].get("generation", 0),
+        observed_generation=status.get("observedGeneration", 0),
+        failure=_failure(obj),
+    )
+
+
+def _state(request: CapiRequest) -> tuple[client.CustomObjectsApi, CapiState]:
+    api, kcp, mds = _objects(request)
+    state = CapiState(
+        cluster=request.cluster,
+        control_plane=_control_plane(kcp),
+        workers=[_worker(md) for md in mds],
+    )
+    return api, state
+
+
+@activity.defn
+def read_capi_state(request: CapiRequest) -> CapiState:
+    return _state(request)[1]
+
+
+def _patch(api: client.CustomObjectsApi, request: CapiRequest, target: tuple, body: dict) -> None:
+    group, version, plural, name = target
+    try:
+        api.patch_namespaced_custom_object(
+            group,
+            version,
+            request.management.namespace,
+            plural,
+            name,
+            body,
+            _content_type=MERGE_PATCH,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+    except ApiException as exc:
+        if exc.status in (400, 403, 422):
+            raise ApplicationError(
+                f"{request.cluster}: {name} refused version {request.version}: "
+                f"{_status_message(exc)}",
+                type="VersionRejected",
+                non_retryable=True,
+            ) from None
+        raise ApplicationError(api_error_message("management", exc)) from None
+
+
+def _status_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message", exc.reason))[:500]
+    except ValueError:
+        return str(exc.reason)
+
+
+@activity.defn
+def set_control_plane_version(request: CapiRequest) -> CapiState:
+    """Sets KubeadmControlPlane spec.version; no write when it already is the target."""
+    api, state = _state(request)
+    if state.control_plane.spec_version != request.version:
+        target = (*CONTROL_PLANE, "kubeadmcontrolplanes", state.control_plane.name)
+        _patch(api, request, target, {"spec": {"version": request.version}})
+        state = _state(request)[1]
+    return state
+
+
+@activity.defn
+def set_worker_version(request: CapiRequest) -> CapiState:
+    """Sets every MachineDeployment's spec.template.spec.version not yet at the target."""
+    api, state = _state(request)
+    for md in state.workers:
+        if md.spec_version != request.version:
+            body = {"spec": {"template": {"spec": {"version": request.version}}}}
+            _patch(api, request, (*CAPI, "machinedeployments", md.name), body)
+    return _state(request)[1]
+
+
+@activity.defn
+def wait_control_plane(request: CapiRequest) -> CapiState:
+    """Polls until the control plane settles at the target; heartbeats the progress."""
+    return _wait(request, lambda s: [s.control_plane])
+
+
+@activity.defn
+def wait_workers(request: CapiRequest) -> CapiState:
+    """Polls until every MachineDeployment settles at the target; heartbeats the progress."""
+    return _wait(request, lambda s: s.workers)
+
+
+def _wait(request: CapiRequest, pick: Any) -> CapiState:
+    deadline = time.monotonic() + request.timeout_seconds
+    while True:
+        state = _state(request)[1]
+        objects: list[CapiObjectState] = pick(state)
+        for obj in objects:
+            if obj.failure:
+                raise ApplicationError(
+                    f"{request.cluster}: {obj.kind} {obj.name} upgrade failed: {obj.failure}",
+                    type="UpgradeFailed",
+                    non_retryable=True,
+                )
+        if all(obj.settled_at(request.version) for obj in objects):
+            return state
+        summary = ", ".join(f"{o.name} {o.updated}/{o.replicas} updated" for o in objects)
+        activity.heartbeat(summary)
+        if time.monotonic() > deadline:
+            raise ApplicationError(
+                f"{request.cluster}: not at {request.version} after "
+                f"{request.timeout_seconds:.0f}s ({summary})",
+                type="UpgradeTimeout",
+                non_retryable=True,
+            )
+        activity.wait_for_cancelled_sync(POLL_SECONDS)
+        if activity.is_cancelled():
+            raise ApplicationError(f"{request.cluster}: wait cancelled", type="Cancelled")
+
+
+@activity.defn
+def read_cluster_versions(request: VersionCheck) -> VersionReport:
+    """The versions the cluster reports, with every mismatch against `request.version`."""
+    api = api_client(request.cluster.credential)
+    name = request.cluster.name
+    try:
+        api_version = client.VersionApi(api).get_code(_request_timeout=REQUEST_TIMEOUT).git_version
+        nodes = client.CoreV1Api(api).list_node(_request_timeout=REQUEST_TIMEOUT).items
+    except ApiException as exc:
+        raise ApplicationError(api_error_message(name, exc)) from None
+    kubelets = {
+        n.metadata.name: n.status.node_info.kubelet_version  # type: ignore[union-attr]
+        for n in nodes
+    }
+    problems = []
+    if api_version != request.version:
+        problems.append(f"API server reports {api_version}")
+    problems += [
+        f"node {n} runs kubelet {v}" for n, v in sorted(kubelets.items()) if v != request.version
+    ]
+    return VersionReport(cluster=name, api_version=api_version, nodes=kubelets, problems=problems)
+
+
+@activity.defn
+def preflight_k8s(request: PreflightRequest) -> PreflightResult:
+    """Checks each cluster's live Cluster API versions against the target; touches nothing."""
+    target = getattr(request.operation, "version", "")
+    problems: dict[str, str] = {}
+    for cluster in request.clusters:
+        activity.heartbeat(cluster.name)
+        if cluster.management is None:
+            problems[cluster.name] = "no Cluster API management reference in its record"
+            continue
+        try:
+            state = _state(CapiRequest(cluster=cluster.name, management=cluster.management))[1]
+            current = state.control_plane.spec_version
+            problem = upgrade_problem(current, target)
+            for md in state.workers:
+                problem = problem or node_skew_problem(current, md.spec_version)
+            parse_version(target)
+        except (ApplicationError, VersionError) as exc:
+            problem = str(exc)
+        except Exception as exc:  # the management cluster did not answer
+            problem = api_error_message("management", exc)
+        if problem:
+            problems[cluster.name] = problem
+    return PreflightResult(problems=problems)

@@ -1,0 +1,83 @@
+"""One health reading of a cluster: API readiness, Ready nodes, kube-system workloads.
+
+Never raises for a sick cluster: an API that does not answer within HEALTH_TIMEOUT yields a
+`Health.UNREACHABLE` report, so callers (sweep, rollout gates) decide what it means.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.kube import api_client, api_error_message, request
+from fleet.models import ClusterRef, Health, HealthReport
+
+# (connect, read) seconds per request: a hanging cluster is reported within ~10 s.
+HEALTH_TIMEOUT = (3.0, 8.0)
+
+
+def _node_ready(node: dict[str, Any]) -> bool:
+    conditions = node.get("status", {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _available(workload: dict[str, Any]) -> bool:
+    status = workload.get("status", {})
+    if workload.get("kind") == "DaemonSet" or "desiredNumberScheduled" in status:
+        desired = status.get("desiredNumberScheduled", 0)
+        return status.get("numberAvailable", 0) >= desired
+    desired = workload.get("spec", {}).get("replicas", 1)
+    return status.get("availableReplicas", 0) >= desired
+
+
+@activity.defn
+def check_cluster_health(ref: ClusterRef) -> HealthReport:
+    report = HealthReport(cluster=ref.name, health=Health.UNKNOWN, checked_at=datetime.now(UTC))
+    try:
+        api = api_client(ref.credential)
+    except ApplicationError as exc:  # the reference cannot be resolved on this worker
+        report.health, report.reason = Health.UNREACHABLE, exc.message
+        return report
+    try:
+        request(api, "GET", "/readyz", timeout=HEALTH_TIMEOUT)
+        report.api_ready = True
+    except ApiException as exc:
+        # The API answers but is not ready: degraded; go on and read what we can.
+        report.reason = f"readyz: {api_error_message(ref.name, exc)}"
+    except Exception as exc:
+        report.health = Health.UNREACHABLE
+        report.reason = api_error_message(ref.name, exc)
+        return report
+    problems = [report.reason] if report.reason else []
+    try:
+        version = request(api, "GET", "/version", timeout=HEALTH_TIMEOUT)
+        report.version = str(version.get("gitVersion", ""))
+        nodes = request(api, "GET", "/api/v1/nodes", timeout=HEALTH_TIMEOUT).get("items", [])
+        report.nodes_total = len(nodes)
+        report.nodes_ready = sum(_node_ready(n) for n in nodes)
+        workloads = []
+        for kind in ("deployments", "daemonsets"):
+            path = f"/apis/apps/v1/namespaces/kube-system/{kind}"
+            items = request(api, "GET", path, timeout=HEALTH_TIMEOUT).get("items", [])
+            workloads += [{"kind": "DaemonSet" if kind == "daemonsets" else "", **w} for w in items]
+    except Exception as exc:
+        report.health = Health.DEGRADED
+        report.reason = "; ".join([*problems, api_error_message(ref.name, exc)])
+        return report
+    report.system_workloads_total = len(workloads)
+    report.system_workloads_available = sum(_available(w) for w in workloads)
+    if report.nodes_ready < report.nodes_total:
+        problems.append(
+            f"{report.nodes_total - report.nodes_ready}/{report.nodes_total} nodes not Ready"
+        )
+    unavailable = sorted(w["metadata"]["name"] for w in workloads if not _available(w))
+    if unavailable:
+        problems.append(f"kube-system not available: {', '.join(unavailable)}")
+    report.health = Health.DEGRADED if problems or not report.api_ready else Health.HEALTHY
+    report.reason = "; ".join(problems)
+    activity.logger.info("health %s", report.health, extra={"cluster": ref.name})
+    return report

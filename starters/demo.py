@@ -1,0 +1,94 @@
+"""`flotilla demo` (the README's `make demo`): on the running local stack, onboard the lab
+fleet in bulk, sweep its health, run the sample fleet operation, print the inventory.
+
+The sample operation is an add-on canary rollout (CoreDNS image, waves canary:1, 50%,
+rest) through the rollout engine; `SAMPLE_OPERATION` is the hook to show another one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+
+from rich.console import Console
+from temporalio.client import Client
+
+from fleet.ids import HEALTH_SCHEDULE_ID
+from fleet.models import CredentialRef, ManagementRef, RecordsQuery, SweepRequest, SweepResult
+from fleet.rollout_models import AddonTarget, RolloutSpec
+from starters import inventory, ops, render, rollouts
+from starters.errors import CliError
+from starters.stack import Stack
+
+DEMO_IMAGE = "registry.k8s.io/coredns/coredns:v1.11.4"
+
+
+async def addon_canary_rollout(client: Client, console: Console) -> str:
+    """Starts the demo rollout and returns its workflow id."""
+    spec = RolloutSpec(
+        id=f"demo-{rollouts.new_rollout_id()}",
+        waves=["canary:1", "50%", "rest"],
+        operation=AddonTarget(name="coredns", image=DEMO_IMAGE),
+    )
+    plan = await rollouts.make_plan(client, spec)
+    waves = " -> ".join(f"{w.name}: {', '.join(c.name for c in w.clusters)}" for w in plan.waves)
+    console.print(f"rolling coredns to {DEMO_IMAGE} in waves {waves}", highlight=False)
+    handle = await rollouts.start_rollout(client, plan)
+    return handle.id
+
+
+# Starts the demo's fleet operation and returns its workflow id (watched until it ends).
+SAMPLE_OPERATION: Callable[[Client, Console], Awaitable[str]] = addon_canary_rollout
+
+
+async def run(stack: Stack, *, console: Console, exit_when_done: bool) -> bool:
+    """The demo steps on a started stack; True tells `serve` to stop when done."""
+    assert stack.client is not None
+    client = stack.client
+    info = stack.lab_info
+    kubeconfig = stack.kubeconfig
+    mgmt = info.get("management_context", "lab-mgmt")
+
+    console.rule("1. onboard the lab fleet (bulk)")
+    requests = inventory.requests_from_kubeconfig(
+        kubeconfig,
+        contexts=[c["context"] for c in info["clusters"]],
+        strip_prefix="lab-",
+        labels={c["name"]: dict(c.get("labels", {})) for c in info["clusters"]},
+        management=ManagementRef(
+            credential=CredentialRef(kubeconfig=kubeconfig, context=mgmt),
+            namespace="fleet",
+            cluster="",
+        ),
+    )
+    from starters.cli import onboard_all  # the same code path as `clusters onboard`
+
+    await onboard_all(requests, wait=True, client=client)
+
+    console.rule("2. fleet health sweep")
+    sweep = await client.execute_workflow(
+        "FleetHealthSweep",
+        SweepRequest(),
+        id=f"{HEALTH_SCHEDULE_ID}-demo-{uuid.uuid4().hex[:6]}",
+        task_queue=stack.options.task_queue,
+        result_type=SweepResult,
+        static_summary="Fleet health sweep (demo)",
+    )
+    console.print(
+        f"checked {sweep.checked}: {len(sweep.healthy)} healthy, {len(sweep.degraded)} "
+        f"degraded, {len(sweep.unreachable)} unreachable",
+        highlight=False,
+    )
+
+    console.rule("3. sample fleet operation")
+    workflow_id = await SAMPLE_OPERATION(client, console)
+    op = await ops.watch_operation(client, workflow_id, console=console)
+    if op["status"] != "COMPLETED":
+        raise CliError(f"{workflow_id} {op['status'].lower()}: {op.get('failure') or ''}")
+
+    console.rule("4. the fleet")
+    records = await inventory.list_clusters(client, RecordsQuery())
+    console.print(render.clusters_table(sorted(records, key=lambda r: r.name)))
+    console.print(f"Web UI: {stack.ui_url}/workflows", highlight=False)
+    console.print(f"Follow up: flotilla ops show {workflow_id}", highlight=False)
+    return exit_when_done

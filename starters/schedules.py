@@ -1,0 +1,67 @@
+"""The Temporal Schedule that runs `FleetHealthSweep` every `interval` seconds."""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import timedelta
+
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+)
+from temporalio.service import RPCError
+
+from fleet.config import Settings
+from fleet.ids import HEALTH_SCHEDULE_ID
+from fleet.models import SweepRequest
+
+
+def health_schedule(interval_seconds: int, task_queue: str) -> Schedule:
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            "FleetHealthSweep",
+            SweepRequest(),
+            id=HEALTH_SCHEDULE_ID,
+            task_queue=task_queue,
+            execution_timeout=timedelta(seconds=max(interval_seconds, 600)),
+            static_summary="Fleet health sweep",
+            static_details="Reads the health of every cluster and records it in the inventory.",
+        ),
+        spec=ScheduleSpec(
+            intervals=[ScheduleIntervalSpec(every=timedelta(seconds=interval_seconds))]
+        ),
+        # A sweep still running when the next is due makes the next one skip.
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+
+
+async def ensure_health_schedule(
+    client: Client, *, interval_seconds: int | None = None, task_queue: str | None = None
+) -> None:
+    """Creates the `flotilla-health-sweep` schedule, or updates it to this interval and task
+    queue when it exists. Idempotent. An interval of 0 deletes it."""
+    settings = Settings.from_env()
+    interval = settings.health_interval if interval_seconds is None else interval_seconds
+    queue = task_queue or settings.task_queue
+    handle = client.get_schedule_handle(HEALTH_SCHEDULE_ID)
+    if interval <= 0:
+        with contextlib.suppress(RPCError):  # already absent
+            await handle.delete()
+        return
+    schedule = health_schedule(interval, queue)
+    try:
+        await client.create_schedule(HEALTH_SCHEDULE_ID, schedule)
+    except ScheduleAlreadyRunningError:
+
+        def replace(_: ScheduleUpdateInput) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=schedule)
+
+        await handle.update(replace)

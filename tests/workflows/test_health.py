@@ -1,0 +1,89 @@
+"""Health readings against the lab, the fleet sweep, and its schedule."""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio.client import Client
+from temporalio.testing import ActivityEnvironment
+
+from activities.health import check_cluster_health
+from activities.inventory import get_record
+from fleet.ids import HEALTH_SCHEDULE_ID
+from fleet.models import ClusterRef, CredentialRef, Health, HealthReport, SweepRequest, SweepResult
+from starters.inventory import onboard
+from starters.schedules import ensure_health_schedule
+from tests.conftest import RunningWorker, lab_request
+from tests.workflows.core_support import eventually, unique
+from tests.workflows.lab_support import lab_cluster
+
+
+async def health_of(lab, name: str) -> HealthReport:
+    ref = ClusterRef(
+        name=name, credential=CredentialRef(kubeconfig=str(lab.kubeconfig), context=f"lab-{name}")
+    )
+    return await asyncio.to_thread(ActivityEnvironment().run, check_cluster_health, ref)
+
+
+async def test_healthy_cluster(lab) -> None:
+    report = await health_of(lab, "eu-dev-1")
+    assert report.health == Health.HEALTHY, report.reason
+    assert report.api_ready and report.nodes_total == 3 and report.nodes_ready == 3
+    assert report.system_workloads_total == report.system_workloads_available == 2
+    assert report.version == "v1.30.6"
+
+
+async def test_not_ready_nodes_degrade(lab) -> None:
+    with lab_cluster(lab) as name:
+        lab.admin.fault(name, "nodes-not-ready", count=1)
+        report = await health_of(lab, name)
+        assert report.health == Health.DEGRADED
+        assert report.nodes_ready == 2 and "1/3 nodes not Ready" in report.reason
+
+
+async def test_hanging_cluster_is_unreachable_not_stuck(lab) -> None:
+    with lab_cluster(lab) as name:
+        lab.admin.fault(name, "dark", mode="hang")
+        report = await health_of(lab, name)
+        assert report.health == Health.UNREACHABLE and not report.api_ready
+        assert name in report.reason
+
+
+async def test_sweep_records_every_cluster(
+    worker: RunningWorker, lab, onboarded_fleet: dict
+) -> None:
+    client = worker.client
+    with lab_cluster(lab) as sick:
+        await onboard(client, lab_request(lab, sick), task_queue=worker.task_queue)
+        lab.admin.fault(sick, "nodes-not-ready", count=2)
+        result = await client.execute_workflow(
+            "FleetHealthSweep",
+            SweepRequest(),
+            id=unique("sweep"),
+            task_queue=worker.task_queue,
+            result_type=SweepResult,
+        )
+        assert sick in result.degraded
+        assert set(onboarded_fleet) <= set(result.healthy)
+        record = await get_record(client, sick)
+        assert record and record.health == Health.DEGRADED and "2/3" in record.health_reason
+        lab.admin.clear(sick)
+
+
+async def test_health_schedule_is_idempotent_and_runs(worker: RunningWorker, lab) -> None:
+    client: Client = worker.client
+    await ensure_health_schedule(client, interval_seconds=3600, task_queue=worker.task_queue)
+    await ensure_health_schedule(client, interval_seconds=1800, task_queue=worker.task_queue)
+    handle = client.get_schedule_handle(HEALTH_SCHEDULE_ID)
+    described = await handle.describe()
+    assert described.schedule.spec.intervals[0].every.total_seconds() == 1800
+    await handle.trigger()
+
+    async def started() -> str | None:
+        actions = (await handle.describe()).info.recent_actions
+        return actions[-1].action.workflow_id if actions else None  # type: ignore[attr-defined]
+
+    sweep_id = await eventually(started)
+    result = await client.get_workflow_handle(sweep_id, result_type=SweepResult).result()
+    assert result.checked >= 1
+    await ensure_health_schedule(client, interval_seconds=0)

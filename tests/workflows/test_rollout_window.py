@@ -1,0 +1,102 @@
+"""Maintenance windows on the time-skipping server: the run waits durably (a timer) for
+each cluster's window instead of failing. No Updates here (that server has none)."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+from temporalio import activity
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from fleet.models import ClusterRecord, ClusterRecords, CredentialRef, Phase, RecordsQuery
+from fleet.rollout_models import (
+    WINDOW_LABEL,
+    AddonTarget,
+    ClusterStatus,
+    RolloutInput,
+    RolloutOptions,
+    RolloutReport,
+    RolloutSpec,
+    RunStatus,
+)
+from fleet.waves import build_plan
+from fleet.windows import parse_window
+from tests.workflows.scripted_child import ScriptedCluster
+from workflows.rollout import Rollout
+
+TEST_SERVER = Path(sys.executable).parent / "temporal-test-server"
+
+
+def records(window_label: str) -> list[ClusterRecord]:
+    return [
+        ClusterRecord(
+            name=name,
+            labels=labels,
+            credential=CredentialRef(context=name),
+            phase=Phase.ACTIVE,
+        )
+        for name, labels in [("a-global", {}), ("b-own-window", {WINDOW_LABEL: window_label})]
+    ]
+
+
+def window_at(start: timedelta) -> str:
+    minutes = int(start.total_seconds() // 60) % 1440
+    end = (minutes + 60) % 1440
+    return f"daily.{minutes // 60:02d}{minutes % 60:02d}-{end // 60:02d}{end % 60:02d}"
+
+
+async def test_waits_for_each_clusters_window() -> None:
+    async with await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(TEST_SERVER), data_converter=pydantic_data_converter
+    ) as env:
+        now = await env.get_current_time()
+        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        since_midnight = now - midnight
+        rollout_window = window_at(since_midnight + timedelta(hours=3))
+        own_window = window_at(since_midnight + timedelta(hours=5))
+        inventory = records(own_window)
+
+        @activity.defn(name="get_cluster_records")
+        async def get_cluster_records(query: RecordsQuery) -> ClusterRecords:
+            """The inventory as planned (this server has no Updates for real entities)."""
+            return ClusterRecords(records=inventory)
+
+        spec = RolloutSpec(
+            id=uuid.uuid4().hex[:8],
+            waves=["rest"],
+            operation=AddonTarget(name="scripted", image="new"),
+            options=RolloutOptions(
+                child_workflow="ScriptedCluster",
+                preflight=False,
+                health_gates=False,
+                window=rollout_window,
+            ),
+        )
+        plan = build_plan(spec, inventory)
+        queue = f"window-{uuid.uuid4().hex[:6]}"
+        async with Worker(
+            env.client,
+            task_queue=queue,
+            workflows=[Rollout, ScriptedCluster],
+            activities=[get_cluster_records],
+        ):
+            report = await env.client.execute_workflow(
+                "Rollout",
+                RolloutInput(plan=plan),
+                id=spec.workflow_id,
+                task_queue=queue,
+                result_type=RolloutReport,
+            )
+    assert report.status == RunStatus.COMPLETED
+    by_name = {o.name: o for o in report.outcomes}
+    for name, window in (("a-global", rollout_window), ("b-own-window", own_window)):
+        outcome = by_name[name]
+        assert outcome.status == ClusterStatus.SUCCEEDED
+        assert outcome.started_at and parse_window(window).is_open(outcome.started_at)
+    assert by_name["a-global"].started_at < by_name["b-own-window"].started_at  # type: ignore[operator]
+    assert by_name["a-global"].started_at - now >= timedelta(hours=2, minutes=59)  # type: ignore[operator]

@@ -1,0 +1,120 @@
+"""The Flotilla worker: runs every workflow and activity on one task queue.
+
+`python worker.py` (or `python -m worker`) connects with fleet.connect (TEMPORAL_* env
+config), polls `FLOTILLA_TASK_QUEUE` and stops gracefully on SIGINT/SIGTERM. Tests and the
+local stack use `build_worker` / `run_worker`. Other operations register by appending to
+WORKFLOWS and ACTIVITIES.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities import access, addons, baseline, capi, health, inventory
+from fleet.config import Settings
+from workflows.addon_upgrade import AddonUpgrade
+from workflows.cluster import ClusterEntity
+from workflows.health import FleetHealthSweep
+from workflows.k8s_upgrade import K8sUpgrade
+from workflows.offboarding import Offboard
+from workflows.onboarding import Onboard
+from workflows.rollout import Rollout
+
+WORKFLOWS: list[type] = [
+    ClusterEntity,
+    Onboard,
+    Offboard,
+    FleetHealthSweep,
+    Rollout,
+    K8sUpgrade,
+    AddonUpgrade,
+]
+
+ACTIVITIES: list[Callable[..., Any]] = [
+    inventory.register_cluster,
+    inventory.acquire_cluster_lock,
+    inventory.release_cluster_lock,
+    inventory.get_cluster_records,
+    inventory.update_cluster_facts,
+    inventory.record_cluster_health,
+    inventory.retire_cluster,
+    inventory.describe_lock_holder,
+    access.probe_cluster,
+    access.check_onboarding_access,
+    baseline.install_baseline,
+    baseline.remove_baseline,
+    health.check_cluster_health,
+    capi.read_capi_state,
+    capi.set_control_plane_version,
+    capi.set_worker_version,
+    capi.wait_control_plane,
+    capi.wait_workers,
+    capi.read_cluster_versions,
+    capi.preflight_k8s,
+    addons.read_workload,
+    addons.set_workload_image,
+    addons.wait_workload_rollout,
+    addons.preflight_addon,
+]
+
+# Sync (kubernetes client) activities run on this many threads; also the activity slot count.
+MAX_CONCURRENT_ACTIVITIES = 64
+
+
+def build_worker(
+    client: Client,
+    *,
+    task_queue: str,
+    max_concurrent_activities: int = MAX_CONCURRENT_ACTIVITIES,
+) -> Worker:
+    """A worker for every Flotilla workflow and activity; its thread pool shuts down with it
+    (see `run_worker`)."""
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=ACTIVITIES,
+        activity_executor=ThreadPoolExecutor(
+            max_concurrent_activities, thread_name_prefix="activity"
+        ),
+        max_concurrent_activities=max_concurrent_activities,
+        graceful_shutdown_timeout=timedelta(seconds=10),
+    )
+
+
+async def run_worker(client: Client, task_queue: str, *, stop: asyncio.Event | None = None) -> None:
+    """Runs until `stop` is set (or forever), then shuts down gracefully."""
+    worker = build_worker(client, task_queue=task_queue)
+    stop = stop or asyncio.Event()
+    async with worker:
+        await stop.wait()
+    executor = worker.config().get("activity_executor")
+    if isinstance(executor, ThreadPoolExecutor):
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def main() -> None:
+    from fleet.connect import connect
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = Settings.from_env()
+    client = await connect()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    logging.getLogger("flotilla.worker").info("polling task queue %s", settings.task_queue)
+    await run_worker(client, settings.task_queue, stop=stop)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

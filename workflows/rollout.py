@@ -1,0 +1,587 @@
+"""Rollout: the one engine that walks a fixed plan of waves, one child workflow per cluster.
+
+Run `rollout:<kind>:<id>`. Before anything changes, a preflight checks every planned cluster
+live (add-on exists, Cluster API versions) and refuses the whole plan on any problem; a dry
+run stops there. Then per wave: note clusters that left or joined the fleet (the plan never
+changes), start children up to `max_concurrent` (each only inside its maintenance window;
+the run waits durably for the next one), count failures against the wave's and the run's
+budget (halt when exceeded: no new clusters, in-flight ones finish), check health after the
+wave, soak, wait for approval, then continue-as-new carrying all state.
+
+Controls (Updates with validators): pause, resume, approve, skip, abort, rollback. Stopping
+never interrupts a running child: each finishes at its own safe point and releases its lock.
+Add-on runs undo changed clusters newest first on `rollback` or, with `auto_rollback`, on
+halt; Kubernetes runs cannot downgrade and report the version each cluster is on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+
+from workflows.common import INVENTORY_RETRY, INVENTORY_TIMEOUT, operation_attributes
+
+with workflow.unsafe.imports_passed_through():
+    from fleet.models import ClusterRecords, Health, HealthReport, RecordsQuery
+    from fleet.rollout_models import (
+        WINDOW_LABEL,
+        AddonTarget,
+        Approval,
+        ApproveRequest,
+        ClusterOutcome,
+        ClusterProgress,
+        ClusterResult,
+        ClusterStatus,
+        ClusterTask,
+        ControlEvent,
+        ControlRequest,
+        K8sTarget,
+        PlannedCluster,
+        PreflightRequest,
+        PreflightResult,
+        RolloutInput,
+        RolloutProgress,
+        RolloutReport,
+        RunStatus,
+        SkipRequest,
+        WaveProgress,
+        WaveStatus,
+    )
+    from fleet.waves import allowed_failures
+    from fleet.windows import Window, parse_window
+
+CHILD_WORKFLOWS = {"k8s": "K8sUpgrade", "addon": "AddonUpgrade"}
+PREFLIGHT_CHUNK = 50
+PREFLIGHT_TIMEOUT = timedelta(minutes=10)
+HEALTH_TIMEOUT = timedelta(seconds=120)
+STOPPED = {RunStatus.HALTED, RunStatus.ABORTED}
+PENDING = {ClusterStatus.PENDING, ClusterStatus.WAITING}
+
+
+@workflow.defn(name="Rollout")
+class Rollout:
+    @workflow.init
+    def __init__(self, input: RolloutInput) -> None:
+        self._plan = input.plan
+        self._spec = input.plan.spec
+        self._options = input.plan.spec.options
+        self._p = input.progress or self._initial_progress(input)
+        self._by_name = {c.name: c for c in self._p.clusters}
+        self._planned = {c.name: c for w in self._plan.waves for c in w.clusters}
+        self._wake = 0  # bumped by every control and every finished child
+        self._running = 0
+
+    # --- queries and controls -----------------------------------------------------------
+
+    @workflow.query
+    def progress(self) -> RolloutProgress:
+        return self._p
+
+    @workflow.update
+    def pause(self, request: ControlRequest) -> ControlEvent:
+        self._p.paused = True
+        self._p.status = RunStatus.PAUSED
+        return self._control("pause", request.who, request.reason)
+
+    @pause.validator
+    def _validate_pause(self, request: ControlRequest) -> None:
+        self._require_active()
+        if self._p.paused:
+            raise ValueError(f"{self._p.id} is already paused")
+
+    @workflow.update
+    def resume(self, request: ControlRequest) -> ControlEvent:
+        self._p.paused = False
+        self._p.status = RunStatus.RUNNING
+        return self._control("resume", request.who, request.reason)
+
+    @resume.validator
+    def _validate_resume(self, request: ControlRequest) -> None:
+        self._require_active()
+        if not self._p.paused:
+            raise ValueError(f"{self._p.id} is not paused")
+
+    @workflow.update
+    def approve(self, request: ApproveRequest) -> ControlEvent:
+        wave = next(w for w in self._p.waves if w.status == WaveStatus.AWAITING_APPROVAL)
+        self._p.approvals.append(
+            Approval(wave=wave.index, who=request.who, note=request.note, at=workflow.now())
+        )
+        return self._control("approve", request.who, f"wave {wave.name}: {request.note}")
+
+    @approve.validator
+    def _validate_approve(self, request: ApproveRequest) -> None:
+        self._require_active()
+        if not request.who:
+            raise ValueError("an approval must say who approves")
+        if not any(w.status == WaveStatus.AWAITING_APPROVAL for w in self._p.waves):
+            raise ValueError(f"{self._p.id} is not waiting for an approval")
+
+    @workflow.update
+    def skip(self, request: SkipRequest) -> ControlEvent:
+        cluster = self._by_name[request.cluster]
+        cluster.status = ClusterStatus.SKIPPED
+        cluster.reason = f"skipped by {request.who or 'an operator'}: {request.reason}".rstrip(": ")
+        return self._control("skip", request.who, f"{request.cluster}: {request.reason}")
+
+    @skip.validator
+    def _validate_skip(self, request: SkipRequest) -> None:
+        self._require_active()
+        cluster = self._by_name.get(request.cluster)
+        if cluster is None:
+            raise ValueError(f"{request.cluster} is not part of {self._p.id}")
+        if cluster.status not in PENDING:
+            raise ValueError(
+                f"{request.cluster} is {cluster.status.value}; only clusters not yet started "
+                "can be skipped"
+            )
+
+    @workflow.update
+    def abort(self, request: ControlRequest) -> ControlEvent:
+        self._stop(
+            RunStatus.ABORTED, f"aborted by {request.who or 'an operator'}: {request.reason}"
+        )
+        return self._control("abort", request.who, request.reason)
+
+    @abort.validator
+    def _validate_abort(self, request: ControlRequest) -> None:
+        self._require_active()
+
+    @workflow.update
+    def rollback(self, request: ControlRequest) -> ControlEvent:
+        self._p.rollback_requested = True
+        who = request.who or "an operator"
+        self._stop(RunStatus.ABORTED, f"rollback requested by {who}: {request.reason}")
+        return self._control("rollback", request.who, request.reason)
+
+    @rollback.validator
+    def _validate_rollback(self, request: ControlRequest) -> None:
+        self._require_active()
+        if not isinstance(self._spec.operation, AddonTarget):
+            raise ValueError("Kubernetes upgrades cannot be rolled back (no downgrades); abort")
+
+    def _require_active(self) -> None:
+        if self._p.status not in (RunStatus.RUNNING, RunStatus.PAUSED):
+            raise ValueError(f"{self._p.id} is {self._p.status.value}; no controls apply")
+
+    def _control(self, action: str, who: str, reason: str) -> ControlEvent:
+        event = ControlEvent(action=action, who=who, reason=reason, at=workflow.now())
+        self._p.controls.append(event)
+        self._wake += 1
+        self._details()
+        return event
+
+    # --- the run ------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, input: RolloutInput) -> RolloutReport:
+        operation_attributes(f"rollout:{self._spec.operation.kind}", self._plan.cluster_names())
+        if input.progress is None:
+            self._p.started_at = workflow.now()
+            await self._preflight()
+            if input.dry_run:
+                self._p.status = RunStatus.PLANNED
+                return self._report()
+        while self._p.status not in STOPPED and self._p.current_wave < len(self._p.waves):
+            index = self._p.current_wave
+            await self._run_wave(index)
+            if self._p.status in STOPPED or index + 1 == len(self._p.waves):
+                break
+            await self._between_waves(index)
+            if self._p.status in STOPPED:
+                break
+            self._p.current_wave = index + 1
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            workflow.continue_as_new(RolloutInput(plan=self._plan, progress=self._p))
+        return await self._finish()
+
+    async def _preflight(self) -> None:
+        if not self._options.preflight:
+            return
+        self._details("preflight: checking every planned cluster")
+        clusters = [c for w in self._plan.waves for c in w.clusters]
+        chunks = [
+            clusters[i : i + PREFLIGHT_CHUNK] for i in range(0, len(clusters), PREFLIGHT_CHUNK)
+        ]
+        activity = f"preflight_{self._spec.operation.kind}"
+        try:
+            results = await asyncio.gather(
+                *(
+                    workflow.execute_activity(
+                        activity,
+                        PreflightRequest(clusters=chunk, operation=self._spec.operation),
+                        result_type=PreflightResult,
+                        start_to_close_timeout=PREFLIGHT_TIMEOUT,
+                        heartbeat_timeout=timedelta(seconds=60),
+                        retry_policy=INVENTORY_RETRY,
+                        summary=f"preflight {chunk[0].name}..{chunk[-1].name}",
+                    )
+                    for chunk in chunks
+                )
+            )
+        except ActivityError as err:
+            raise ApplicationError(
+                f"preflight could not run: {err.cause or err}",
+                type="PreflightFailed",
+                non_retryable=True,
+            ) from None
+        problems = {name: text for r in results for name, text in r.problems.items()}
+        if problems:
+            listed = "; ".join(f"{name}: {text}" for name, text in sorted(problems.items()))
+            raise ApplicationError(
+                f"plan refused, nothing was changed: {listed}",
+                type="PlanRefused",
+                non_retryable=True,
+            )
+
+    async def _run_wave(self, index: int) -> None:
+        wave = self._p.waves[index]
+        wave.status = WaveStatus.RUNNING
+        wave.started_at = wave.started_at or workflow.now()
+        await self._note_membership(wave)
+        tasks: list[asyncio.Task[None]] = []
+        while True:
+            pending = [
+                self._by_name[n] for n in wave.clusters if self._by_name[n].status in PENDING
+            ]
+            if self._p.status in STOPPED:
+                break
+            wait_seconds = None
+            if not self._p.paused:
+                wait_seconds = self._launch(pending, tasks)
+            pending = [c for c in pending if c.status in PENDING]
+            if not pending and not self._running:
+                break
+            self._details()
+            idle_on_window = wait_seconds is not None and not self._running
+            await self._next_change(window_wait=wait_seconds if idle_on_window else None)
+        while self._running:  # halted or aborted: in-flight children reach their end
+            await self._next_change()
+        await asyncio.gather(*tasks)
+        for name in wave.clusters:
+            cluster = self._by_name[name]
+            if cluster.status in PENDING:
+                cluster.status = ClusterStatus.NOT_STARTED
+                cluster.to_version = cluster.from_version
+        if self._p.status not in STOPPED and self._options.health_gates:
+            await self._check_wave(wave)
+        wave.status = WaveStatus.HALTED if self._p.status in STOPPED else WaveStatus.DONE
+        wave.finished_at = workflow.now()
+        self._details()
+
+    async def _next_change(self, *, window_wait: float | None = None) -> None:
+        """Waits for a control or a finished child, or `window_wait` seconds (a window opens)."""
+        seen = self._wake
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: self._wake != seen,
+                timeout=window_wait,
+                timeout_summary="waiting for a maintenance window",
+            )
+
+    def _launch(
+        self, pending: list[ClusterProgress], tasks: list[asyncio.Task[None]]
+    ) -> float | None:
+        """Starts pending clusters whose window is open, up to the concurrency limit.
+        Returns seconds until the next window opens for a cluster left waiting, or None."""
+        now = workflow.now()
+        next_open: float | None = None
+        for cluster in pending:
+            if self._running >= self._options.max_concurrent:
+                break
+            window = self._window(self._planned[cluster.name])
+            if window is not None and not window.is_open(now):
+                cluster.status = ClusterStatus.WAITING
+                opens_in = window.seconds_until_open(now)
+                cluster.reason = f"maintenance window opens in {opens_in / 60:.0f} min"
+                next_open = opens_in if next_open is None else min(next_open, opens_in)
+                continue
+            cluster.status = ClusterStatus.RUNNING
+            cluster.reason = ""
+            cluster.started_at = now
+            self._running += 1
+            tasks.append(asyncio.create_task(self._run_cluster(cluster)))
+        return next_open
+
+    def _window(self, cluster: PlannedCluster) -> Window | None:
+        text = cluster.labels.get(WINDOW_LABEL) or self._options.window
+        return parse_window(text) if text else None
+
+    async def _run_cluster(self, cluster: ClusterProgress, *, rollback: bool = False) -> None:
+        planned = self._planned[cluster.name]
+        operation = self._spec.operation
+        if rollback:
+            assert isinstance(operation, AddonTarget)
+            operation = operation.model_copy(update={"image": cluster.from_version})
+        task = ClusterTask(
+            rollout_id=self._p.id,
+            cluster=planned,
+            operation=operation,
+            health_gates=self._options.health_gates,
+            timeout_seconds=self._options.cluster_timeout_seconds,
+            rollback=rollback,
+        )
+        suffix = "/rollback" if rollback else ""
+        try:
+            result: ClusterResult = await workflow.execute_child_workflow(
+                self._options.child_workflow or CHILD_WORKFLOWS[operation.kind],
+                task,
+                id=f"{self._p.id}/{cluster.name}{suffix}",
+                result_type=ClusterResult,
+                parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
+                static_summary=f"{'undo: ' if rollback else ''}{describe_target(operation)}"
+                f" on {cluster.name}",
+            )
+        except ChildWorkflowError as err:
+            result = result_of_failure(cluster.name, err)
+        finally:
+            self._running -= 1
+            self._wake += 1
+        if rollback:
+            ok = result.status in (ClusterStatus.SUCCEEDED, ClusterStatus.UNCHANGED)
+            cluster.status = ClusterStatus.ROLLED_BACK if ok else ClusterStatus.ROLLBACK_FAILED
+            cluster.reason = "" if ok else result.reason
+            cluster.to_version = result.to_version
+        else:
+            self._record(cluster, result)
+
+    def _record(self, cluster: ClusterProgress, result: ClusterResult) -> None:
+        cluster.finished_at = workflow.now()
+        cluster.status = result.status
+        cluster.reason = result.reason
+        cluster.changed = result.changed
+        cluster.from_version = result.from_version or cluster.from_version
+        cluster.to_version = result.to_version
+        if result.status == ClusterStatus.UNREACHABLE:
+            if self._options.skip_unreachable:
+                cluster.reason = f"skipped: {result.reason}"
+                return
+            cluster.status = ClusterStatus.FAILED
+            cluster.reason = f"unreachable: {result.reason}"
+        if cluster.status == ClusterStatus.FAILED:
+            self._count_failure(cluster)
+
+    def _count_failure(self, cluster: ClusterProgress) -> None:
+        wave = self._p.waves[cluster.wave]
+        wave.failures += 1
+        self._p.failures += 1
+        run_allowed = allowed_failures(self._options.failure_budget, len(self._p.clusters))
+        wave_allowed = allowed_failures(self._options.wave_failure_budget, len(wave.clusters))
+        if run_allowed is not None and self._p.failures > run_allowed:
+            why = f"{self._p.failures} failures exceed the run's budget of {run_allowed}"
+        elif wave_allowed is not None and wave.failures > wave_allowed:
+            why = f"{wave.failures} failures exceed wave {wave.name}'s budget of {wave_allowed}"
+        else:
+            return
+        self._stop(RunStatus.HALTED, f"halted: {why} (last: {cluster.name}: {cluster.reason})")
+
+    def _stop(self, status: RunStatus, reason: str) -> None:
+        if self._p.status in STOPPED:
+            return
+        self._p.status = status
+        self._p.paused = False
+        self._p.halt_reason = reason
+        self._wake += 1
+
+    async def _note_membership(self, wave: WaveProgress) -> None:
+        """Planned clusters gone from the inventory are skipped; new matches are noted."""
+        records: ClusterRecords = await workflow.execute_activity(
+            "get_cluster_records",
+            RecordsQuery(selector=self._spec.selector),
+            result_type=ClusterRecords,
+            start_to_close_timeout=INVENTORY_TIMEOUT,
+            retry_policy=INVENTORY_RETRY,
+            summary="membership check",
+        )
+        present = {r.name for r in records.records}
+        for name in wave.clusters:
+            cluster = self._by_name[name]
+            if name not in present and cluster.status in PENDING:
+                cluster.status = ClusterStatus.SKIPPED
+                cluster.reason = "left the fleet (or stopped matching) after planning"
+                if name not in self._p.left:
+                    self._p.left.append(name)
+        for name in sorted(present - set(self._by_name) - set(self._p.joined)):
+            self._p.joined.append(name)
+
+    async def _check_wave(self, wave: WaveProgress) -> None:
+        """Health after the wave: a changed cluster that is not healthy now fails late."""
+        done = [
+            self._by_name[n]
+            for n in wave.clusters
+            if self._by_name[n].status == ClusterStatus.SUCCEEDED
+        ]
+        if not done:
+            return
+        wave.status = WaveStatus.CHECKING
+        self._details(f"wave {wave.name}: health check of {len(done)} clusters")
+        reports = await asyncio.gather(
+            *(
+                workflow.execute_activity(
+                    "check_cluster_health",
+                    self._planned[c.name].ref(),
+                    result_type=HealthReport,
+                    start_to_close_timeout=HEALTH_TIMEOUT,
+                    retry_policy=INVENTORY_RETRY,
+                )
+                for c in done
+            )
+        )
+        for cluster, report in zip(done, reports, strict=True):
+            if report.health != Health.HEALTHY:
+                cluster.status = ClusterStatus.FAILED
+                cluster.reason = f"{report.health.value} after wave {wave.name}: {report.reason}"
+                self._count_failure(cluster)
+
+    async def _between_waves(self, index: int) -> None:
+        wave, following = self._p.waves[index], self._p.waves[index + 1]
+        if self._options.soak_seconds:
+            wave.status = WaveStatus.SOAKING
+            self._details(f"soaking {self._options.soak_seconds:.0f}s after wave {wave.name}")
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: self._p.status in STOPPED,
+                    timeout=self._options.soak_seconds,
+                    timeout_summary=f"soak after wave {wave.name}",
+                )
+            wave.status = WaveStatus.DONE
+        if self._options.approve_between and self._p.status not in STOPPED:
+            following.status = WaveStatus.AWAITING_APPROVAL
+            self._details(f"waiting for approval to start wave {following.name}")
+            await workflow.wait_condition(
+                lambda: (
+                    self._p.status in STOPPED
+                    or any(a.wave == following.index for a in self._p.approvals)
+                )
+            )
+            following.status = WaveStatus.PENDING
+        if self._p.paused:
+            self._details()
+            await workflow.wait_condition(lambda: not self._p.paused)
+
+    async def _finish(self) -> RolloutReport:
+        for wave in self._p.waves:
+            if wave.status in (WaveStatus.PENDING, WaveStatus.AWAITING_APPROVAL):
+                wave.status = WaveStatus.NOT_STARTED
+        for cluster in self._p.clusters:
+            if cluster.status in PENDING:
+                cluster.status = ClusterStatus.NOT_STARTED
+                cluster.to_version = cluster.from_version
+        undo = self._p.rollback_requested or (
+            self._options.auto_rollback and self._p.status == RunStatus.HALTED
+        )
+        if undo and isinstance(self._spec.operation, AddonTarget):
+            await self._roll_back()
+        elif self._p.status not in STOPPED:
+            self._p.status = RunStatus.COMPLETED
+        self._p.finished_at = workflow.now()
+        self._details()
+        return self._report()
+
+    async def _roll_back(self) -> None:
+        """Undoes changed clusters newest first, `max_concurrent` at a time."""
+        changed = [c for c in self._p.clusters if c.changed and c.from_version]
+        changed.sort(key=lambda c: c.finished_at or datetime.min, reverse=True)
+        self._p.status = RunStatus.ROLLING_BACK
+        size = self._options.max_concurrent
+        for i in range(0, len(changed), size):
+            batch = changed[i : i + size]
+            self._details(f"rolling back {', '.join(c.name for c in batch)}")
+            self._running += len(batch)
+            await asyncio.gather(*(self._run_cluster(c, rollback=True) for c in batch))
+        failed = [c.name for c in changed if c.status == ClusterStatus.ROLLBACK_FAILED]
+        self._p.status = RunStatus.ROLLED_BACK
+        if failed:
+            self._p.halt_reason += f"; rollback failed on {', '.join(failed)}"
+
+    # --- reporting ----------------------------------------------------------------------
+
+    def _details(self, line: str = "") -> None:
+        p = self._p
+        wave = p.waves[min(p.current_wave, len(p.waves) - 1)]
+        counts: dict[str, int] = {}
+        for name in wave.clusters:
+            status = self._by_name[name].status.value
+            counts[status] = counts.get(status, 0) + 1
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        head = f"{p.status.value}{' (paused)' if p.paused else ''}: wave {wave.index + 1}/"
+        head += f"{len(p.waves)} {wave.name}: {summary}; failures {p.failures}"
+        if p.halt_reason:
+            head += f"; {p.halt_reason}"
+        workflow.set_current_details(f"{head}\n{line}" if line else head)
+
+    def _report(self) -> RolloutReport:
+        p = self._p
+        outcomes = [
+            ClusterOutcome(
+                name=c.name,
+                wave=p.waves[c.wave].name,
+                status=c.status,
+                reason=c.reason,
+                from_version=c.from_version,
+                to_version=c.to_version,
+                started_at=c.started_at,
+                duration_seconds=(c.finished_at - c.started_at).total_seconds()
+                if c.finished_at and c.started_at
+                else None,
+            )
+            for c in p.clusters
+        ]
+        return RolloutReport(
+            id=p.id,
+            kind=p.kind,
+            target=p.target,
+            status=p.status,
+            halt_reason=p.halt_reason,
+            outcomes=outcomes,
+            approvals=p.approvals,
+            controls=p.controls,
+            left=p.left,
+            joined=p.joined,
+            notes=self._plan.notes,
+            started_at=p.started_at,
+            finished_at=p.finished_at,
+        )
+
+    @staticmethod
+    def _initial_progress(input: RolloutInput) -> RolloutProgress:
+        plan = input.plan
+        is_k8s = isinstance(plan.spec.operation, K8sTarget)
+        return RolloutProgress(
+            id=plan.spec.workflow_id,
+            kind=plan.spec.operation.kind,
+            target=describe_target(plan.spec.operation),
+            waves=[
+                WaveProgress(
+                    index=i, name=w.name, text=w.text, clusters=[c.name for c in w.clusters]
+                )
+                for i, w in enumerate(plan.waves)
+            ],
+            clusters=[
+                ClusterProgress(name=c.name, wave=i, from_version=version, to_version=version)
+                for i, w in enumerate(plan.waves)
+                for c in w.clusters
+                # Add-on versions (images) are learned per cluster; Kubernetes ones are known.
+                for version in [c.version if is_k8s else ""]
+            ],
+        )
+
+
+def describe_target(operation: K8sTarget | AddonTarget) -> str:
+    if isinstance(operation, K8sTarget):
+        return f"Kubernetes {operation.version}"
+    return f"{operation.describe()} image {operation.image}"
+
+
+def result_of_failure(cluster: str, err: ChildWorkflowError) -> ClusterResult:
+    """The child's own `ClusterResult` when it failed deliberately, else a generic failure."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.type == "ClusterFailed" and cause.details:
+        return ClusterResult.model_validate(cause.details[0])
+    return ClusterResult(
+        cluster=cluster, status=ClusterStatus.FAILED, reason=str(cause or err), changed=True
+    )
