@@ -41,17 +41,23 @@ ONBOARDING_PERMISSIONS: list[Permission] = [
 
 @activity.defn
 def probe_cluster(ref: ClusterRef) -> ClusterProbe:
-    """Version, endpoint and node count. Fails (retryably) when the cluster does not answer;
-    a 401 is non-retryable: the credential is wrong."""
+    """Version, endpoint and node count (0 when nodes may not be listed: the permission
+    check names that). Fails retryably while the cluster does not answer; a 401 is
+    non-retryable: the credential is wrong."""
     api = api_client(ref.credential)
     try:
         version = request(api, "GET", "/version", timeout=PROBE_TIMEOUT)
-        nodes = request(api, "GET", "/api/v1/nodes", timeout=PROBE_TIMEOUT)
+        try:
+            nodes = request(api, "GET", "/api/v1/nodes", timeout=PROBE_TIMEOUT)["items"]
+        except ApiException as exc:
+            if exc.status != 403:
+                raise
+            nodes = []
     except ApiException as exc:
         message = api_error_message(ref.name, exc)
         if exc.status == 401:
             raise ApplicationError(
-                f"{message}: the credential in context {ref.credential.context} is not accepted",
+                f"{message}: the credential of context {ref.credential.context} is not accepted",
                 type="Unauthorized",
                 non_retryable=True,
             ) from None
@@ -62,7 +68,7 @@ def probe_cluster(ref: ClusterRef) -> ClusterProbe:
         cluster=ref.name,
         version=str(version.get("gitVersion", "")),
         api_endpoint=api.configuration.host,
-        node_count=len(nodes.get("items", [])),
+        node_count=len(nodes),
     )
 
 

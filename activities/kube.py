@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import urllib3
+import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from temporalio.exceptions import ApplicationError
@@ -26,6 +27,24 @@ REQUEST_TIMEOUT = (5.0, 30.0)
 
 _lock = threading.Lock()
 _clients: dict[tuple[str, float, str], client.ApiClient] = {}
+# The parsed content of each kubeconfig, with the mtime it was read at. Parsing is the
+# costly part of building a client (a 200-cluster file takes ~0.25 s with the pure-Python
+# loader), so a file is parsed once per change, with libyaml when available.
+_parsed: dict[str, tuple[float, dict[str, Any]]] = {}
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _kubeconfig_dict(path: str, mtime: float) -> dict[str, Any]:
+    """The parsed kubeconfig; on a change, forgets clients built from the old content."""
+    cached = _parsed.get(path)
+    if cached is not None and cached[0] == mtime:
+        return cached[1]
+    with open(path) as f:
+        content = yaml.load(f, Loader=_YAML_LOADER) or {}
+    for key in [k for k in _clients if k[0] == path and k[1] != mtime]:
+        del _clients[key]
+    _parsed[path] = (mtime, content)
+    return content
 
 
 def kubeconfig_path(ref: CredentialRef) -> str:
@@ -62,10 +81,13 @@ def api_client(ref: CredentialRef) -> client.ApiClient:
             return cached
         try:
             configuration = client.Configuration()
-            config.load_kube_config(
-                config_file=path, context=ref.context, client_configuration=configuration
+            config.load_kube_config_from_dict(
+                _kubeconfig_dict(path, mtime),
+                context=ref.context,
+                client_configuration=configuration,
+                persist_config=False,
             )
-        except config.ConfigException as exc:
+        except (config.ConfigException, OSError, yaml.YAMLError) as exc:
             raise ApplicationError(
                 f"context {ref.context!r} not usable in {path}: {_first_line(exc)}",
                 type="BadCredentialRef",

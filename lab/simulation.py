@@ -52,7 +52,7 @@ class Simulation:
         self.upgrade_seconds = upgrade_seconds
         self._clusters: dict[str, _Attached] = {}
         self._capi: CapiController | None = None
-        self._stopped: asyncio.Event | None = None
+        self._stopped = asyncio.Event()  # binds to a loop only when awaited
 
     def seed_cluster(self, store: ObjectStore, *, name: str, version: str, nodes: int) -> None:
         """Creates the objects of a freshly provisioned cluster, already settled."""
@@ -118,7 +118,7 @@ class Simulation:
                 f"unknown fault kind {kind!r}; expected one of {sorted(BEHAVIOUR_FAULTS)}"
             )
 
-    def clear_fault(self, name: str, kind: str | None) -> None:
+    def clear_fault(self, name: str, kind: str | None = None) -> None:
         """Clears one behavioural fault, or all of them when `kind` is None; other kinds
         are ignored (the runtime clears HTTP faults itself)."""
         attached = self._clusters.get(name)
@@ -132,7 +132,6 @@ class Simulation:
     async def run(self) -> None:
         """Runs until `stop()`; timers armed before it starts fire once it runs."""
         loop = asyncio.get_running_loop()
-        self._stopped = asyncio.Event()
         for attached in self._clusters.values():
             attached.workloads.timers.bind(loop)
         if self._capi is not None:
@@ -144,8 +143,7 @@ class Simulation:
             self.detach(name)
         if self._capi is not None:
             self._capi.stop()
-        if self._stopped is not None:
-            self._stopped.set()
+        self._stopped.set()
 
     def _store_of(self, name: str) -> ObjectStore | None:
         attached = self._clusters.get(name)

@@ -498,8 +498,9 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: every error becomes one line and an exit code."""
     _mount_sub_apps()
     command = typer.main.get_command(app)
+    args = _hoist_connection_flags(sys.argv[1:] if argv is None else argv)
     try:
-        result = command.main(args=argv, prog_name="flotilla", standalone_mode=False)
+        result = command.main(args=args, prog_name="flotilla", standalone_mode=False)
     except NoArgsIsHelpError as exc:
         print(exc.format_message())
         _exit(0)
@@ -520,6 +521,33 @@ def main(argv: list[str] | None = None) -> None:
         else:
             _fail(problem.message, problem.code)
     _exit(result if isinstance(result, int) else 0)
+
+
+def _hoist_connection_flags(args: list[str]) -> list[str]:
+    """Moves `--address`/`--namespace` to the front, so they work after any subcommand
+    (`flotilla ops list --address host:7233`) as well as before it. `lab` arguments pass
+    through untouched."""
+    if "lab" in args[:1]:
+        return args
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest += args[i:]
+            break
+        name = arg.split("=", 1)[0]
+        if name in ("--address", "--namespace") and ("=" in arg or i + 1 < len(args)):
+            if "=" in arg:
+                front.append(arg)
+            else:
+                front += args[i : i + 2]
+                i += 1
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
 
 
 def _fail(message: str, code: int) -> None:

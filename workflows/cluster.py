@@ -71,7 +71,6 @@ class ClusterEntity:
     @workflow.init
     def __init__(self, state: ClusterState) -> None:
         self._state = state
-        self._epoch = 0  # bumped on every change, wakes the main loop
         self._applied: dict[str, str | list[str]] = {}
         self._last_lock_check = workflow.now()
 
@@ -83,10 +82,15 @@ class ClusterEntity:
     async def run(self, state: ClusterState) -> ClusterRecord:
         self._changed()
         while True:
-            epoch = self._epoch
+            # Wake when the lock changes hands (to re-arm the holder check) or to continue
+            # as new; other changes need no main-loop work.
+            lock = self._record.lock
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
-                    lambda epoch=epoch: self._epoch != epoch or self._should_continue_as_new(),  # type: ignore[misc]
+                    lambda lock=lock: (
+                        self._record.lock != lock  # type: ignore[misc]
+                        or self._should_continue_as_new()
+                    ),
                     timeout=self._lock_check_timeout(),
                     timeout_summary="check the lock holder is alive",
                 )
@@ -357,10 +361,9 @@ class ClusterEntity:
 
     def _changed(self) -> None:
         """Call after every mutation: stamps the record, syncs search attributes and the
-        UI details, and wakes the main loop."""
+        UI details."""
         rec = self._record
         rec.updated_at = workflow.now()
-        self._epoch += 1
         self._sync_search_attributes()
         holder = f"locked by {rec.lock.holder}" if rec.lock else "unlocked"
         workflow.set_current_details(

@@ -128,10 +128,12 @@ class Onboard:
             )
         except ActivityError as err:
             failure = root_failure(err)
+            if failure.type in ("Unauthorized", "BadCredentialRef"):
+                raise failure from None
             raise ApplicationError(
                 f"{ref.name} is not reachable through context {ref.credential.context} "
                 f"({failure.message}); check the cluster and the kubeconfig, then onboard again",
-                type="Unauthorized" if failure.type == "Unauthorized" else "ClusterUnreachable",
+                type="ClusterUnreachable",
                 non_retryable=True,
             ) from None
 

@@ -15,22 +15,27 @@ from lab.topology import MANAGEMENT
 WAIT = 20.0
 
 
-async def eventually(predicate: Callable[[], object], *, timeout: float = WAIT) -> None:
-    """Waits until `predicate()` is truthy (re-checking as the loop runs); fails after
-    `timeout` so a broken controller fails the test instead of hanging it."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"condition never became true: {predicate}")
-        await asyncio.sleep(0.01)
-
-
 @dataclass
 class Fleet:
     sim: Simulation
     mgmt: ObjectStore
     stores: dict[str, ObjectStore] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def watch(self, store: ObjectStore) -> None:
+        """Makes `eventually` re-check its predicate after every write to `store`."""
+        store.add_listener(lambda _event: self.changed.set())
+
+    async def eventually(self, predicate: Callable[[], object]) -> None:
+        """Waits until `predicate()` holds, re-checking after each store change; fails
+        after WAIT seconds so a broken controller fails the test instead of hanging it."""
+        try:
+            async with asyncio.timeout(WAIT):
+                while not predicate():
+                    self.changed.clear()
+                    await self.changed.wait()
+        except TimeoutError:
+            raise AssertionError(f"condition never became true: {predicate}") from None
 
 
 @asynccontextmanager
@@ -45,12 +50,14 @@ async def running_fleet(
     sim.attach(MANAGEMENT, mgmt)
     sim.attach_management(mgmt)
     fleet = Fleet(sim, mgmt)
+    fleet.watch(mgmt)
     for name in names:
         store = ObjectStore(name)
         sim.seed_cluster(store, name=name, version=version, nodes=nodes)
         sim.attach(name, store)
         sim.register_capi(name=name, version=version, nodes=nodes, labels={"env": "dev"})
         fleet.stores[name] = store
+        fleet.watch(store)
     task = asyncio.create_task(sim.run())
     try:
         yield fleet

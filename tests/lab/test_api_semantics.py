@@ -3,11 +3,13 @@ wire details kubectl relies on (Tables, discovery, watch bookmarks, faults) over
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import socket
 import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,7 +19,8 @@ import yaml
 from lab.api import applying, handlers, patching, protobuf
 from lab.api.selectors import field_selector, label_selector
 from lab.api.tables import human_duration
-from lab.store import ApiError
+from lab.runtime import Lab
+from lab.store import ApiError, ResourceKey
 from tests.lab.conftest import ThreadedLab
 
 # ---- pure pieces -----------------------------------------------------------------------
@@ -341,3 +344,52 @@ async def test_flaky_and_unknown_faults(lab: ThreadedLab, http: Http) -> None:
     assert status == 200
     with pytest.raises(ValueError):
         lab.call(lab.lab.set_fault("eu-staging-1", "meteor", {}))
+
+
+async def test_dark_hang_accepts_but_never_answers_until_cleared(
+    lab: ThreadedLab, http: Http
+) -> None:
+    lab.call(lab.lab.set_fault("eu-staging-1", "dark", {"mode": "hang"}))
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.5):
+            await http.request("GET", "/version")
+    lab.call(lab.lab.set_fault("eu-staging-1", "slow", {"latency_ms": 10}))
+    lab.call(lab.lab.clear_fault("eu-staging-1", "dark"))
+    status, _, _ = await http.request("GET", "/version")  # slow, but answered
+    assert status == 200
+    lab.call(lab.lab.clear_fault("eu-staging-1"))
+    assert lab.lab.clusters["eu-staging-1"].faults == {}
+
+
+async def test_state_file_restores_ports_tokens_and_objects(tmp_path: Path) -> None:
+    state_file = tmp_path / "state.json"
+    first = Lab(directory=tmp_path, clusters=1, nodes=1, state_file=state_file)
+    await first.start()
+    cluster = first.clusters["eu-dev-1"]
+    port, token = cluster.port, cluster.token
+    cluster.store.create(
+        ResourceKey("", "configmaps"), {"metadata": {"name": "kept", "namespace": "default"}}
+    )
+    token_user = first.add_user("eu-dev-1", "viewer", ["get"])
+    await first.stop()
+    assert state_file.stat().st_mode & 0o777 == 0o600
+
+    second = Lab(directory=tmp_path, clusters=1, nodes=1, state_file=state_file)
+    await second.start()
+    try:
+        restored = second.clusters["eu-dev-1"]
+        assert (restored.port, restored.token) == (port, token)
+        assert restored.authenticate(token_user) is not None
+        config = yaml.safe_load(second.kubeconfig.read_text())
+        ca = base64.b64decode(config["clusters"][0]["cluster"]["certificate-authority-data"])
+        context = ssl.create_default_context(cadata=ca.decode())
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session,
+            session.get(
+                f"{restored.server}/api/v1/namespaces/default/configmaps/kept",
+                headers={"Authorization": f"Bearer {token}"},
+            ) as resp,
+        ):
+            assert resp.status == 200
+    finally:
+        await second.stop()

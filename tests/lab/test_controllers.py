@@ -15,8 +15,8 @@ from lab.controllers.common import (
     condition,
 )
 from lab.simulation import control_plane_version
-from lab.store import ObjectStore
-from tests.lab.simhelpers import eventually, running_fleet
+from lab.store import Event, ObjectStore
+from tests.lab.simhelpers import running_fleet
 
 C = "eu-dev-1"
 
@@ -96,7 +96,7 @@ async def test_deployment_creates_pods_and_becomes_available() -> None:
     async with running_fleet(C) as fleet:
         store = fleet.stores[C]
         store.create(DEPLOYMENTS, deployment("web", "nginx:1.27"))
-        await eventually(lambda: rollout_complete(store, "web"))
+        await fleet.eventually(lambda: rollout_complete(store, "web"))
         d = store.get(DEPLOYMENTS, "default", "web")
         assert condition(d, "Available")["reason"] == "MinimumReplicasAvailable"  # type: ignore[index]
         assert condition(d, "Progressing")["reason"] == "NewReplicaSetAvailable"  # type: ignore[index]
@@ -115,22 +115,23 @@ async def test_rolling_update_replaces_pods_gradually() -> None:
     async with running_fleet(C) as fleet:
         store = fleet.stores[C]
         store.create(DEPLOYMENTS, deployment("web", "nginx:1.27", replicas=4))
-        await eventually(lambda: rollout_complete(store, "web"))
-        seen_updated: set[int] = set()
+        await fleet.eventually(lambda: rollout_complete(store, "web"))
+        seen: list[tuple[int, int]] = []  # (updatedReplicas, availableReplicas) per write
+
+        def record(event: Event) -> None:
+            if event.key == DEPLOYMENTS and event.object["metadata"]["name"] == "web":
+                status = event.object.get("status", {})
+                seen.append((status.get("updatedReplicas", 0), status.get("availableReplicas", 0)))
+
+        store.add_listener(record)
 
         def change(d: dict) -> None:
             d["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx:1.28"
 
         edit(store, DEPLOYMENTS, "default", "web", change)
-
-        def done() -> bool:
-            seen_updated.add(
-                store.get(DEPLOYMENTS, "default", "web")["status"].get("updatedReplicas", 0)
-            )
-            return rollout_complete(store, "web")
-
-        await eventually(done)
-        assert len(seen_updated) > 2, seen_updated  # updatedReplicas grew step by step
+        await fleet.eventually(lambda: rollout_complete(store, "web"))
+        assert any(0 < updated < 4 for updated, _ in seen), seen  # grew step by step
+        assert min(available for _, available in seen) >= 3  # maxUnavailable 25% of 4
         pods = pods_of(store, "web")
         assert {p["spec"]["containers"][0]["image"] for p in pods} == {"nginx:1.28"}
         assert len(pods) == 4
@@ -147,7 +148,7 @@ async def test_rollout_restart_and_scaling() -> None:
     async with running_fleet(C) as fleet:
         store = fleet.stores[C]
         store.create(DEPLOYMENTS, deployment("web", "nginx:1.27", replicas=2))
-        await eventually(lambda: rollout_complete(store, "web"))
+        await fleet.eventually(lambda: rollout_complete(store, "web"))
         before = {p["metadata"]["name"] for p in pods_of(store, "web")}
 
         def restart(d: dict) -> None:
@@ -155,7 +156,7 @@ async def test_rollout_restart_and_scaling() -> None:
             annotations["kubectl.kubernetes.io/restartedAt"] = "2026-01-01T00:00:00Z"
 
         edit(store, DEPLOYMENTS, "default", "web", restart)
-        await eventually(
+        await fleet.eventually(
             lambda: (
                 rollout_complete(store, "web")
                 and not before & {p["metadata"]["name"] for p in pods_of(store, "web")}
@@ -166,16 +167,20 @@ async def test_rollout_restart_and_scaling() -> None:
             return lambda d: d["spec"].update(replicas=n)
 
         edit(store, DEPLOYMENTS, "default", "web", scale(5))
-        await eventually(lambda: rollout_complete(store, "web") and len(pods_of(store, "web")) == 5)
+        await fleet.eventually(
+            lambda: rollout_complete(store, "web") and len(pods_of(store, "web")) == 5
+        )
         edit(store, DEPLOYMENTS, "default", "web", scale(1))
-        await eventually(lambda: rollout_complete(store, "web") and len(pods_of(store, "web")) == 1)
+        await fleet.eventually(
+            lambda: rollout_complete(store, "web") and len(pods_of(store, "web")) == 1
+        )
 
 
 async def test_broken_image_never_becomes_ready_and_exceeds_deadline() -> None:
     async with running_fleet(C) as fleet:
         store = fleet.stores[C]
         store.create(DEPLOYMENTS, deployment("web", "nginx:1.27", replicas=2, deadline=1))
-        await eventually(lambda: rollout_complete(store, "web"))
+        await fleet.eventually(lambda: rollout_complete(store, "web"))
 
         def break_it(d: dict) -> None:
             d["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx:broken"
@@ -186,7 +191,7 @@ async def test_broken_image_never_becomes_ready_and_exceeds_deadline() -> None:
             cond = condition(store.get(DEPLOYMENTS, "default", "web"), "Progressing")
             return cond is not None and cond["reason"] == "ProgressDeadlineExceeded"
 
-        await eventually(stalled)
+        await fleet.eventually(stalled)
         assert (
             condition(store.get(DEPLOYMENTS, "default", "web"), "Progressing")["status"] == "False"
         )  # type: ignore[index]
@@ -208,7 +213,7 @@ async def test_broken_image_never_becomes_ready_and_exceeds_deadline() -> None:
             d["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx:1.28"
 
         edit(store, DEPLOYMENTS, "default", "web", fix)
-        await eventually(lambda: rollout_complete(store, "web"))
+        await fleet.eventually(lambda: rollout_complete(store, "web"))
         assert (
             condition(store.get(DEPLOYMENTS, "default", "web"), "Progressing")["reason"]
             == "NewReplicaSetAvailable"
@@ -245,13 +250,13 @@ async def test_daemonset_runs_one_pod_per_node_and_rolls() -> None:
                 and s.get("numberAvailable") == 4
             )
 
-        await eventually(settled)
+        await fleet.eventually(settled)
 
         def bump(ds: dict) -> None:
             ds["spec"]["template"]["spec"]["containers"][0]["image"] = "agent:2"
 
         edit(store, DAEMONSETS, "default", "agent", bump)
-        await eventually(settled)
+        await fleet.eventually(settled)
         pods = pods_of(store, "agent")
         assert sorted(p["spec"]["nodeName"] for p in pods) == sorted(
             n["metadata"]["name"] for n in store.list(NODES)
@@ -269,13 +274,13 @@ async def test_nodes_not_ready_fault_and_clear() -> None:
         assert any(
             t["key"] == "node.kubernetes.io/unreachable" for t in not_ready[0]["spec"]["taints"]
         )
-        await eventually(
+        await fleet.eventually(
             lambda: store.get(DAEMONSETS, "kube-system", "kube-proxy")["status"]["numberReady"] == 2
         )
         fleet.sim.clear_fault(C, "nodes-not-ready")
         assert all(condition(n, "Ready")["status"] == "True" for n in store.list(NODES))  # type: ignore[index]
         assert all("taints" not in n["spec"] for n in store.list(NODES)[1:])
-        await eventually(
+        await fleet.eventually(
             lambda: store.get(DAEMONSETS, "kube-system", "kube-proxy")["status"]["numberReady"] == 4
         )
 
@@ -284,9 +289,9 @@ async def test_deleting_a_deployment_collects_its_replicasets_and_pods() -> None
     async with running_fleet(C) as fleet:
         store = fleet.stores[C]
         store.create(DEPLOYMENTS, deployment("web", "nginx:1.27"))
-        await eventually(lambda: rollout_complete(store, "web"))
+        await fleet.eventually(lambda: rollout_complete(store, "web"))
         store.delete(DEPLOYMENTS, "default", "web")
-        await eventually(
+        await fleet.eventually(
             lambda: not pods_of(store, "web") and not store.list(REPLICASETS, "default")
         )
 
@@ -298,5 +303,6 @@ async def test_pending_work_resumes_after_a_restore() -> None:
         dumped = store.dump()  # pods not even created yet
     async with running_fleet() as fleet:
         restored = ObjectStore.load(C, dumped)
+        fleet.watch(restored)
         fleet.sim.attach(C, restored)
-        await eventually(lambda: rollout_complete(restored, "web"))
+        await fleet.eventually(lambda: rollout_complete(restored, "web"))

@@ -81,9 +81,15 @@ def test_temporal_unreachable(flotilla: Run, args: list[str]) -> None:
     assert f"cannot reach Temporal at {address}" in line
 
 
-def test_address_flag_overrides_environment(flotilla: Run) -> None:
+@pytest.mark.parametrize("where", ["before", "after", "equals"])
+def test_address_flag_overrides_environment(flotilla: Run, where: str) -> None:
     address = f"127.0.0.1:{closed_port()}"
-    result = flotilla("--address", address, "ops", "list", address="127.0.0.1:7")
+    args = {
+        "before": ["--address", address, "ops", "list"],
+        "after": ["ops", "list", "--address", address],
+        "equals": ["ops", "list", f"--address={address}"],
+    }[where]
+    result = flotilla(*args, address="127.0.0.1:7")
     assert address in assert_one_line_error(result, 1)
 
 

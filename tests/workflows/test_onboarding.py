@@ -156,3 +156,19 @@ async def test_bad_name_rejected_before_starting(worker: RunningWorker) -> None:
     handle = worker.client.get_workflow_handle(onboard_id("Bad_Name"))
     with pytest.raises(RPCError):
         await handle.describe()
+
+
+async def test_wrong_credentials_fail_fast(worker: RunningWorker, lab, tmp_path: Path) -> None:
+    path = tmp_path / "wrong.kubeconfig"
+    context = limited_kubeconfig(lab, "eu-dev-1", "not-a-valid-token", path)
+    base = lab_request(lab, "eu-dev-1").model_copy(update={"name": "wrong-token"})
+    cases = [
+        (CredentialRef(kubeconfig=str(path), context=context), "Unauthorized"),
+        (CredentialRef(kubeconfig=str(path), context="no-such-context"), "BadCredentialRef"),
+        (CredentialRef(kubeconfig=str(tmp_path / "missing"), context="x"), "BadCredentialRef"),
+    ]
+    for credential, expected in cases:
+        with pytest.raises(WorkflowFailureError) as failed:
+            await run(worker, base.model_copy(update={"credential": credential}))
+        assert failure(failed.value).type == expected
+    assert await get_record(worker.client, "wrong-token") is None

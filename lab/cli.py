@@ -1,0 +1,265 @@
+"""`python -m lab`: run the lab, and drive a running one through its admin API.
+
+    python -m lab up [--clusters 6] [--dir .state/lab] [--nodes 3] [--version v1.30.6]
+                     [--rollout-delay 0.5] [--upgrade-seconds 2.0] [--state-file F] [--seed 0]
+    python -m lab status | fault CLUSTER KIND [...] | clear CLUSTER [KIND]
+    python -m lab add NAME [--label k=v ...] [--version V] | remove NAME
+
+`up` runs in the foreground until SIGINT/SIGTERM. Once serving it writes DIR/kubeconfig,
+then DIR/lab.json (atomically, last); a clean stop writes the state file (if given) and
+removes lab.json. The other commands find the admin API through DIR/lab.json. Errors are
+one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from lab.testing import LabAdmin, LabError
+from lab.topology import DEFAULT_VERSION
+
+if TYPE_CHECKING:
+    from lab.runtime import Lab
+
+DEFAULT_DIR = Path(".state/lab")
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed as one line."""
+
+
+# ---- up ---------------------------------------------------------------------------------
+
+
+def _up(args: argparse.Namespace) -> None:
+    from lab.runtime import Lab
+
+    directory: Path = args.dir.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    info_path = directory / "lab.json"
+    info_path.unlink(missing_ok=True)  # a stale file from a crashed run
+    lab = Lab(
+        directory=directory,
+        clusters=args.clusters,
+        nodes=args.nodes,
+        version=args.version,
+        rollout_delay=args.rollout_delay,
+        upgrade_seconds=args.upgrade_seconds,
+        state_file=args.state_file,
+        seed=args.seed,
+    )
+    try:
+        asyncio.run(_serve(lab, info_path))
+    finally:
+        info_path.unlink(missing_ok=True)
+
+
+async def _serve(lab: Lab, info_path: Path) -> None:
+    from lab.admin import AdminServer
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    admin = AdminServer(lab)
+    try:
+        await lab.start()
+        url = await admin.start()
+        info = json.dumps(lab.info(admin_url=url, pid=os.getpid()), indent=2)
+        _write_atomically(info_path, info)
+        count = len(lab.workload_clusters())
+        print(
+            f"lab up: {count} clusters + mgmt; kubeconfig {lab.kubeconfig}; admin {url}", flush=True
+        )
+        await stop.wait()
+    finally:
+        await admin.stop()
+        await lab.stop()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+# ---- admin commands ---------------------------------------------------------------------
+
+
+def _admin(directory: Path) -> LabAdmin:
+    try:
+        info = json.loads((directory / "lab.json").read_text())
+    except FileNotFoundError:
+        raise CliError(
+            f"no lab running in {directory} (start one with: python -m lab up)"
+        ) from None
+    except ValueError:
+        raise CliError(f"{directory / 'lab.json'} is not valid JSON") from None
+    return LabAdmin(info["admin_url"])
+
+
+def _status(args: argparse.Namespace) -> None:
+    clusters = _admin(args.dir).clusters()
+    if args.json:
+        print(json.dumps(clusters, indent=2))
+        return
+    rows = [("NAME", "VERSION", "CONTEXT", "SERVER", "LABELS", "FAULTS")]
+    for c in clusters:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(c["labels"].items()))
+        faults = ",".join(_describe_fault(k, v) for k, v in c["faults"].items()) or "-"
+        rows.append((c["name"], c["version"], c["context"], c["server"], labels, faults))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _describe_fault(kind: str, params: dict[str, Any]) -> str:
+    detail = ",".join(f"{k}={v}" for k, v in params.items())
+    return f"{kind}({detail})" if detail else kind
+
+
+def _fault(args: argparse.Namespace) -> None:
+    params: dict[str, Any] = {}
+    for name in ("mode", "latency_ms", "rate", "count"):
+        if getattr(args, name) is not None:
+            params[name] = getattr(args, name)
+    if args.codes is not None:
+        params["codes"] = args.codes
+    result = _admin(args.dir).fault(args.cluster, args.kind, **params)
+    print(f"{args.cluster}: faults {_faults_line(result)}")
+
+
+def _clear(args: argparse.Namespace) -> None:
+    result = _admin(args.dir).clear(args.cluster, args.kind)
+    print(f"{args.cluster}: faults {_faults_line(result)}")
+
+
+def _faults_line(result: dict[str, Any]) -> str:
+    faults = result.get("faults", {})
+    return ", ".join(_describe_fault(k, v) for k, v in faults.items()) or "none"
+
+
+def _add(args: argparse.Namespace) -> None:
+    labels = {}
+    for item in args.label:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"bad --label {item!r}: expected KEY=VALUE")
+        labels[key] = value
+    added = _admin(args.dir).add_cluster(args.name, labels, args.version)
+    print(f"added {added['name']} ({added['version']}), context {added['context']}")
+
+
+def _remove(args: argparse.Namespace) -> None:
+    _admin(args.dir).remove_cluster(args.name)
+    print(f"removed {args.name}")
+
+
+# ---- parsing ----------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _version(text: str) -> str:
+    if not re.fullmatch(r"v\d+\.\d+\.\d+", text):
+        raise argparse.ArgumentTypeError(f"expected vMAJOR.MINOR.PATCH, got {text!r}")
+    return text
+
+
+def _codes(text: str) -> list[int]:
+    try:
+        return [int(c) for c in text.split(",") if c]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated status codes, got {text!r}"
+        ) from None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """Usage mistakes as one line, not argparse's usage block."""
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = _Parser(
+        prog="python -m lab", description="A local fleet of simulated Kubernetes clusters."
+    )
+    sub = root.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument(
+            "--dir", type=Path, default=DEFAULT_DIR, help="lab directory (default .state/lab)"
+        )
+        return p
+
+    up = command("up", "run the lab in the foreground")
+    up.add_argument("--clusters", type=_positive_int, default=6)
+    up.add_argument(
+        "--nodes", type=_positive_int, default=3, help="nodes per cluster, control plane included"
+    )
+    up.add_argument("--version", type=_version, default=DEFAULT_VERSION)
+    up.add_argument("--rollout-delay", type=float, default=0.5)
+    up.add_argument("--upgrade-seconds", type=float, default=2.0)
+    up.add_argument("--state-file", type=Path)
+    up.add_argument("--seed", type=int, default=0)
+    up.set_defaults(run=_up)
+
+    status = command("status", "list clusters, versions and faults")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(run=_status)
+
+    fault = command("fault", "inject a fault into a cluster")
+    fault.add_argument("cluster")
+    fault.add_argument("kind", help="dark | slow | flaky | nodes-not-ready | upgrade-fail")
+    fault.add_argument("--mode", choices=["refuse", "hang"], help="dark: refuse or hang")
+    fault.add_argument("--latency-ms", type=int, help="slow: added latency")
+    fault.add_argument("--rate", type=float, help="flaky: share of failing requests 0..1")
+    fault.add_argument("--codes", type=_codes, help="flaky: e.g. 500,503,429")
+    fault.add_argument("--count", type=int, help="nodes-not-ready: how many workers")
+    fault.set_defaults(run=_fault)
+
+    clear = command("clear", "clear one fault kind or all faults of a cluster")
+    clear.add_argument("cluster")
+    clear.add_argument("kind", nargs="?")
+    clear.set_defaults(run=_clear)
+
+    add = command("add", "add a workload cluster")
+    add.add_argument("name")
+    add.add_argument("--label", action="append", default=[], help="KEY=VALUE, repeatable")
+    add.add_argument("--version", type=_version)
+    add.set_defaults(run=_add)
+
+    remove = command("remove", "remove a workload cluster")
+    remove.add_argument("name")
+    remove.set_defaults(run=_remove)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (CliError, LabError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

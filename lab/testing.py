@@ -1,0 +1,251 @@
+"""Harness for tests and benches: run the lab as a subprocess and drive its admin API.
+
+    with LabProcess(clusters=3, directory=tmp_path) as lab:
+        subprocess.run(["kubectl", "--kubeconfig", lab.kubeconfig, ...])
+        lab.admin.fault("eu-dev-1", "dark", mode="refuse")
+
+`LabProcess` works as a sync or async context manager. The child always dies with the
+harness: on exit, on test failure, and (Linux) when the parent process itself dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import weakref
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+START_TIMEOUT = 120.0
+STOP_TIMEOUT = 20.0
+
+
+class LabError(RuntimeError):
+    """The lab refused a request or failed to start; the message says why."""
+
+
+class LabAdmin:
+    """Client of the lab's admin API (blocking; calls are short)."""
+
+    def __init__(self, admin_url: str, *, timeout: float = 30.0) -> None:
+        self.url = admin_url.rstrip("/")
+        self.timeout = timeout
+
+    def clusters(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/clusters")
+
+    def add_cluster(
+        self, name: str, labels: dict[str, str] | None = None, version: str | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name, "labels": labels or {}}
+        if version is not None:
+            body["version"] = version
+        return self._call("POST", "/clusters", body)
+
+    def remove_cluster(self, name: str) -> None:
+        self._call("DELETE", f"/clusters/{name}")
+
+    def fault(self, name: str, kind: str, **params: Any) -> dict[str, Any]:
+        """Injects a fault, e.g. `fault(c, "flaky", rate=0.5, codes=[503])`."""
+        return self._call("POST", f"/clusters/{name}/faults", {"kind": kind, **params})
+
+    def clear(self, name: str, kind: str | None = None) -> dict[str, Any]:
+        """Clears one fault kind, or every fault of the cluster."""
+        path = f"/clusters/{name}/faults" + (f"/{kind}" if kind else "")
+        return self._call("DELETE", path)
+
+    def add_user(
+        self,
+        name: str,
+        user: str,
+        verbs: list[str],
+        resources: tuple[str, ...] | list[str] = ("*",),
+    ) -> str:
+        """Adds a limited identity to cluster `name`; returns its bearer token."""
+        body = {"name": user, "verbs": list(verbs), "resources": list(resources)}
+        return str(self._call("POST", f"/clusters/{name}/users", body)["token"])
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            try:
+                message = json.loads(exc.read()).get("error", exc.reason)
+            except ValueError:
+                message = exc.reason
+            raise LabError(str(message)) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise LabError(f"lab admin API at {self.url} unreachable: {reason}") from None
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it when the parent dies (Linux only)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class LabProcess:
+    """`python -m lab up` as a child process.
+
+    `options` are `up` flags in Python spelling: nodes, version, rollout_delay,
+    upgrade_seconds, state_file, seed. Without `directory` a temporary one is used.
+    """
+
+    def __init__(self, clusters: int = 6, directory: Path | None = None, **options: Any) -> None:
+        self.clusters = clusters
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if directory is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="lab-")
+            directory = Path(self._tmp.name)
+        self.directory = Path(directory)
+        self.options = options
+        self.process: subprocess.Popen[bytes] | None = None
+        self.info: dict[str, Any] = {}
+        self._issued: list[str] = []
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> LabProcess:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        info_path = self.directory / "lab.json"
+        info_path.unlink(missing_ok=True)
+        command = [sys.executable, "-m", "lab", "up", "--clusters", str(self.clusters)]
+        command += ["--dir", str(self.directory)]
+        for key, value in self.options.items():
+            command += [f"--{key.replace('_', '-')}", str(value)]
+        log = self.directory / "lab.log"
+        with log.open("wb") as stderr:
+            self.process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
+        weakref.finalize(self, _kill, self.process)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self.process.poll() is not None:
+                raise LabError(
+                    f"lab exited with code {self.process.returncode} while starting:\n"
+                    + log.read_text().strip()
+                )
+            info = _read_json(info_path)
+            if info is not None and info.get("pid") == self.process.pid:
+                self.info = info
+                return self
+            if time.monotonic() > deadline:
+                self.stop()
+                raise LabError(f"lab did not start within {START_TIMEOUT:.0f}s:\n{log.read_text()}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """SIGTERM (clean shutdown, state file written), SIGKILL if it does not exit."""
+        if self.process is not None:
+            _kill(self.process)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> LabProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> LabProcess:
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.stop)
+
+    # ---- what tests use ----------------------------------------------------------------
+
+    @property
+    def kubeconfig(self) -> Path:
+        return Path(self.info["kubeconfig"])
+
+    @property
+    def contexts(self) -> dict[str, str]:
+        """Cluster name -> kubeconfig context, the management cluster included."""
+        out = {"mgmt": self.info["management_context"]}
+        out.update({c["name"]: c["context"] for c in self.info["clusters"]})
+        return out
+
+    @property
+    def admin(self) -> LabAdmin:
+        return _TrackingAdmin(self.info["admin_url"], self._issued)
+
+    def secrets(self) -> list[str]:
+        """Every token and private key the lab issued: kubeconfig credentials, tokens of
+        users added through `admin`, and the CA key when a state file holds it."""
+        out = list(self._issued)
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        for user in config.get("users", []):
+            for field in ("token", "client-key-data"):
+                if user.get("user", {}).get(field):
+                    out.append(user["user"][field])
+        state_file = self.options.get("state_file")
+        if state_file:
+            state = _read_json(Path(state_file)) or {}
+            if "ca" in state:
+                out.append(state["ca"]["key"])
+            for cluster in state.get("clusters", []):
+                out.append(cluster["token"])
+                out.extend(u["token"] for u in cluster.get("users", []))
+        return sorted(set(out))
+
+
+class _TrackingAdmin(LabAdmin):
+    """A LabAdmin that remembers the user tokens it obtained (for `secrets()`)."""
+
+    def __init__(self, admin_url: str, issued: list[str]) -> None:
+        super().__init__(admin_url)
+        self._issued = issued
+
+    def add_user(
+        self,
+        name: str,
+        user: str,
+        verbs: list[str],
+        resources: tuple[str, ...] | list[str] = ("*",),
+    ) -> str:
+        token = super().add_user(name, user, verbs, resources)
+        self._issued.append(token)
+        return token
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
