@@ -19,7 +19,7 @@ from typing import Any
 from lab import seed
 from lab.controllers.capi import CapiController
 from lab.controllers.common import CONFIGMAPS, NODES, Timers
-from lab.controllers.nodes import make_not_ready, make_ready
+from lab.controllers.nodes import make_not_ready, make_ready, workers
 from lab.controllers.workloads import WorkloadController
 from lab.store import Event, ObjectStore
 from lab.topology import DEFAULT_VERSION
@@ -106,9 +106,9 @@ class Simulation:
         if attached is None:
             raise KeyError(f"no cluster named {name!r}")
         if kind == "nodes-not-ready":
-            count = params.get("count", 1)
-            if not isinstance(count, int) or isinstance(count, bool):
-                raise ValueError("count must be an integer")
+            count, pool = params.get("count", 1), len(workers(attached.store))
+            if not isinstance(count, int) or isinstance(count, bool) or not 0 < count <= pool:
+                raise ValueError(f"count must be an integer between 1 and {pool} (the workers)")
             make_ready(attached.store)
             make_not_ready(attached.store, count)
         elif kind == "upgrade-fail":

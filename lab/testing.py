@@ -134,15 +134,17 @@ class LabProcess:
     # ---- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> LabProcess:
+        self._spawn()
+        return self._wait_ready()
+
+    def _spawn(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        info_path = self.directory / "lab.json"
-        info_path.unlink(missing_ok=True)
+        (self.directory / "lab.json").unlink(missing_ok=True)
         command = [sys.executable, "-m", "lab", "up", "--clusters", str(self.clusters)]
         command += ["--dir", str(self.directory)]
         for key, value in self.options.items():
             command += [f"--{key.replace('_', '-')}", str(value)]
-        log = self.directory / "lab.log"
-        with log.open("wb") as stderr:
+        with self._log.open("wb") as stderr:
             self.process = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
@@ -151,21 +153,29 @@ class LabProcess:
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         weakref.finalize(self, _kill, self.process)
+
+    def _wait_ready(self) -> LabProcess:
+        assert self.process is not None
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self.process.poll() is not None:
                 raise LabError(
                     f"lab exited with code {self.process.returncode} while starting:\n"
-                    + log.read_text().strip()
+                    + self._log.read_text().strip()
                 )
-            info = _read_json(info_path)
+            info = _read_json(self.directory / "lab.json")
             if info is not None and info.get("pid") == self.process.pid:
                 self.info = info
                 return self
             if time.monotonic() > deadline:
+                log = self._log.read_text()
                 self.stop()
-                raise LabError(f"lab did not start within {START_TIMEOUT:.0f}s:\n{log.read_text()}")
+                raise LabError(f"lab did not start within {START_TIMEOUT:.0f}s:\n{log}")
             time.sleep(0.05)
+
+    @property
+    def _log(self) -> Path:
+        return self.directory / "lab.log"
 
     def stop(self) -> None:
         """SIGTERM (clean shutdown, state file written), SIGKILL if it does not exit."""
@@ -176,13 +186,22 @@ class LabProcess:
             self._tmp = None
 
     def __enter__(self) -> LabProcess:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
     async def __aenter__(self) -> LabProcess:
-        return await asyncio.to_thread(self.start)
+        self._spawn()  # from this thread: the child's parent-death signal follows it
+        try:
+            return await asyncio.to_thread(self._wait_ready)
+        except BaseException:
+            self.stop()
+            raise
 
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.to_thread(self.stop)

@@ -106,7 +106,7 @@ async def watch_operation(
     if not console.is_terminal:
         seen = None
         while True:
-            line = (op["status"], op.get("details") or "")
+            line = (op["status"], "; ".join((op.get("details") or "").splitlines()))
             if line != seen:
                 console.print(f"{op['id']}: {line[0]} {line[1]}".rstrip(), highlight=False)
                 seen = line

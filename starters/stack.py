@@ -396,8 +396,10 @@ def print_banner(stack: Stack, console: Console) -> None:
     lines += ["", "Next:"]
     if stack.lab_info:
         mgmt = stack.lab_info.get("management_context", "lab-mgmt")
+        lab_json = Path(stack.kubeconfig).parent / "lab.json"
         lines.append(
             f"  {env}flotilla clusters onboard --all-contexts --kubeconfig {stack.kubeconfig} "
+            f"--strip-prefix lab- --labels-from {lab_json} "
             f"--capi-context {mgmt} --capi-namespace fleet"
         )
     lines += [f"  {env}flotilla clusters list", f"  {env}flotilla ops list"]

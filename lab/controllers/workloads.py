@@ -174,10 +174,14 @@ class WorkloadController:
         uid = d["metadata"]["uid"]
         all_rs = [rs for rs in self.store.list(REPLICASETS, ns) if owned_by(rs, uid)]
         pods = self._pods_by_owner(ns)
-        new_pods = pods.get(new_rs["metadata"]["uid"], [])
+        new_uid = new_rs["metadata"]["uid"]
         old_pods = [
-            p for rs in all_rs if rs is not new_rs for p in pods.get(rs["metadata"]["uid"], [])
+            p
+            for rs in all_rs
+            if rs["metadata"]["uid"] != new_uid
+            for p in pods.get(rs["metadata"]["uid"], [])
         ]
+        new_pods = pods.get(new_uid, [])
 
         strategy = spec.get("strategy", {})
         rolling = strategy.get("rollingUpdate", {})
@@ -188,7 +192,7 @@ class WorkloadController:
         recreate = strategy.get("type") == "Recreate"
 
         if not spec.get("paused"):
-            new_pods = self._trim(ns, new_pods, desired)
+            new_pods = self._trim(new_pods, desired)
             ready = sum(pod_ready(p) for p in new_pods + old_pods)
             keep = []
             for pod in sorted(old_pods, key=pod_ready):
@@ -251,7 +255,7 @@ class WorkloadController:
             },
         )
 
-    def _trim(self, ns: str, pods: list[Obj], desired: int) -> list[Obj]:
+    def _trim(self, pods: list[Obj], desired: int) -> list[Obj]:
         """Deletes pods beyond `desired`, not-ready ones first; returns the survivors."""
         pods = sorted(pods, key=pod_ready, reverse=True)
         for pod in pods[desired:]:
@@ -261,7 +265,8 @@ class WorkloadController:
     def _write_replicaset_status(
         self, all_rs: list[Obj], new_rs: Obj, pods: dict[str, list[Obj]], new_pods: list[Obj]
     ) -> None:
-        for rs in all_rs + ([new_rs] if new_rs not in all_rs else []):
+        known = {rs["metadata"]["uid"] for rs in all_rs}
+        for rs in all_rs + ([] if new_rs["metadata"]["uid"] in known else [new_rs]):
             rs = (
                 self.store.find(REPLICASETS, rs["metadata"]["namespace"], rs["metadata"]["name"])
                 or rs

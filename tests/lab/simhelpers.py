@@ -7,12 +7,20 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from lab.controllers.common import condition
 from lab.simulation import Simulation
-from lab.store import ObjectStore
+from lab.store import Obj, ObjectStore
 from lab.topology import MANAGEMENT
 
 # Generous bound for conditions the simulation reaches in well under a second.
 WAIT = 20.0
+
+
+def cond(obj: Obj, type_: str) -> Obj:
+    """The object's condition of `type_`, which must exist."""
+    found = condition(obj, type_)
+    assert found is not None, f"no {type_} condition in {obj.get('status')}"
+    return found
 
 
 @dataclass

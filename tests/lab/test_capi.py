@@ -15,7 +15,7 @@ from lab.controllers.capi import (
 from lab.controllers.common import CRDS, DAEMONSETS, NODES, condition
 from lab.simulation import control_plane_version
 from lab.store import ApiError, Event, ObjectStore
-from tests.lab.simhelpers import Fleet, running_fleet
+from tests.lab.simhelpers import Fleet, cond, running_fleet
 
 C = "eu-prod-1"
 KCP = f"{C}-control-plane"
@@ -39,7 +39,7 @@ def control_plane_done(fleet: Fleet, version: str) -> bool:
     return (
         kcp["status"].get("version") == version
         and kcp["status"].get("observedGeneration") == kcp["metadata"]["generation"]
-        and condition(kcp, "Ready")["status"] == "True"  # type: ignore[index]
+        and cond(kcp, "Ready")["status"] == "True"
     )
 
 
@@ -73,7 +73,7 @@ async def test_management_serves_capi_objects_for_each_cluster() -> None:
             kcp = fleet.mgmt.get(KUBEADMCONTROLPLANES, NAMESPACE, f"{name}-control-plane")
             assert kcp["spec"]["version"] == kcp["status"]["version"] == "v1.30.6"
             assert kcp["status"]["ready"] and kcp["status"]["initialized"]
-            assert condition(kcp, "Ready")["status"] == "True"  # type: ignore[index]
+            assert cond(kcp, "Ready")["status"] == "True"
             md = fleet.mgmt.get(MACHINEDEPLOYMENTS, NAMESPACE, f"{name}-md-0")
             assert md["metadata"]["labels"]["cluster.x-k8s.io/cluster-name"] == name
             assert md["spec"]["clusterName"] == name
@@ -156,7 +156,7 @@ async def test_upgrade_fail_stops_midway_and_resumes_when_cleared() -> None:
 
         await fleet.eventually(failed)
         kcp = fleet.mgmt.get(KUBEADMCONTROLPLANES, NAMESPACE, KCP)
-        assert condition(kcp, "Ready")["status"] == "False"  # type: ignore[index]
+        assert cond(kcp, "Ready")["status"] == "False"
         assert kcp["status"]["version"] == "v1.30.6"
         assert kcp["status"]["observedGeneration"] < kcp["metadata"]["generation"]
         assert control_plane_version(fleet.stores[C]) == "v1.30.6"
@@ -181,7 +181,7 @@ async def test_upgrade_fail_stops_a_worker_rollout() -> None:
         await fleet.eventually(failed)
         md = fleet.mgmt.get(MACHINEDEPLOYMENTS, NAMESPACE, MD)
         assert md["status"]["updatedReplicas"] < md["spec"]["replicas"]
-        assert condition(md, "Ready")["severity"] == "Error"  # type: ignore[index]
+        assert cond(md, "Ready")["severity"] == "Error"
         fleet.sim.clear_fault(C)  # all faults
         await fleet.eventually(lambda: workers_done(fleet, "v1.31.0"))
         assert kubelet_versions(fleet.stores[C]) == ["v1.31.0"] * 3

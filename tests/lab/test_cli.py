@@ -17,6 +17,20 @@ from lab.testing import LabError, LabProcess
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
 
 
+WEB = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: nginx, image: "nginx:1.27"}]
+"""
+
+
 def lab_cli(*args: str, directory: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "lab", *args, "--dir", str(directory)],
@@ -27,9 +41,12 @@ def lab_cli(*args: str, directory: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def kubectl(kubeconfig: Path, context: str, *args: str) -> subprocess.CompletedProcess[str]:
+def kubectl(
+    kubeconfig: Path, context: str, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [KUBECTL, "--kubeconfig", str(kubeconfig), "--context", context, *args],
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=120,
@@ -138,3 +155,26 @@ def test_sigterm_stops_cleanly_and_the_state_file_restores(tmp_path: Path) -> No
         assert second.info["pid"] != pid
         secrets = second.secrets()
         assert any(s.startswith("-----BEGIN") for s in secrets)  # the CA key, from state
+
+
+def test_kubectl_rollouts_against_the_simulated_controllers(lab: LabProcess) -> None:
+    def k(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return kubectl(lab.kubeconfig, "lab-us-staging-1", *args, stdin=stdin)
+
+    def ok(*args: str, stdin: str | None = None) -> str:
+        result = k(*args, stdin=stdin)
+        assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
+        return result.stdout
+
+    ok("apply", "-f", "-", stdin=WEB)
+    assert "successfully rolled out" in ok("rollout", "status", "deployment/web", "--timeout=60s")
+    ok("rollout", "restart", "deployment/web")
+    assert "successfully rolled out" in ok("rollout", "status", "deployment/web", "--timeout=60s")
+    ok("rollout", "status", "daemonset/kube-proxy", "-n", "kube-system", "--timeout=60s")
+    ok("patch", "deployment", "web", "-p", '{"spec":{"progressDeadlineSeconds":1}}')
+    ok("set", "image", "deployment/web", "nginx=nginx:broken")
+    stalled = k("rollout", "status", "deployment/web", "--timeout=60s")
+    assert stalled.returncode != 0
+    assert "exceeded its progress deadline" in stalled.stderr
+    pods = ok("get", "pods", "-l", "app=web")
+    assert "ImagePullBackOff" in pods

@@ -16,7 +16,7 @@ from lab.controllers.common import (
 )
 from lab.simulation import control_plane_version
 from lab.store import Event, ObjectStore
-from tests.lab.simhelpers import running_fleet
+from tests.lab.simhelpers import cond, running_fleet
 
 C = "eu-dev-1"
 
@@ -55,7 +55,7 @@ def pods_of(store: ObjectStore, app: str) -> list[dict]:
     return [p for p in store.list(PODS, "default") if p["metadata"]["labels"].get("app") == app]
 
 
-def edit(store: ObjectStore, key, ns: str, name: str, change) -> None:  # type: ignore[no-untyped-def]
+def edit(store: ObjectStore, key, ns: str, name: str, change) -> None:
     obj = copy.deepcopy(store.get(key, ns, name))
     change(obj)
     store.update(key, obj)
@@ -77,7 +77,7 @@ async def test_seeded_cluster_looks_like_a_fresh_kubeadm_cluster() -> None:
         ]
         assert "node-role.kubernetes.io/control-plane" in nodes[0]["metadata"]["labels"]
         for node in nodes:
-            assert condition(node, "Ready")["status"] == "True"  # type: ignore[index]
+            assert cond(node, "Ready")["status"] == "True"
             assert node["status"]["nodeInfo"]["kubeletVersion"] == "v1.30.6"
             assert node["status"]["capacity"]["pods"] == "110"
         assert control_plane_version(store) == "v1.30.6"
@@ -98,8 +98,8 @@ async def test_deployment_creates_pods_and_becomes_available() -> None:
         store.create(DEPLOYMENTS, deployment("web", "nginx:1.27"))
         await fleet.eventually(lambda: rollout_complete(store, "web"))
         d = store.get(DEPLOYMENTS, "default", "web")
-        assert condition(d, "Available")["reason"] == "MinimumReplicasAvailable"  # type: ignore[index]
-        assert condition(d, "Progressing")["reason"] == "NewReplicaSetAvailable"  # type: ignore[index]
+        assert cond(d, "Available")["reason"] == "MinimumReplicasAvailable"
+        assert cond(d, "Progressing")["reason"] == "NewReplicaSetAvailable"
         pods = pods_of(store, "web")
         assert len(pods) == 3
         assert all(p["status"]["phase"] == "Running" for p in pods)
@@ -163,7 +163,7 @@ async def test_rollout_restart_and_scaling() -> None:
             )
         )
 
-        def scale(n: int):  # type: ignore[no-untyped-def]
+        def scale(n: int):
             return lambda d: d["spec"].update(replicas=n)
 
         edit(store, DEPLOYMENTS, "default", "web", scale(5))
@@ -192,9 +192,7 @@ async def test_broken_image_never_becomes_ready_and_exceeds_deadline() -> None:
             return cond is not None and cond["reason"] == "ProgressDeadlineExceeded"
 
         await fleet.eventually(stalled)
-        assert (
-            condition(store.get(DEPLOYMENTS, "default", "web"), "Progressing")["status"] == "False"
-        )  # type: ignore[index]
+        assert cond(store.get(DEPLOYMENTS, "default", "web"), "Progressing")["status"] == "False"
         broken = [
             p
             for p in pods_of(store, "web")
@@ -204,7 +202,7 @@ async def test_broken_image_never_becomes_ready_and_exceeds_deadline() -> None:
         for pod in broken:
             waiting = pod["status"]["containerStatuses"][0]["state"]["waiting"]
             assert waiting["reason"] == "ImagePullBackOff"
-            assert condition(pod, "Ready")["status"] == "False"  # type: ignore[index]
+            assert cond(pod, "Ready")["status"] == "False"
         d = store.get(DEPLOYMENTS, "default", "web")
         assert d["status"]["availableReplicas"] == 2  # old pods keep serving
         assert not rollout_complete(store, "web")
@@ -215,9 +213,9 @@ async def test_broken_image_never_becomes_ready_and_exceeds_deadline() -> None:
         edit(store, DEPLOYMENTS, "default", "web", fix)
         await fleet.eventually(lambda: rollout_complete(store, "web"))
         assert (
-            condition(store.get(DEPLOYMENTS, "default", "web"), "Progressing")["reason"]
+            cond(store.get(DEPLOYMENTS, "default", "web"), "Progressing")["reason"]
             == "NewReplicaSetAvailable"
-        )  # type: ignore[index]
+        )
 
 
 async def test_daemonset_runs_one_pod_per_node_and_rolls() -> None:
@@ -268,9 +266,9 @@ async def test_nodes_not_ready_fault_and_clear() -> None:
     async with running_fleet(C, nodes=4) as fleet:
         store = fleet.stores[C]
         fleet.sim.set_fault(C, "nodes-not-ready", {"count": 2})
-        not_ready = [n for n in store.list(NODES) if condition(n, "Ready")["status"] != "True"]  # type: ignore[index]
+        not_ready = [n for n in store.list(NODES) if cond(n, "Ready")["status"] != "True"]
         assert [n["metadata"]["name"] for n in not_ready] == [f"{C}-md-0-0", f"{C}-md-0-1"]
-        assert condition(not_ready[0], "Ready")["status"] == "Unknown"  # type: ignore[index]
+        assert cond(not_ready[0], "Ready")["status"] == "Unknown"
         assert any(
             t["key"] == "node.kubernetes.io/unreachable" for t in not_ready[0]["spec"]["taints"]
         )
@@ -278,7 +276,7 @@ async def test_nodes_not_ready_fault_and_clear() -> None:
             lambda: store.get(DAEMONSETS, "kube-system", "kube-proxy")["status"]["numberReady"] == 2
         )
         fleet.sim.clear_fault(C, "nodes-not-ready")
-        assert all(condition(n, "Ready")["status"] == "True" for n in store.list(NODES))  # type: ignore[index]
+        assert all(cond(n, "Ready")["status"] == "True" for n in store.list(NODES))
         assert all("taints" not in n["spec"] for n in store.list(NODES)[1:])
         await fleet.eventually(
             lambda: store.get(DAEMONSETS, "kube-system", "kube-proxy")["status"]["numberReady"] == 4

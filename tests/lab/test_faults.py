@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import urllib3
@@ -63,9 +64,9 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 30) -> None:
         time.sleep(0.05)
 
 
-def namespaces_ok(lab: LabProcess, **kwargs: object) -> bool:
+def namespaces_ok(lab: LabProcess) -> bool:
     with api(lab) as c:
-        return bool(client.CoreV1Api(c).list_namespace(**kwargs).items)
+        return bool(client.CoreV1Api(c).list_namespace(_request_timeout=(5, 30)).items)
 
 
 def test_dark_refuse_refuses_connections_until_cleared(lab: LabProcess) -> None:
@@ -96,7 +97,7 @@ def test_slow_delays_answers_until_cleared(lab: LabProcess) -> None:
     with pytest.raises(urllib3.exceptions.ReadTimeoutError), api(lab) as c:
         client.CoreV1Api(c).list_namespace(_request_timeout=(5, 0.3))
     lab.admin.clear(C, "slow")
-    assert namespaces_ok(lab, _request_timeout=(5, 30))
+    assert namespaces_ok(lab)
 
 
 @pytest.mark.parametrize("code", [500, 503, 429])
@@ -106,7 +107,9 @@ def test_flaky_fails_requests_with_the_chosen_codes(lab: LabProcess, code: int) 
         client.CoreV1Api(c).list_namespace()
     assert failed.value.status == code
     if code == 429:
-        assert failed.value.headers["Retry-After"]  # kubectl would honour it and retry
+        assert (
+            failed.value.headers and failed.value.headers["Retry-After"]
+        )  # kubectl would honour it and retry
     else:
         result = kubectl(lab, "get", "ns", "--request-timeout=20s")
         assert result.returncode != 0
@@ -116,9 +119,11 @@ def test_flaky_fails_requests_with_the_chosen_codes(lab: LabProcess, code: int) 
 
 def node_states(lab: LabProcess) -> dict[str, str]:
     with api(lab) as c:
-        nodes = client.CoreV1Api(c).list_node().items
+        nodes = c.sanitize_for_serialization(client.CoreV1Api(c).list_node())["items"]
     return {
-        n.metadata.name: next(cond.status for cond in n.status.conditions if cond.type == "Ready")
+        n["metadata"]["name"]: next(
+            cond["status"] for cond in n["status"]["conditions"] if cond["type"] == "Ready"
+        )
         for n in nodes
     }
 
@@ -136,11 +141,13 @@ def test_nodes_not_ready_as_the_client_sees_it(lab: LabProcess) -> None:
     assert set(node_states(lab).values()) == {"True"}
 
 
-def kcp(lab: LabProcess) -> dict:
+def kcp(lab: LabProcess) -> dict[str, Any]:
     with api(lab, "mgmt") as c:
-        return client.CustomObjectsApi(c).get_namespaced_custom_object(  # type: ignore[no-any-return]
+        found = client.CustomObjectsApi(c).get_namespaced_custom_object(
             GROUP, VERSION, "fleet", "kubeadmcontrolplanes", f"{C}-control-plane"
         )
+    assert isinstance(found, dict)
+    return found
 
 
 def server_version(lab: LabProcess) -> str:
@@ -160,7 +167,7 @@ def test_upgrade_fail_stops_the_upgrade_until_cleared(lab: LabProcess) -> None:
             {"spec": {"version": "v1.31.0"}},
         )
 
-    def ready() -> dict:
+    def ready() -> dict[str, Any]:
         return next(x for x in kcp(lab)["status"]["conditions"] if x["type"] == "Ready")
 
     wait_for(lambda: ready().get("severity") == "Error")
@@ -183,7 +190,7 @@ def test_admission_refusal_reaches_the_client(lab: LabProcess) -> None:
             {"spec": {"version": "v1.32.0"}},
         )
     assert refused.value.status == 422
-    message = json.loads(refused.value.body)["message"]
+    message = json.loads(refused.value.body or "{}")["message"]
     assert message.startswith('admission webhook "validation.kubeadmcontrolplane')
 
 

@@ -162,3 +162,20 @@ def test_up_full_stack_onboard_and_list(up_env: dict[str, str], flotilla: Run) -
         code = up.stop()
     assert code == 0, "".join(up.output)
     assert_all_gone(children)
+
+
+@pytest.mark.slow
+def test_demo_exits_when_done(cli_env: dict[str, str], flotilla: Run) -> None:
+    """`flotilla demo --exit`: onboard, sweep, canary rollout, fleet table, clean stop."""
+    args = ["demo", "--exit", "--clusters", "3", "--port", str(free_port())]
+    result = flotilla(*args, "--ui-port", str(free_port()), timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for step in ("onboarded", "checked 3", "rollout:addon:demo-", "COMPLETED", "3 cluster(s)"):
+        assert step in result.stdout, step
+    state_dir = cli_env["FLOTILLA_STATE_DIR"]
+    leftovers = [
+        p.info["cmdline"]
+        for p in psutil.process_iter(["cmdline"])
+        if any(state_dir in part for part in p.info["cmdline"] or [])
+    ]
+    assert not leftovers
