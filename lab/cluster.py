@@ -11,7 +11,6 @@ from aiohttp import web
 from lab.auth import ADMIN_NAME, User
 from lab.store import ObjectStore
 
-MANAGEMENT = "mgmt"
 HTTP_FAULTS = ("dark", "slow", "flaky")
 
 

@@ -18,12 +18,13 @@ from typing import Any
 
 from lab import kubeconfig, pki, state
 from lab.api import discovery
+from lab.api.registry import NAMESPACES
 from lab.auth import ALL_VERBS, User, new_token
-from lab.cluster import HTTP_FAULTS, MANAGEMENT, Cluster
+from lab.cluster import HTTP_FAULTS, Cluster
 from lab.server import ApiServer
 from lab.simulation import BEHAVIOUR_FAULTS, Simulation
 from lab.store import ObjectStore
-from lab.topology import DEFAULT_VERSION, ClusterSpec, fleet
+from lab.topology import DEFAULT_VERSION, MANAGEMENT, ClusterSpec, fleet
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _VERSION = re.compile(r"^v\d+\.\d+\.\d+$")
@@ -368,8 +369,6 @@ _BARE_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
 def _bare_seed(store: ObjectStore) -> None:
-    from lab.api.registry import NAMESPACES
-
     for name in _BARE_NAMESPACES:
         store.create(
             NAMESPACES,

@@ -22,6 +22,7 @@ from rich.console import Console
 from temporalio.client import Client
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
+from fleet.config import Settings
 from fleet.connect import connect
 from fleet.ids import cluster_name_error, labels_error
 from fleet.models import (
@@ -176,8 +177,13 @@ def _stack_options(
     add_help_option=False,
 )
 def lab(ctx: typer.Context) -> None:
-    """The lab fleet: `flotilla lab up|fault|clear|status ...` (runs `python -m lab`)."""
-    command = [sys.executable, "-m", "lab", *ctx.args]
+    """The lab fleet: `flotilla lab up|status|fault|clear|add|remove ...` (`python -m lab`).
+
+    Without --dir, the lab directory is the local stack's: $FLOTILLA_STATE_DIR/lab."""
+    args = list(ctx.args)
+    if args and not args[0].startswith("-") and not any(a.startswith("--dir") for a in args):
+        args[1:1] = ["--dir", str(Settings.from_env().state_dir / "lab")]
+    command = [sys.executable, "-m", "lab", *args]
     sys.stdout.flush()
     os.execv(sys.executable, command)
 

@@ -19,6 +19,7 @@ import yaml
 from aiohttp import web
 
 from lab.api import applying, patching, protobuf, registry, tables, validation
+from lab.api.query import int_param
 from lab.api.registry import NAMESPACES, Resource
 from lab.api.selectors import field_selector, label_selector, selector_string
 from lab.api.watching import serve_watch
@@ -281,7 +282,7 @@ class ResourceHandler:
                 for o in items
                 if (o["metadata"].get("namespace", ""), o["metadata"]["name"]) > start
             ]
-        limit = int(self.query.get("limit") or 0)
+        limit = int_param(self.query, "limit")
         if 0 < limit < len(items):
             last = items[limit - 1]["metadata"]
             meta["continue"] = base64.urlsafe_b64encode(
@@ -442,8 +443,7 @@ class ResourceHandler:
         live = self._current()
         if self.target.subresource == "scale":
             return self._write_scale(self._patched(self._scale(live), body, content_type))
-        source = live
-        patched = self._patched(source, body, content_type)
+        patched = self._patched(live, body, content_type)
         if not isinstance(patched, dict):
             raise ApiError(422, "Invalid", "the patch produced something other than an object")
         patched = self._check_identity(patched, name_required=True)
@@ -561,12 +561,17 @@ class ResourceHandler:
     # ---- deletes -----------------------------------------------------------------------
 
     async def _delete_options(self) -> Obj:
+        """DeleteOptions from the body and query; a body `dryRun: [All]` counts too."""
         raw = await self.request.read()
-        options: Obj = json.loads(raw) if raw.strip() else {}
-        for key in ("propagationPolicy", "gracePeriodSeconds"):
-            if key in self.query:
-                options[key] = self.query[key]
-        if "DryRun" in str(options.get("dryRun")) or "All" in (options.get("dryRun") or []):
+        try:
+            options = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            raise ApiError(400, "BadRequest", "DeleteOptions must be JSON") from None
+        if not isinstance(options, dict):
+            raise ApiError(400, "BadRequest", "DeleteOptions must be a JSON object")
+        if "propagationPolicy" in self.query:
+            options["propagationPolicy"] = self.query["propagationPolicy"]
+        if "All" in (options.get("dryRun") or []):
             self.dry_run = True
         return options
 

@@ -6,6 +6,8 @@ additionalPrinterColumns (simple `.a.b` JSONPaths); anything else gets NAME and 
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -324,6 +326,26 @@ TABLES: dict[tuple[str, str], tuple[list[Column], Row]] = {
 }
 
 
+_JSON_PATH_STEP = re.compile(r"\.([^.\[]+)|\['((?:[^'\\]|\\.)*)'\]|\[(\d+)\]")
+
+
+def json_path(obj: Any, path: str) -> str:
+    """A printer column's simple JSONPath (`.a.b`, `['x\\.y/z']`, `[0]`) as text."""
+    path = path.strip().removeprefix("{").removesuffix("}").removeprefix("$")
+    for m in _JSON_PATH_STEP.finditer(path):
+        name, quoted, index = m.groups()
+        if index is not None:
+            obj = obj[int(index)] if isinstance(obj, list) and int(index) < len(obj) else None
+        else:
+            key = name if name is not None else re.sub(r"\\(.)", r"\1", quoted)
+            obj = obj.get(key) if isinstance(obj, dict) else None
+        if obj is None:
+            return ""
+    if isinstance(obj, bool):
+        return "true" if obj else "false"
+    return obj if isinstance(obj, str) else json.dumps(obj)
+
+
 def _custom_columns(res: Resource) -> tuple[list[Column], Row]:
     specs = list(res.printer_columns)
     columns: list[Column] = [_NAME] + [
@@ -341,7 +363,7 @@ def _custom_columns(res: Resource) -> tuple[list[Column], Row]:
     def row(obj: Obj) -> list[Any]:
         cells: list[Any] = [_name(obj)]
         for c in specs:
-            value = field_value(obj, str(c.get("jsonPath", "")).lstrip("."))
+            value = json_path(obj, str(c.get("jsonPath", "")))
             if c.get("type") == "date" and value:
                 value = age({"metadata": {"creationTimestamp": value}})
             cells.append(value)

@@ -4,7 +4,8 @@ Start points follow the API server: no resourceVersion (or "0") or `sendInitialE
 first sends the current objects as ADDED; a resourceVersion replays the store's event log
 from there, and one older than the log yields a 410 Expired ERROR event. With
 `sendInitialEvents` a BOOKMARK annotated `k8s.io/initial-events-end` closes the initial
-burst. The stream ends after `timeoutSeconds` or when the lab stops.
+burst. With selectors, an object that stops matching is sent as DELETED and one that
+starts matching as ADDED. The stream ends after `timeoutSeconds` or when the lab stops.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from lab.api.query import int_param
 from lab.api.registry import Resource
 from lab.store import ApiError, Event, Obj, ObjectStore
 
@@ -37,7 +39,7 @@ async def serve_watch(
     Table); `matches` applies the request's label and field selectors."""
     query = request.query
     rv = query.get("resourceVersion", "")
-    timeout = float(query.get("timeoutSeconds") or DEFAULT_TIMEOUT)
+    timeout = float(int_param(query, "timeoutSeconds") or DEFAULT_TIMEOUT)
     bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
     initial = query.get("sendInitialEvents") == "true"
 
@@ -54,12 +56,32 @@ async def serve_watch(
             meta["annotations"] = {"k8s.io/initial-events-end": "true"}
         return {"kind": res.kind, "apiVersion": res.api_version, "metadata": meta}
 
+    sent: set[tuple[str, str]] = set()  # objects this watch has shown as matching
+
+    async def forward(event: Event) -> None:
+        """Sends the event as the selector sees it: an object leaving the selection is
+        DELETED for this watch, one entering it ADDED. On a resumed watch an object not
+        yet seen here may have matched before, so its changes pass through as they are."""
+        meta = event.object["metadata"]
+        ident = (meta.get("namespace", ""), meta["name"])
+        was = ident in sent or (not initial_state and matches(event.object))
+        if event.type != "DELETED" and matches(event.object):
+            sent.add(ident)
+            await send(
+                "MODIFIED" if was and event.type == "MODIFIED" else "ADDED", render(event.object)
+            )
+        elif was:
+            sent.discard(ident)
+            await send("DELETED", render(event.object))
+
     queue = store.open_watch(res.key, namespace)
+    initial_state = initial or rv in ("", "0")
     try:
         last = store.revision
-        if initial or rv in ("", "0"):
+        if initial_state:
             for obj in store.list(res.key, namespace):
                 if matches(obj):
+                    sent.add((obj["metadata"].get("namespace", ""), obj["metadata"]["name"]))
                     await send("ADDED", render(obj))
             if initial and bookmarks:
                 await send("BOOKMARK", bookmark(last, end=True))
@@ -78,8 +100,7 @@ async def serve_watch(
                 await send("ERROR", status_body(exc))
                 return response
             for ev in backlog:
-                if matches(ev.object):
-                    await send(ev.type, render(ev.object))
+                await forward(ev)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while (remaining := deadline - loop.time()) > 0:
@@ -92,10 +113,8 @@ async def serve_watch(
                 continue
             if event is None:
                 break
-            if event.resource_version <= last:
-                continue
-            if matches(event.object):
-                await send(event.type, render(event.object))
+            if event.resource_version > last:
+                await forward(event)
     except ConnectionResetError:
         pass
     finally:

@@ -18,7 +18,7 @@ import yaml
 
 from lab.api import applying, handlers, patching, protobuf
 from lab.api.selectors import field_selector, label_selector
-from lab.api.tables import human_duration
+from lab.api.tables import human_duration, json_path
 from lab.runtime import Lab
 from lab.store import ApiError, ResourceKey
 from tests.lab.conftest import ThreadedLab
@@ -175,6 +175,14 @@ def test_protobuf_self_subject_access_review_and_configmap() -> None:
     with pytest.raises(ApiError) as err:
         protobuf.decode(protobuf.MAGIC + _field(1, type_meta))
     assert err.value.code == 415
+
+
+def test_printer_column_json_paths() -> None:
+    obj = {"metadata": {"labels": {"a.b/c": "x"}}, "status": {"ok": True, "items": [{"n": 2}]}}
+    assert json_path(obj, ".metadata.labels['a\\.b/c']") == "x"
+    assert json_path(obj, ".status.ok") == "true"
+    assert json_path(obj, ".status.items[0].n") == "2"
+    assert json_path(obj, ".status.missing") == ""
 
 
 def test_paths_and_durations() -> None:
@@ -393,3 +401,25 @@ async def test_state_file_restores_ports_tokens_and_objects(tmp_path: Path) -> N
             assert resp.status == 200
     finally:
         await second.stop()
+
+
+async def test_watch_with_selector_sees_objects_leave_and_enter(http: Http) -> None:
+    path = "/api/v1/namespaces/default/configmaps"
+    await http.request("POST", path, body={"metadata": {"name": "sel", "labels": {"w": "a"}}})
+    url = (
+        f"{http.server}{path}?watch=1&labelSelector=w%3Da&sendInitialEvents=true"
+        "&allowWatchBookmarks=true&timeoutSeconds=3"
+    )
+    merge = {"Content-Type": "application/merge-patch+json"}
+    headers = {"Authorization": f"Bearer {http.token}"}
+    async with http.session.get(url, headers=headers) as resp:
+        first = json.loads(await resp.content.readline())
+        assert (first["type"], first["object"]["metadata"]["name"]) == ("ADDED", "sel")
+        assert json.loads(await resp.content.readline())["type"] == "BOOKMARK"
+        for label in ("b", "a"):
+            await http.request(
+                "PATCH", f"{path}/sel", body={"metadata": {"labels": {"w": label}}}, headers=merge
+            )
+        await http.request("DELETE", f"{path}/sel")
+        events = [json.loads(line)["type"] async for line in resp.content if line.strip()]
+    assert events == ["DELETED", "ADDED", "DELETED"]

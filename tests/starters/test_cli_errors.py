@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from fleet.models import LockRelease, LockRequest
+from fleet.models import LockRelease, LockRequest, RecordsQuery
+from starters.inventory import list_clusters
 from tests.conftest import RunningWorker
 from tests.starters.conftest import ARun, Run, assert_one_line_error
+from tests.starters.sample_ops import SampleInput
 
 KUBECONFIG = """\
 apiVersion: v1
@@ -115,20 +117,30 @@ def test_unknown_cluster(flotilla: Run, temporal_address: str) -> None:
 async def test_lock_held(
     aflotilla: ARun, onboarded_fleet: dict[str, object], worker: RunningWorker
 ) -> None:
-    """Offboarding a cluster another operation holds fails in one line naming the holder."""
-    name = "ap-prod-1"
-    holder = f"test:lock-held-{uuid.uuid4().hex[:6]}"
-    entity = worker.client.get_workflow_handle(f"cluster:{name}")
+    """Offboarding a cluster another live operation holds fails in one line naming the
+    holder (and leaves the shared fleet as it was)."""
+    client = worker.client
+    records = await list_clusters(client, RecordsQuery())
+    name = sorted(r.name for r in records if r.lock is None)[-1]
+    # The holder must be a running workflow: the entity breaks locks of vanished holders.
+    holder = await client.start_workflow(
+        "SampleOperation",
+        SampleInput(clusters=[name]),
+        id=f"test:lock-holder-{uuid.uuid4().hex[:6]}",
+        task_queue=f"no-worker-{uuid.uuid4().hex[:6]}",
+    )
+    entity = client.get_workflow_handle(f"cluster:{name}")
     await entity.execute_update(
-        "acquire_lock", LockRequest(cluster=name, holder=holder, operation="test")
+        "acquire_lock", LockRequest(cluster=name, holder=holder.id, operation="test")
     )
     try:
         result = await aflotilla(
             "clusters", "offboard", name,
-            address=worker.client.service_client.config.target_host,
+            address=client.service_client.config.target_host,
             env={"FLOTILLA_TASK_QUEUE": worker.task_queue},
         )  # fmt: skip
         line = assert_one_line_error(result, 1)
-        assert "ClusterLocked" in line and holder in line
+        assert "ClusterLocked" in line and holder.id in line
     finally:
-        await entity.execute_update("release_lock", LockRelease(cluster=name, holder=holder))
+        await entity.execute_update("release_lock", LockRelease(cluster=name, holder=holder.id))
+        await holder.terminate("test done")

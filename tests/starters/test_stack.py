@@ -7,7 +7,6 @@ import json
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,19 +58,14 @@ def start_up(env: dict[str, str], *flags: str) -> Up:
     raise AssertionError(f"flotilla up exited with {process.returncode}: {''.join(output)}")
 
 
-@pytest.fixture
-def up_env(cli_env: dict[str, str]) -> Iterator[dict[str, str]]:
-    yield cli_env
-
-
 def assert_all_gone(processes: list[psutil.Process]) -> None:
     for p in processes:
         alive = p.is_running() and p.status() != psutil.STATUS_ZOMBIE
         assert not alive, f"orphan left running: {p.pid} {p.cmdline()}"
 
 
-def test_up_temporal_only_starts_and_stops_cleanly(up_env: dict[str, str], flotilla: Run) -> None:
-    up = start_up(up_env, "--no-lab", "--no-worker")
+def test_up_temporal_only_starts_and_stops_cleanly(cli_env: dict[str, str], flotilla: Run) -> None:
+    up = start_up(cli_env, "--no-lab", "--no-worker")
     try:
         children = up.children()
         assert children, "no Temporal server process"
@@ -120,9 +114,9 @@ def test_up_kubeconfig_needs_no_lab(flotilla: Run, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_up_full_stack_onboard_and_list(up_env: dict[str, str], flotilla: Run) -> None:
+def test_up_full_stack_onboard_and_list(cli_env: dict[str, str], flotilla: Run) -> None:
     """Temporal + lab + worker; onboard the lab in bulk through the CLI, list, stop."""
-    up = start_up(up_env, "--clusters", "2")
+    up = start_up(cli_env, "--clusters", "2")
     try:
         children = up.children()
         lab_dir = up.state_dir / "lab"
@@ -156,6 +150,9 @@ def test_up_full_stack_onboard_and_list(up_env: dict[str, str], flotilla: Run) -
         assert shown.returncode == 0 and "eu-dev-1" in shown.stdout
         missing = flotilla("clusters", "show", "nope-1", address=up.address)
         assert "unknown cluster 'nope-1'" in assert_one_line_error(missing, 1)
+        status = flotilla("lab", "status", "--json")  # pass-through, stack's lab dir
+        assert status.returncode == 0, status.stderr
+        assert all(n in status.stdout for n in names)
         ops_list = flotilla("ops", "list", "--kind", "onboard", "-o", "json", address=up.address)
         assert {o["id"] for o in json.loads(ops_list.stdout)} >= {f"onboard:{n}" for n in names}
     finally:

@@ -172,3 +172,18 @@ async def test_wrong_credentials_fail_fast(worker: RunningWorker, lab, tmp_path:
             await run(worker, base.model_copy(update={"credential": credential}))
         assert failure(failed.value).type == expected
     assert await get_record(worker.client, "wrong-token") is None
+
+
+def test_requests_from_kubeconfig(lab) -> None:
+    from starters.inventory import requests_from_kubeconfig
+
+    labels = {c["name"]: c["labels"] for c in lab.info["clusters"]}
+    contexts = [c["context"] for c in lab.info["clusters"]]
+    requests = requests_from_kubeconfig(
+        str(lab.kubeconfig), contexts=contexts, strip_prefix="lab-", labels=labels
+    )
+    assert [r.name for r in requests] == [c["name"] for c in lab.info["clusters"]]
+    assert requests[0].credential.context == contexts[0]
+    assert requests[0].labels == labels[requests[0].name]
+    with pytest.raises(ValueError, match="no context"):
+        requests_from_kubeconfig(str(lab.kubeconfig), contexts=["lab-nope"])

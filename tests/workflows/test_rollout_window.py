@@ -9,10 +9,12 @@ from datetime import timedelta
 from pathlib import Path
 
 from temporalio import activity
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from fleet import search
 from fleet.models import ClusterRecord, ClusterRecords, CredentialRef, Phase, RecordsQuery
 from fleet.rollout_models import (
     WINDOW_LABEL,
@@ -54,6 +56,12 @@ async def test_waits_for_each_clusters_window() -> None:
     async with await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(TEST_SERVER), data_converter=pydantic_data_converter
     ) as env:
+        await env.client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=env.client.namespace,
+                search_attributes={key.name: key.indexed_value_type for key in search.ALL},
+            )
+        )
         now = await env.get_current_time()
         midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
         since_midnight = now - midnight

@@ -1,0 +1,226 @@
+"""Rollouts with the real per-cluster children against the lab: Cluster API upgrades,
+add-on images, faults, locks. Each test adds its own lab clusters (labelled with a suite)
+so the shared default fleet is never changed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from kubernetes import client as k8s
+
+from activities.inventory import get_record
+from activities.kube import api_client
+from fleet.models import CredentialRef, Phase, RecordsQuery
+from fleet.rollout_models import (
+    AddonTarget,
+    ApproveRequest,
+    ClusterStatus,
+    ControlRequest,
+    K8sTarget,
+    RolloutOptions,
+    RolloutReport,
+    RolloutSpec,
+    RunStatus,
+    WaveStatus,
+)
+from starters import rollouts
+from starters.inventory import list_clusters, onboard_many
+from tests.conftest import RunningWorker, lab_request
+from tests.workflows.rollout_support import eventually
+
+OLD, NEW = "v1.30.6", "v1.31.2"
+COREDNS = "registry.k8s.io/coredns/coredns:v1.11.3"
+
+
+@contextlib.asynccontextmanager
+async def suite_clusters(worker: RunningWorker, lab: Any, count: int) -> AsyncIterator[list[str]]:
+    """`count` fresh lab clusters, onboarded, labelled `suite=<id>`; removed afterwards."""
+    suite = f"r{uuid.uuid4().hex[:6]}"
+    names = [f"{suite}-{i}" for i in range(count)]
+    labels = {"env": "prod", "region": "eu", "provider": "aws", "suite": suite}
+    for name in names:
+        lab.admin.add_cluster(name, labels)
+    try:
+        requests = [lab_request(lab, name) for name in names]
+        results = await onboard_many(worker.client, requests, task_queue=worker.task_queue)
+        assert not [r for r in results if isinstance(r, BaseException)], results
+        await eventually(lambda: _listed(worker, suite, count))
+        yield names
+    finally:
+        for name in names:
+            with contextlib.suppress(Exception):
+                lab.admin.remove_cluster(name)
+
+
+async def _listed(worker: RunningWorker, suite: str, count: int) -> bool:
+    records = await list_clusters(worker.client, RecordsQuery(selector=f"suite={suite}"))
+    return len(records) == count
+
+
+async def start(
+    worker: RunningWorker, names: list[str], operation: Any, waves: str, **options: Any
+):  # type: ignore[no-untyped-def]
+    spec = RolloutSpec(
+        id=uuid.uuid4().hex[:8],
+        selector=f"suite={names[0].rsplit('-', 1)[0]}",
+        waves=[waves],
+        operation=operation,
+        options=RolloutOptions(**options),
+    )
+    plan = await rollouts.make_plan(worker.client, spec)
+    assert plan.cluster_names() == names
+    return await rollouts.start_rollout(worker.client, plan, task_queue=worker.task_queue)
+
+
+def cluster_api(lab: Any, name: str) -> k8s.ApiClient:
+    return api_client(CredentialRef(kubeconfig=str(lab.kubeconfig), context=f"lab-{name}"))
+
+
+def versions(lab: Any, name: str) -> set[str]:
+    """Every version the cluster reports: API server and each kubelet."""
+    api = cluster_api(lab, name)
+    found = {k8s.VersionApi(api).get_code().git_version}
+    found |= {n.status.node_info.kubelet_version for n in k8s.CoreV1Api(api).list_node().items}
+    return found
+
+
+def coredns_image(lab: Any, name: str) -> str:
+    deployment = k8s.AppsV1Api(cluster_api(lab, name)).read_namespaced_deployment(
+        "coredns", "kube-system"
+    )
+    return deployment.spec.template.spec.containers[0].image
+
+
+async def assert_unlocked(worker: RunningWorker, names: list[str]) -> None:
+    for name in names:
+        record = await get_record(worker.client, name)
+        assert record and record.lock is None and record.phase == Phase.ACTIVE, record
+
+
+async def test_k8s_three_waves_to_completion(worker: RunningWorker, lab: Any) -> None:
+    async with suite_clusters(worker, lab, 3) as names:
+        handle = await start(worker, names, K8sTarget(version=NEW), "canary:1,1,rest")
+        report: RolloutReport = await handle.result()
+        assert report.status == RunStatus.COMPLETED, report
+        assert [o.status for o in report.outcomes] == [ClusterStatus.SUCCEEDED] * 3
+        assert [(o.from_version, o.to_version) for o in report.outcomes] == [(OLD, NEW)] * 3
+        for name in names:
+            assert await asyncio.to_thread(versions, lab, name) == {NEW}
+            record = await get_record(worker.client, name)
+            assert record and record.version == NEW
+        await assert_unlocked(worker, names)
+
+
+async def test_upgrade_fail_on_canary_halts_before_wave_two(
+    worker: RunningWorker, lab: Any
+) -> None:
+    async with suite_clusters(worker, lab, 2) as names:
+        lab.admin.fault(names[0], "upgrade-fail")
+        try:
+            handle = await start(worker, names, K8sTarget(version=NEW), "canary:1,rest")
+            report = await handle.result()
+        finally:
+            lab.admin.clear(names[0])
+        canary, second = report.outcomes
+        assert report.status == RunStatus.HALTED
+        assert canary.status == ClusterStatus.FAILED and "upgrade failed" in canary.reason
+        assert canary.to_version == OLD and f"now: control plane {OLD}" in canary.reason
+        assert second.status == ClusterStatus.NOT_STARTED and second.to_version == OLD
+        assert await asyncio.to_thread(versions, lab, names[1]) == {OLD}
+        await assert_unlocked(worker, names)
+
+
+async def test_dark_cluster_skipped_by_option(worker: RunningWorker, lab: Any) -> None:
+    async with suite_clusters(worker, lab, 2) as names:
+        lab.admin.fault(names[0], "dark", mode="refuse")
+        try:
+            operation = AddonTarget(name="coredns", image=f"{COREDNS}-a")
+            handle = await start(worker, names, operation, "rest", skip_unreachable=True)
+            report = await handle.result()
+        finally:
+            lab.admin.clear(names[0])
+        dark, reachable = report.outcomes
+        assert report.status == RunStatus.COMPLETED
+        assert dark.status == ClusterStatus.UNREACHABLE and dark.reason.startswith("skipped")
+        assert reachable.status == ClusterStatus.SUCCEEDED
+        assert await asyncio.to_thread(coredns_image, lab, names[0]) == COREDNS
+        await assert_unlocked(worker, names)
+
+
+async def test_abort_lets_the_running_cluster_finish_and_releases_locks(
+    worker: RunningWorker, lab: Any
+) -> None:
+    async with suite_clusters(worker, lab, 3) as names:
+        handle = await start(worker, names, K8sTarget(version=NEW), "rest", max_concurrent=1)
+        await eventually(lambda: _locked(worker, names[0]))
+        await rollouts.control(worker.client, handle.id, "abort", ControlRequest(who="test"))
+        report = await handle.result()
+        assert report.status == RunStatus.ABORTED
+        assert [o.status for o in report.outcomes] == [
+            ClusterStatus.SUCCEEDED,
+            ClusterStatus.NOT_STARTED,
+            ClusterStatus.NOT_STARTED,
+        ]
+        await assert_unlocked(worker, names)
+        assert await asyncio.to_thread(versions, lab, names[1]) == {OLD}
+
+
+async def _locked(worker: RunningWorker, name: str) -> bool:
+    record = await get_record(worker.client, name)
+    return bool(record and record.lock)
+
+
+async def test_addon_rollback_restores_every_changed_cluster(
+    worker: RunningWorker, lab: Any
+) -> None:
+    async with suite_clusters(worker, lab, 3) as names:
+        operation = AddonTarget(name="coredns", image=f"{COREDNS}-b")
+        handle = await start(worker, names, operation, "canary:1,1,rest", approve_between=True)
+        for wave in (1, 2):
+            await eventually(
+                lambda wave=wave: _awaiting(worker, handle.id, wave)  # type: ignore[misc]
+            )
+            if wave == 1:
+                await rollouts.control(
+                    worker.client, handle.id, "approve", ApproveRequest(who="test")
+                )
+        assert await asyncio.to_thread(coredns_image, lab, names[1]) == f"{COREDNS}-b"
+        await rollouts.control(worker.client, handle.id, "rollback", ControlRequest(who="test"))
+        report = await handle.result()
+        assert report.status == RunStatus.ROLLED_BACK
+        assert [o.status for o in report.outcomes] == [
+            ClusterStatus.ROLLED_BACK,
+            ClusterStatus.ROLLED_BACK,
+            ClusterStatus.NOT_STARTED,
+        ]
+        for name in names:
+            assert await asyncio.to_thread(coredns_image, lab, name) == COREDNS
+        await assert_unlocked(worker, names)
+
+
+async def test_broken_image_fails_canary_and_auto_rollback_restores_it(
+    worker: RunningWorker, lab: Any
+) -> None:
+    async with suite_clusters(worker, lab, 2) as names:
+        apps = k8s.AppsV1Api(cluster_api(lab, names[0]))
+        patch = {"spec": {"progressDeadlineSeconds": 2}}
+        await asyncio.to_thread(apps.patch_namespaced_deployment, "coredns", "kube-system", patch)
+        operation = AddonTarget(name="coredns", image="registry.k8s.io/coredns/coredns:broken")
+        handle = await start(worker, names, operation, "canary:1,rest", auto_rollback=True)
+        report = await handle.result()
+        canary, second = report.outcomes
+        assert report.status == RunStatus.ROLLED_BACK
+        assert canary.status == ClusterStatus.ROLLED_BACK, (canary, report.halt_reason)
+        assert second.status == ClusterStatus.NOT_STARTED
+        assert "ProgressDeadlineExceeded" in report.halt_reason
+        assert await asyncio.to_thread(coredns_image, lab, names[0]) == COREDNS
+        await assert_unlocked(worker, names)
+
+
+async def _awaiting(worker: RunningWorker, rollout: str, wave: int) -> bool:
+    progress = await rollouts.progress(worker.client, rollout)
+    return progress.waves[wave].status == WaveStatus.AWAITING_APPROVAL
