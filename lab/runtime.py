@@ -112,6 +112,7 @@ class Lab:
         if self.simulation is not None:
             self.simulation.stop()
         if self._sim_task is not None:
+            self._sim_task.cancel()  # its timers are stopped; it may not have started yet
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sim_task
             self._sim_task = None

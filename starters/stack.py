@@ -3,10 +3,10 @@
 Starts, in order, a Temporal dev server (SQLite under the state dir, Flotilla's search
 attributes registered), the lab (`python -m lab up`), and the worker (`python -m worker`
 pointed at the lab's kubeconfig); waits until each one is ready; ensures the health-sweep
-schedule. Stopping (Ctrl-C, SIGTERM, or leaving the `Stack` context) stops them in reverse
-order and waits for each. Every child runs in its own session, so a terminal Ctrl-C
-reaches only this process, which then stops them in order; on Linux each child also gets
-SIGTERM if this process dies without cleaning up, so nothing is orphaned.
+schedule. Ctrl-C or SIGTERM stops them in reverse order, waiting for each. Every child
+runs in its own session, so a terminal Ctrl-C reaches only this process, which then stops
+them in order; on Linux each child also gets SIGTERM if this process dies without cleaning
+up, so nothing is orphaned.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -67,7 +68,8 @@ class Component:
 
 @dataclass
 class Stack:
-    """The running local stack. `async with Stack(options) as stack:` or start()/stop()."""
+    """The local stack: `start()` brings the components up in order, `stop()` (always
+    call it, also after a failed start) stops whatever was started, newest first."""
 
     options: StackOptions
     console: Console = field(default_factory=lambda: Console(stderr=True))
@@ -76,17 +78,6 @@ class Stack:
     lab_info: dict[str, Any] = field(default_factory=dict)
     client: Client | None = None
     components: list[Component] = field(default_factory=list)
-
-    async def __aenter__(self) -> Stack:
-        try:
-            await self.start()
-        except BaseException:
-            await self.stop()
-            raise
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     @property
     def logs(self) -> Path:
@@ -287,8 +278,6 @@ def _venv_tool(name: str) -> str:
     beside = Path(sys.executable).parent / name
     if beside.exists():
         return str(beside)
-    import shutil
-
     found = shutil.which(name)
     if not found:
         raise CliError(f"`{name}` not found: install the project (`make install`)")
@@ -384,12 +373,12 @@ async def _run(
 
 def print_banner(stack: Stack, console: Console) -> None:
     o = stack.options
-    lines = [f"Temporal  {stack.address} (namespace {o.namespace})"]
+    lines = [f"Temporal   {stack.address} (namespace {o.namespace})"]
     if stack.ui_url:
-        lines.append(f"Web UI    {stack.ui_url}")
+        lines.append(f"Web UI     {stack.ui_url}")
     if stack.kubeconfig:
         lines.append(f"Kubeconfig {stack.kubeconfig}")
-    lines.append(f"Logs      {stack.logs}")
+    lines.append(f"Logs       {stack.logs}")
     env = ""
     if stack.address not in ("127.0.0.1:7233", "localhost:7233"):
         env = f"TEMPORAL_ADDRESS={stack.address} "

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.client import Client
 
 FLOTILLA = str(Path(sys.executable).parent / "flotilla")
 TEMPORAL = str(Path(sys.executable).parent / "temporal")
@@ -75,6 +76,6 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int) -
 
 
 @pytest.fixture(scope="session")
-def temporal_address(temporal_env) -> str:  # type: ignore[no-untyped-def]
+def temporal_address(client: Client) -> str:
     """host:port of the session's dev server, for CLI subprocesses."""
-    return str(temporal_env.client.service_client.config.target_host)
+    return str(client.service_client.config.target_host)

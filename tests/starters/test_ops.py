@@ -8,6 +8,7 @@ import json
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import pytest
 from rich.console import Console
@@ -48,22 +49,25 @@ def test_progress_view_renders_cluster_mapping_and_lists() -> None:
     assert "7" in text_of(render.progress_view(7))
 
 
+@dataclass
+class SampleWorker:
+    client: Client
+    task_queue: str
+
+
 @pytest.fixture
-async def sample_client(temporal_env) -> AsyncIterator[Client]:  # type: ignore[no-untyped-def]
-    client: Client = temporal_env.client
+async def sample_worker(client: Client) -> AsyncIterator[SampleWorker]:
     queue = f"ops-{uuid.uuid4()}"
     async with Worker(client, task_queue=queue, workflows=[SampleOperation]):
-        client_with_queue = client
-        client_with_queue.__dict__["_test_queue"] = queue
-        yield client_with_queue
+        yield SampleWorker(client, queue)
 
 
-async def start_sample(client: Client) -> WorkflowHandle[SampleOperation, object]:
-    return await client.start_workflow(
+async def start_sample(sample: SampleWorker) -> WorkflowHandle[SampleOperation, object]:
+    return await sample.client.start_workflow(
         SampleOperation.run,
         SampleInput(clusters=CLUSTERS),
         id=f"sample:{uuid.uuid4()}",
-        task_queue=client.__dict__["_test_queue"],
+        task_queue=sample.task_queue,
         static_summary="Sample rollout across 3 clusters",
     )
 
@@ -80,9 +84,9 @@ async def wait_listed(aflotilla: ARun, address: str, workflow_id: str) -> list[d
 
 
 async def test_ops_list_show_and_watch_success(
-    sample_client: Client, aflotilla: ARun, temporal_address: str, cli_env: dict[str, str]
+    sample_worker: SampleWorker, aflotilla: ARun, temporal_address: str, cli_env: dict[str, str]
 ) -> None:
-    handle = await start_sample(sample_client)
+    handle = await start_sample(sample_worker)
     rows = await wait_listed(aflotilla, temporal_address, handle.id)
     row = next(r for r in rows if r["id"] == handle.id)
     assert row["kind"] == "sample" and row["status"] == "RUNNING"
@@ -123,9 +127,9 @@ async def test_ops_list_show_and_watch_success(
 
 
 async def test_ops_watch_failed_run_exits_1(
-    sample_client: Client, aflotilla: ARun, temporal_address: str
+    sample_worker: SampleWorker, aflotilla: ARun, temporal_address: str
 ) -> None:
-    handle = await start_sample(sample_client)
+    handle = await start_sample(sample_worker)
     await handle.signal(SampleOperation.end, SampleEnd(fail=True))
     result = await aflotilla("ops", "watch", handle.id, address=temporal_address)
     line = assert_one_line_error(result, 1)

@@ -209,6 +209,7 @@ async def test_broken_image_fails_canary_and_auto_rollback_restores_it(
         apps = k8s.AppsV1Api(cluster_api(lab, names[0]))
         patch = {"spec": {"progressDeadlineSeconds": 2}}
         await asyncio.to_thread(apps.patch_namespaced_deployment, "coredns", "kube-system", patch)
+        await eventually(lambda: asyncio.to_thread(_settled, apps))
         operation = AddonTarget(name="coredns", image="registry.k8s.io/coredns/coredns:broken")
         handle = await start(worker, names, operation, "canary:1,rest", auto_rollback=True)
         report = await handle.result()
@@ -219,6 +220,15 @@ async def test_broken_image_fails_canary_and_auto_rollback_restores_it(
         assert "ProgressDeadlineExceeded" in report.halt_reason
         assert await asyncio.to_thread(coredns_image, lab, names[0]) == COREDNS
         await assert_unlocked(worker, names)
+
+
+def _settled(apps: k8s.AppsV1Api) -> bool:
+    deployment = apps.read_namespaced_deployment("coredns", "kube-system")
+    status = deployment.status
+    return bool(
+        status.observed_generation == deployment.metadata.generation
+        and status.available_replicas == deployment.spec.replicas
+    )
 
 
 async def _awaiting(worker: RunningWorker, rollout: str, wave: int) -> bool:
