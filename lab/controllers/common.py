@@ -120,6 +120,7 @@ def set_condition(
                 cond["lastTransitionTime"] = now
                 if "lastUpdateTime" in cond:
                     cond["lastUpdateTime"] = now
+            cond.setdefault("lastTransitionTime", now)  # clients may write conditions without it
             cond.update(status=status, reason=reason, message=message, **(extra or {}))
             _drop_empty(cond)
             return

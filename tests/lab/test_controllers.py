@@ -111,6 +111,23 @@ async def test_deployment_creates_pods_and_becomes_available() -> None:
         )
 
 
+async def test_client_written_condition_without_timestamps_does_not_stop_reconcile() -> None:
+    async with running_fleet(C) as fleet:
+        store = fleet.stores[C]
+        store.create(DEPLOYMENTS, deployment("web", "nginx:1.27"))
+        await fleet.eventually(lambda: rollout_complete(store, "web"))
+        d = copy.deepcopy(store.get(DEPLOYMENTS, "default", "web"))
+        d["status"]["conditions"] = [{"type": "Available", "status": "False", "reason": "Manual"}]
+        store.update(DEPLOYMENTS, d, subresource="status")
+
+        def change(d: dict) -> None:
+            d["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx:1.28"
+
+        edit(store, DEPLOYMENTS, "default", "web", change)
+        await fleet.eventually(lambda: rollout_complete(store, "web"))
+        assert cond(store.get(DEPLOYMENTS, "default", "web"), "Available")["status"] == "True"
+
+
 async def test_rolling_update_replaces_pods_gradually() -> None:
     async with running_fleet(C) as fleet:
         store = fleet.stores[C]
