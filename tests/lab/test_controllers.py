@@ -117,7 +117,10 @@ async def test_client_written_condition_without_timestamps_does_not_stop_reconci
         store.create(DEPLOYMENTS, deployment("web", "nginx:1.27"))
         await fleet.eventually(lambda: rollout_complete(store, "web"))
         d = copy.deepcopy(store.get(DEPLOYMENTS, "default", "web"))
-        d["status"]["conditions"] = [{"type": "Available", "status": "False", "reason": "Manual"}]
+        # Same status and reason the controller keeps, so it never rewrites the timestamps.
+        d["status"]["conditions"] = [
+            {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}
+        ]
         store.update(DEPLOYMENTS, d, subresource="status")
 
         def change(d: dict) -> None:

@@ -1,0 +1,85 @@
+"""`flotilla upgrade|addon plan|start` and `flotilla ops pause|...`: plans print per wave;
+every mistake prints one line and exits 2 (usage) or 1 (refused/failed)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.starters.conftest import assert_one_line_error
+from tests.workflows.rollout_support import (
+    Engine,
+    engine_fixture,  # noqa: F401  (the `engine` fixture)
+    make_fleet,
+)
+
+# The CLI with the rollout commands mounted (as starters.cli does once it calls `mount`).
+ENTRY = (
+    "import sys; from starters import cli, cli_rollout\n"
+    "if not any(g.name == 'upgrade' for g in cli.app.registered_groups):\n"
+    "    cli_rollout.mount(cli.app, cli.ops_app)\n"
+    "cli.main(sys.argv[1:])"
+)
+
+
+@pytest.fixture
+def rollout_cli(cli_env: dict[str, str]):  # type: ignore[no-untyped-def]
+    def run(*args: str, address: str = "") -> subprocess.CompletedProcess[str]:
+        env = {**cli_env, **({"TEMPORAL_ADDRESS": address} if address else {})}
+        return subprocess.run(
+            [sys.executable, "-c", ENTRY, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["upgrade", "plan", "--to", "v1.31"], "not a Kubernetes version"),
+        (["upgrade", "start", "--to", "v1.31.2", "--soak", "forever"], "bad duration"),
+        (["addon", "plan", "--name", "x", "--image", "y", "--kind", "job"], "--kind must be"),
+        (["upgrade", "start", "--to", "v1.31.2", "--max-concurrent", "0"], "max-concurrent"),
+    ],
+)
+def test_usage_errors(rollout_cli, args: list[str], expected: str) -> None:  # type: ignore[no-untyped-def]
+    line = assert_one_line_error(rollout_cli(*args), 2)
+    assert expected in line
+
+
+async def test_plan_prints_waves_and_refusals_are_one_line(
+    rollout_cli, engine: Engine, temporal_address: str
+) -> None:  # type: ignore[no-untyped-def]
+    selector = await make_fleet(engine, [{}, {}, {}])
+    suite = selector.split("=")[1]
+    args = ["upgrade", "plan", "--to", "v1.31.2", "-l", selector, "--waves", "canary:1,rest"]
+    result = await _run(rollout_cli, *args, "--no-check", address=temporal_address)
+    assert result.returncode == 0, result.stderr
+    assert "canary" in result.stdout and f"{suite}-00" in result.stdout
+    refused = await _run(
+        rollout_cli,
+        "upgrade",
+        "plan",
+        "--to",
+        "v1.31.2",
+        "-l",
+        "suite=none",
+        "--no-check",
+        address=temporal_address,
+    )
+    assert "plan refused: no clusters matching" in assert_one_line_error(refused, 1)
+    unknown = await _run(rollout_cli, "ops", "pause", "k8s:nope", address=temporal_address)
+    assert_one_line_error(unknown, 1)
+
+
+async def _run(run, *args: str, address: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    return await asyncio.to_thread(run, *args, address=address)
