@@ -4,6 +4,7 @@ OTLP/HTTP endpoint). Off installs nothing, so it costs nothing."""
 from __future__ import annotations
 
 import functools
+import sys
 
 from temporalio.client import Interceptor
 
@@ -28,7 +29,7 @@ def client_interceptors() -> list[Interceptor]:
 
     exporter: SpanExporter
     if target == "console":
-        exporter = ConsoleSpanExporter()
+        exporter = ConsoleSpanExporter(out=sys.stderr)  # keep -o json output clean
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 

@@ -698,7 +698,7 @@ def _unschedulable_status(previous: Obj) -> Obj:
                 "reason": "Unschedulable",
                 "message": "0/0 nodes are available: no Ready, schedulable node.",
                 "lastProbeTime": None,
-                "lastTransitionTime": old.get("lastTransitionTime", now_iso()) if old else now_iso(),
+                "lastTransitionTime": (old or {}).get("lastTransitionTime", now_iso()),
             }
         ],
     }
