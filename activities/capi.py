@@ -1,10 +1,12 @@
-"""Kubernetes upgrades through Cluster API: read, set and wait for versions.
+"""Kubernetes upgrades through Cluster API: read versions, set them and wait.
 
 A workload cluster's control plane is the KubeadmControlPlane `<cluster>-control-plane` and
 its workers the MachineDeployments labelled `cluster.x-k8s.io/cluster-name=<cluster>`, in
-the management cluster's namespace (`ManagementRef`). Setting a version is idempotent (no
-write when already set); waiting polls and heartbeats. CAPI's webhook refusing a version
-(422) and a condition reporting an error are non-retryable: retrying changes nothing.
+the management cluster's namespace (`ManagementRef`). Each upgrade activity sets a version
+(idempotent: no write when already set), then polls until the objects settle, heartbeating,
+so a retry after a crash resumes the wait without writing again. CAPI's webhook refusing a
+version (422) and a condition reporting an error are non-retryable: retrying changes
+nothing.
 """
 
 from __future__ import annotations
@@ -154,36 +156,34 @@ def _status_message(exc: ApiException) -> str:
 
 
 @activity.defn
-def set_control_plane_version(request: CapiRequest) -> CapiState:
-    """Sets KubeadmControlPlane spec.version; no write when it already is the target."""
+def upgrade_control_plane(request: CapiRequest) -> CapiState:
+    """Sets KubeadmControlPlane spec.version (no write when already set) and waits until
+    the control plane settles at it, heartbeating the progress."""
     api, state = _state(request)
-    if state.control_plane.spec_version != request.version:
+    current = state.control_plane.spec_version
+    if current != request.version:
+        if problem := upgrade_problem(current, request.version):
+            raise ApplicationError(
+                f"{request.cluster}: {problem}", type="VersionRejected", non_retryable=True
+            )
         target = (*CONTROL_PLANE, "kubeadmcontrolplanes", state.control_plane.name)
         _patch(api, request, target, {"spec": {"version": request.version}})
-        state = _state(request)[1]
-    return state
-
-
-@activity.defn
-def set_worker_version(request: CapiRequest) -> CapiState:
-    """Sets every MachineDeployment's spec.template.spec.version not yet at the target."""
-    api, state = _state(request)
-    for md in state.workers:
-        if md.spec_version != request.version:
-            body = {"spec": {"template": {"spec": {"version": request.version}}}}
-            _patch(api, request, (*CAPI, "machinedeployments", md.name), body)
-    return _state(request)[1]
-
-
-@activity.defn
-def wait_control_plane(request: CapiRequest) -> CapiState:
-    """Polls until the control plane settles at the target; heartbeats the progress."""
     return _wait(request, lambda s: [s.control_plane])
 
 
 @activity.defn
-def wait_workers(request: CapiRequest) -> CapiState:
-    """Polls until every MachineDeployment settles at the target; heartbeats the progress."""
+def upgrade_workers(request: CapiRequest) -> CapiState:
+    """Sets every MachineDeployment's version not yet at the target (never above the
+    control plane) and waits until all settle, heartbeating the progress."""
+    api, state = _state(request)
+    if problem := node_skew_problem(state.control_plane.status_version, request.version):
+        raise ApplicationError(
+            f"{request.cluster}: {problem}", type="VersionRejected", non_retryable=True
+        )
+    for md in state.workers:
+        if md.spec_version != request.version:
+            body = {"spec": {"template": {"spec": {"version": request.version}}}}
+            _patch(api, request, (*CAPI, "machinedeployments", md.name), body)
     return _wait(request, lambda s: s.workers)
 
 

@@ -74,10 +74,8 @@ def straight_cluster(cluster: PlannedCluster, version: str, gates: bool) -> None
     if gates:
         env.run(health.check_cluster_health, cluster.ref())
     env.run(capi.read_capi_state, request)
-    env.run(capi.set_control_plane_version, request)
-    env.run(capi.wait_control_plane, request)
-    env.run(capi.set_worker_version, request)
-    env.run(capi.wait_workers, request)
+    env.run(capi.upgrade_control_plane, request)
+    env.run(capi.upgrade_workers, request)
     report = env.run(
         capi.read_cluster_versions, VersionCheck(cluster=cluster.ref(), version=version)
     )

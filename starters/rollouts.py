@@ -53,9 +53,10 @@ async def make_plan(client: Client, spec: RolloutSpec) -> Plan:
     return build_plan(spec, records)
 
 
-def _start_options(plan: Plan, task_queue: str | None) -> dict[str, Any]:
+def _start_options(plan: Plan, task_queue: str | None, *, dry_run: bool = False) -> dict[str, Any]:
     spec = plan.spec
     waves = " -> ".join(f"{w.name} ({len(w.clusters)})" for w in plan.waves)
+    dry = ":dry-run" if dry_run else ""
     target = (
         f"Kubernetes {spec.operation.version}"
         if spec.operation.kind == "k8s"
@@ -63,10 +64,11 @@ def _start_options(plan: Plan, task_queue: str | None) -> dict[str, Any]:
     )
     return dict(
         task_queue=task_queue or Settings.from_env().task_queue,
-        static_summary=f"Rollout of {target} to {len(plan.cluster_names())} clusters",
+        static_summary=f"{'Dry run: r' if dry_run else 'R'}ollout of {target} to "
+        f"{len(plan.cluster_names())} clusters",
         static_details=f"selector {spec.selector or '(all)'}; waves {waves}",
         search_attributes=TypedSearchAttributes(
-            [SearchAttributePair(search.KIND, f"rollout:{spec.operation.kind}")]
+            [SearchAttributePair(search.KIND, f"rollout:{spec.operation.kind}{dry}")]
         ),
     )
 
@@ -80,7 +82,7 @@ async def check_plan(client: Client, plan: Plan, *, task_queue: str | None = Non
         RolloutInput(plan=plan, dry_run=True),
         id=f"{plan.spec.workflow_id}:dry-run:{uuid.uuid4().hex[:6]}",
         result_type=RolloutReport,
-        **_start_options(plan, task_queue),
+        **_start_options(plan, task_queue, dry_run=True),
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 from workflows.common import (
     INVENTORY_RETRY,
@@ -67,9 +67,7 @@ async def acquire_lock(
             retry_policy=INVENTORY_RETRY,
         )
     except ActivityError as err:
-        result.status = ClusterStatus.FAILED
-        result.reason = root_failure(err).message
-        raise ClusterFailed(result) from None
+        raise activity_failure(err, result) from None
 
 
 async def release_lock(task: ClusterTask) -> None:
@@ -111,6 +109,10 @@ async def record_version(task: ClusterTask, version: str) -> None:
 
 
 def activity_failure(err: ActivityError, result: ClusterResult) -> ClusterFailed:
+    """The failure to end the child with; a cancellation is re-raised as it is, so the
+    child ends cancelled (after its `finally` released the lock)."""
+    if is_cancelled_exception(err):
+        raise err
     result.status = ClusterStatus.FAILED
     result.reason = root_failure(err).message
     return ClusterFailed(result)

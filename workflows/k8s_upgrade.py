@@ -1,11 +1,11 @@
 """K8sUpgrade: move one cluster to a Kubernetes version through Cluster API.
 
-Lock (phase upgrading) -> health gate -> control plane version, wait -> worker versions,
-wait -> verify what the cluster reports (/version, every kubelet) -> health gate -> record
-the version in the inventory -> release the lock (always, also when cancelled). Every step
-is idempotent, so a re-run after a crash or on an already upgraded cluster does no harm;
-a cluster already at the target ends `unchanged`. A failed upgrade cannot be undone (no
-downgrades): the result says which version the cluster is on.
+Lock (phase upgrading) -> health gate -> read Cluster API versions -> control plane version
+and wait -> worker versions and wait -> verify what the cluster reports (/version, every
+kubelet) -> health gate -> record the version in the inventory -> release the lock (always,
+also when cancelled). Every step is idempotent, so a re-run after a crash or on an already
+upgraded cluster does no harm; a cluster already at the target ends `unchanged`. A failed
+upgrade cannot be undone (no downgrades): the result says which version the cluster is on.
 """
 
 from __future__ import annotations
@@ -101,11 +101,9 @@ class K8sUpgrade:
             unchanged = current == target and all(w.spec_version == target for w in state.workers)
             if not unchanged:
                 result.changed = True
-            await self._capi("set_control_plane_version", request, f"control plane -> {target}")
-            state = await self._wait("wait_control_plane", request, "control plane upgrading")
+            state = await self._wait("upgrade_control_plane", request, f"control plane -> {target}")
             result.to_version = state.control_plane.status_version
-            await self._capi("set_worker_version", request, f"workers -> {target}")
-            await self._wait("wait_workers", request, "workers rolling")
+            await self._wait("upgrade_workers", request, f"workers -> {target}")
             self._set_step("verifying versions")
             report: VersionReport = await workflow.execute_activity(
                 "read_cluster_versions",

@@ -179,7 +179,8 @@ class Rollout:
 
     @workflow.run
     async def run(self, input: RolloutInput) -> RolloutReport:
-        operation_attributes(f"rollout:{self._spec.operation.kind}", self._plan.cluster_names())
+        kind = f"rollout:{self._spec.operation.kind}" + (":dry-run" if input.dry_run else "")
+        operation_attributes(kind, self._plan.cluster_names())
         if input.progress is None:
             self._p.started_at = workflow.now()
             await self._preflight()

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.starters.conftest import assert_one_line_error
+from tests.starters.conftest import Run, assert_one_line_error
 from tests.workflows.rollout_support import (
     Engine,
     engine_fixture,  # noqa: F401  (the `engine` fixture)
@@ -25,7 +25,7 @@ ENTRY = (
 
 
 @pytest.fixture
-def rollout_cli(cli_env: dict[str, str]):  # type: ignore[no-untyped-def]
+def rollout_cli(cli_env: dict[str, str]) -> Run:
     def run(*args: str, address: str = "") -> subprocess.CompletedProcess[str]:
         env = {**cli_env, **({"TEMPORAL_ADDRESS": address} if address else {})}
         return subprocess.run(
@@ -49,14 +49,14 @@ def rollout_cli(cli_env: dict[str, str]):  # type: ignore[no-untyped-def]
         (["upgrade", "start", "--to", "v1.31.2", "--max-concurrent", "0"], "max-concurrent"),
     ],
 )
-def test_usage_errors(rollout_cli, args: list[str], expected: str) -> None:  # type: ignore[no-untyped-def]
+def test_usage_errors(rollout_cli: Run, args: list[str], expected: str) -> None:
     line = assert_one_line_error(rollout_cli(*args), 2)
     assert expected in line
 
 
 async def test_plan_prints_waves_and_refusals_are_one_line(
-    rollout_cli, engine: Engine, temporal_address: str
-) -> None:  # type: ignore[no-untyped-def]
+    rollout_cli: Run, engine: Engine, temporal_address: str
+) -> None:
     selector = await make_fleet(engine, [{}, {}, {}])
     suite = selector.split("=")[1]
     args = ["upgrade", "plan", "--to", "v1.31.2", "-l", selector, "--waves", "canary:1,rest"]
@@ -79,7 +79,7 @@ async def test_plan_prints_waves_and_refusals_are_one_line(
     assert_one_line_error(unknown, 1)
 
 
-async def _run(run, *args: str, address: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+async def _run(run: Run, *args: str, address: str) -> subprocess.CompletedProcess[str]:
     import asyncio
 
     return await asyncio.to_thread(run, *args, address=address)

@@ -35,7 +35,9 @@ async def test_cli_started_run_emits_spans(
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         assert f"started onboard:{name}" in result.stdout
-        assert '"name": "StartWorkflow:Onboard"' in result.stdout
-        assert '"service.name": "flotilla"' in result.stdout
+        # Spans go to stderr so they never corrupt `-o json` output on stdout.
+        assert '"name": "StartWorkflow:Onboard"' in result.stderr
+        assert '"service.name": "flotilla"' in result.stderr
+        assert "StartWorkflow" not in result.stdout
     finally:
         await client.get_workflow_handle(f"onboard:{name}").terminate("test done")

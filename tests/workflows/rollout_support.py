@@ -95,7 +95,7 @@ def spec(selector: str, waves: str, **options: object) -> RolloutSpec:
         operation=AddonTarget(name="scripted", image="new"),
         options=RolloutOptions(
             child_workflow="ScriptedCluster", preflight=False, health_gates=False, **options
-        ),  # type: ignore[arg-type]
+        ),
     )
 
 

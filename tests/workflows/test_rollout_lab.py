@@ -10,7 +10,9 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 from kubernetes import client as k8s
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 
 from activities.inventory import get_record
 from activities.kube import api_client
@@ -28,6 +30,7 @@ from fleet.rollout_models import (
     WaveStatus,
 )
 from starters import rollouts
+from starters.errors import failure_message
 from starters.inventory import list_clusters, onboard_many
 from tests.conftest import RunningWorker, lab_request
 from tests.workflows.rollout_support import eventually
@@ -63,7 +66,7 @@ async def _listed(worker: RunningWorker, suite: str, count: int) -> bool:
 
 async def start(
     worker: RunningWorker, names: list[str], operation: Any, waves: str, **options: Any
-):  # type: ignore[no-untyped-def]
+) -> WorkflowHandle[Any, RolloutReport]:
     spec = RolloutSpec(
         id=uuid.uuid4().hex[:8],
         selector=f"suite={names[0].rsplit('-', 1)[0]}",
@@ -83,16 +86,17 @@ def cluster_api(lab: Any, name: str) -> k8s.ApiClient:
 def versions(lab: Any, name: str) -> set[str]:
     """Every version the cluster reports: API server and each kubelet."""
     api = cluster_api(lab, name)
-    found = {k8s.VersionApi(api).get_code().git_version}
-    found |= {n.status.node_info.kubelet_version for n in k8s.CoreV1Api(api).list_node().items}
-    return found
+    nodes: list[Any] = k8s.CoreV1Api(api).list_node().items
+    return {k8s.VersionApi(api).get_code().git_version} | {
+        n.status.node_info.kubelet_version for n in nodes
+    }
 
 
 def coredns_image(lab: Any, name: str) -> str:
-    deployment = k8s.AppsV1Api(cluster_api(lab, name)).read_namespaced_deployment(
+    deployment: Any = k8s.AppsV1Api(cluster_api(lab, name)).read_namespaced_deployment(
         "coredns", "kube-system"
     )
-    return deployment.spec.template.spec.containers[0].image
+    return str(deployment.spec.template.spec.containers[0].image)
 
 
 async def assert_unlocked(worker: RunningWorker, names: list[str]) -> None:
@@ -223,7 +227,7 @@ async def test_broken_image_fails_canary_and_auto_rollback_restores_it(
 
 
 def _settled(apps: k8s.AppsV1Api) -> bool:
-    deployment = apps.read_namespaced_deployment("coredns", "kube-system")
+    deployment: Any = apps.read_namespaced_deployment("coredns", "kube-system")
     status = deployment.status
     return bool(
         status.observed_generation == deployment.metadata.generation
@@ -234,3 +238,43 @@ def _settled(apps: k8s.AppsV1Api) -> bool:
 async def _awaiting(worker: RunningWorker, rollout: str, wave: int) -> bool:
     progress = await rollouts.progress(worker.client, rollout)
     return progress.waves[wave].status == WaveStatus.AWAITING_APPROVAL
+
+
+async def test_terminated_parent_cancels_children_which_release_their_locks(
+    worker: RunningWorker, lab: Any
+) -> None:
+    async with suite_clusters(worker, lab, 1) as names:
+        handle = await start(worker, names, K8sTarget(version=NEW), "rest")
+        await eventually(lambda: _locked(worker, names[0]))
+        await handle.terminate("operator pulled the plug")
+        child = worker.client.get_workflow_handle(f"{handle.id}/{names[0]}")
+        await eventually(lambda: _closed(child))
+        assert (await child.describe()).status == WorkflowExecutionStatus.CANCELED
+        await eventually(lambda: _unlocked(worker, names[0]))
+
+
+async def _closed(handle: WorkflowHandle[Any, Any]) -> bool:
+    return (await handle.describe()).status != WorkflowExecutionStatus.RUNNING
+
+
+async def _unlocked(worker: RunningWorker, name: str) -> bool:
+    record = await get_record(worker.client, name)
+    return bool(record and record.lock is None and record.phase == Phase.ACTIVE)
+
+
+async def test_dry_run_checks_live_and_changes_nothing(worker: RunningWorker, lab: Any) -> None:
+    async with suite_clusters(worker, lab, 2) as names:
+        selector = f"suite={names[0].rsplit('-', 1)[0]}"
+        k8s_spec = RolloutSpec(id="dry", selector=selector, operation=K8sTarget(version=NEW))
+        plan = await rollouts.make_plan(worker.client, k8s_spec)
+        report = await rollouts.check_plan(worker.client, plan, task_queue=worker.task_queue)
+        assert report.status == RunStatus.PLANNED
+        assert await asyncio.to_thread(versions, lab, names[0]) == {OLD}
+        unknown = AddonTarget(name="no-such-addon", image="x:1")
+        addon_spec = RolloutSpec(id="dry", selector=selector, operation=unknown)
+        plan = await rollouts.make_plan(worker.client, addon_spec)
+        with pytest.raises(WorkflowFailureError) as refused:
+            await rollouts.check_plan(worker.client, plan, task_queue=worker.task_queue)
+        message = failure_message(refused.value)
+        assert "plan refused, nothing was changed" in message
+        assert all(f"{name}: unknown add-on" in message for name in names)

@@ -30,14 +30,14 @@ def generations(lab: Any, names: list[str]) -> dict[str, int]:
     api = k8s.CustomObjectsApi(mgmt)
     found = {}
     for name in names:
-        kcp = api.get_namespaced_custom_object(
+        kcp: Any = api.get_namespaced_custom_object(
             "controlplane.cluster.x-k8s.io",
             "v1beta1",
             "fleet",
             "kubeadmcontrolplanes",
             f"{name}-control-plane",
         )
-        md = api.get_namespaced_custom_object(
+        md: Any = api.get_namespaced_custom_object(
             "cluster.x-k8s.io", "v1beta1", "fleet", "machinedeployments", f"{name}-md-0"
         )
         found[f"{name}/kcp"] = kcp["metadata"]["generation"]
