@@ -181,16 +181,43 @@ def progress_view(progress: Any) -> RenderableType:
 
 
 def records_table(title: str, rows: Sequence[Mapping[str, Any]]) -> Table:
-    """A table whose columns are the union of the rows' keys, in first-seen order."""
+    """A table whose columns are the union of the rows' keys, in first-seen order; columns
+    empty in every row are left out, image references lose their registry path, and
+    timestamps lose their date and year where every row shares it, so wide progress records
+    still fit a terminal."""
     columns: list[str] = []
     for row in rows:
-        columns += [k for k in row if k not in columns]
+        columns += [k for k in row if k not in columns and k not in _HIDDEN_COLUMNS]
+    cells = [{c: _short_image(cell(row.get(c))) for c in columns} for row in rows]
+    columns = [c for c in columns if any(r[c] != "-" for r in cells)]
+    dates = {v[:10] for r in cells for v in r.values() if _is_timestamp_cell(v)}
+    cut = 11 if len(dates) == 1 else 5  # drop "YYYY-MM-DD " or just "YYYY-"
     table = Table(title=title, title_justify="left")
     for column in columns:
         table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*(styled(row.get(c)) for c in columns))
+    for r in cells:
+        table.add_row(
+            *(
+                Text(v[cut:] if _is_timestamp_cell(v) else v, style=STATUS_STYLE.get(v, ""))
+                for v in (r[c] for c in columns)
+            )
+        )
     return table
+
+
+# Columns that only repeat what the table's context already says.
+_HIDDEN_COLUMNS = {"index"}
+
+
+def _short_image(text: str) -> str:
+    """`registry.k8s.io/coredns/coredns:v1.11.4` -> `coredns:v1.11.4`; other text as is."""
+    if "/" in text and ":" in text.rsplit("/", 1)[1] and " " not in text:
+        return text.rsplit("/", 1)[1]
+    return text
+
+
+def _is_timestamp_cell(text: str) -> bool:
+    return len(text) == 19 and text[4] == "-" and text[10] == " " and text[13] == ":"
 
 
 def _waves_table(waves: Sequence[Mapping[str, Any]]) -> Table:

@@ -49,6 +49,27 @@ def test_progress_view_renders_cluster_mapping_and_lists() -> None:
     assert "7" in text_of(render.progress_view(7))
 
 
+def test_records_table_compacts_wide_progress_rows() -> None:
+    rows = [
+        {
+            "name": name,
+            "index": 0,
+            "reason": "",
+            "to": "registry.k8s.io/coredns/coredns:v1.11.4",
+            "target": "kube-system/coredns",
+            "started_at": "2026-11-21T20:20:59Z",
+        }
+        for name in ("eu-dev-1", "us-prod-1")
+    ]
+    text = text_of(render.records_table("clusters", rows))
+    assert "coredns:v1.11.4" in text and "registry.k8s.io" not in text
+    assert "kube-system/coredns" in text  # not an image reference: kept whole
+    assert "20:20:59" in text and "2026-11-21" not in text  # one shared date: dropped
+    assert "reason" not in text and "index" not in text  # empty / redundant columns
+    rows[1]["started_at"] = "2026-11-22T01:00:00Z"
+    assert "11-22 01:00:00" in text_of(render.records_table("clusters", rows))
+
+
 @dataclass
 class SampleWorker:
     client: Client
