@@ -54,6 +54,8 @@ ops_app = typer.Typer(
 )
 app.add_typer(clusters_app, name="clusters")
 app.add_typer(ops_app, name="ops")
+webhook_app = typer.Typer(help="The webhook service for CI and ITSM.", no_args_is_help=True)
+app.add_typer(webhook_app, name="webhook")
 
 out = Console()
 err = Console(stderr=True)
@@ -135,6 +137,27 @@ def demo(
             console=err,
             after_start=lambda s: run_demo(s, console=out, exit_when_done=exit_when_done),
         )
+    )
+
+
+@webhook_app.command("serve")
+def webhook_serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="HTTP port.")] = 8088,
+    insecure_no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-no-auth", help="Accept unauthenticated requests (local experiments only)."
+        ),
+    ] = False,
+) -> None:
+    """Serve the webhook API for CI and ITSM (docs/webhooks.md) until Ctrl-C.
+
+    Credentials from FLOTILLA_WEBHOOK_SECRET and/or FLOTILLA_WEBHOOK_TOKEN."""
+    from starters import webhook
+
+    _run(
+        lambda: webhook.serve(host=host, port=port, insecure_no_auth=insecure_no_auth, console=err)
     )
 
 

@@ -33,6 +33,7 @@ def test_services(compose: dict[str, Any]) -> None:
         "temporal-admin-tools",
         "temporal-ui",
         "worker",
+        "webhook",
     }
     assert services["temporal"]["image"].startswith("temporalio/auto-setup:")
     assert services["temporal-ui"]["image"].startswith("temporalio/ui:")
@@ -88,3 +89,22 @@ def test_dynamic_config_mounted(compose: dict[str, Any]) -> None:
     assert mode == "ro" and target == "/etc/temporal/config/dynamicconfig"
     path = temporal["environment"]["DYNAMIC_CONFIG_FILE_PATH"].split("/")[-1]
     assert yaml.safe_load((ROOT / host / path).read_text())
+
+
+def test_webhook(compose: dict[str, Any]) -> None:
+    """Opt-in (a profile), same image and start order as the worker, credentials only from
+    the host's environment, the healthcheck on the served port."""
+    s = compose["services"]
+    webhook = s["webhook"]
+    assert webhook["profiles"] == ["webhook"]
+    assert webhook["build"] == s["worker"]["build"]
+    assert depends(webhook) == depends(s["worker"])
+    command = webhook["command"]
+    assert command[:3] == ["flotilla", "webhook", "serve"] and "--insecure-no-auth" not in command
+    port = command[command.index("--port") + 1]
+    assert webhook["ports"][0].endswith(f":{port}")
+    assert f"127.0.0.1:{port}/healthz" in webhook["healthcheck"]["test"][-1]
+    env = webhook["environment"]
+    assert env["TEMPORAL_ADDRESS"] == "temporal:7233"
+    for name in ("FLOTILLA_WEBHOOK_SECRET", "FLOTILLA_WEBHOOK_TOKEN"):
+        assert env[name] == f"${{{name}:-}}"
