@@ -51,6 +51,10 @@ def _read(ref: WorkloadRef) -> dict[str, Any]:
                 non_retryable=True,
             ) from None
         raise ApplicationError(api_error_message(ref.cluster.name, exc)) from None
+    except Exception as exc:  # not reachable (urllib3, TLS): retryable, message secret-free
+        raise ApplicationError(
+            api_error_message(ref.cluster.name, exc), type="Unreachable"
+        ) from None
     return api.sanitize_for_serialization(obj)
 
 

@@ -65,6 +65,8 @@ def _objects(request: CapiRequest) -> tuple[client.CustomObjectsApi, dict, list[
                 non_retryable=True,
             ) from None
         raise ApplicationError(api_error_message("management", exc)) from None
+    except Exception as exc:  # not reachable (urllib3, TLS): retryable, message secret-free
+        raise ApplicationError(api_error_message("management", exc), type="Unreachable") from None
     items: list[dict] = mds.get("items", [])  # type: ignore[attr-defined]
     return api, kcp, sorted(items, key=lambda o: o["metadata"]["name"])  # type: ignore[return-value]
 
@@ -223,7 +225,7 @@ def read_cluster_versions(request: VersionCheck) -> VersionReport:
     try:
         api_version = client.VersionApi(api).get_code(_request_timeout=REQUEST_TIMEOUT).git_version
         nodes = client.CoreV1Api(api).list_node(_request_timeout=REQUEST_TIMEOUT).items
-    except ApiException as exc:
+    except Exception as exc:  # ApiException, urllib3, TLS: retryable, message secret-free
         raise ApplicationError(api_error_message(name, exc)) from None
     kubelets = {
         n.metadata.name: n.status.node_info.kubelet_version  # type: ignore[union-attr]

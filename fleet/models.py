@@ -145,7 +145,8 @@ class LockRelease(Model):
 
     cluster: str
     holder: str
-    phase: Phase = Phase.ACTIVE  # phase after release
+    # Phase after release; None restores the phase the cluster had before the lock.
+    phase: Phase | None = Phase.ACTIVE
 
 
 class RecordsQuery(Model):

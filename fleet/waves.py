@@ -114,9 +114,10 @@ def order_key(record: ClusterRecord) -> tuple[int, str]:
 def build_plan(spec: RolloutSpec, records: list[ClusterRecord]) -> Plan:
     """Selects, orders and splits clusters into waves; raises PlanError listing problems.
 
-    Refuses: an empty selection, unparsable options, locked clusters, and (Kubernetes
-    upgrades) version skips or downgrades against each record's known version. Live
-    checks (the add-on exists, Cluster API versions) run in the workflow's preflight.
+    Refuses: an empty selection, waves that select none of it, unparsable options, locked
+    clusters, and (Kubernetes upgrades) version skips or downgrades against each record's
+    known version. Live checks (the add-on exists, Cluster API versions) run in the
+    workflow's preflight.
     """
     try:
         selector = parse_selector(spec.selector)
@@ -142,6 +143,8 @@ def build_plan(spec: RolloutSpec, records: list[ClusterRecord]) -> Plan:
         taken = {r.name for r in take}
         remaining = [r for r in remaining if r.name not in taken]
         planned.append(PlannedWave(name=wave.name, text=wave.text, clusters=_planned(take)))
+    if not planned:
+        raise PlanError(f"no wave selects any of the {len(chosen)} clusters {where} (add 'rest')")
     if remaining:
         names = ", ".join(r.name for r in remaining)
         notes.append(f"{len(remaining)} selected clusters are in no wave (add 'rest'): {names}")

@@ -155,7 +155,7 @@ class ClusterEntity:
         lock = self._record.lock
         if lock is not None and lock.holder == req.holder:
             self._record.lock = None
-            self._set_phase(req.phase)
+            self._set_phase(self._phase_after(lock, req))
             workflow.logger.info("lock released by %s", req.holder, extra=self._log_extra())
             self._changed()
         return self._record
@@ -166,9 +166,15 @@ class ClusterEntity:
         if not req.holder:
             raise _invalid("a lock release needs the holder's workflow id")
         lock = self._record.lock
-        held = lock is not None and lock.holder == req.holder
-        if held and (problem := transition_error(self._record.phase, req.phase)):
+        if lock is None or lock.holder != req.holder:
+            return
+        if problem := transition_error(self._record.phase, self._phase_after(lock, req)):
             raise _invalid(f"{req.cluster}: {problem}")
+
+    def _phase_after(self, lock: OperationLock, req: LockRelease) -> Phase:
+        if req.phase is not None:
+            return req.phase
+        return lock.previous_phase or self._record.phase
 
     async def _acquire(
         self, holder: str, operation: str, *, phase: Phase | None, wait: bool

@@ -71,10 +71,11 @@ async def acquire_lock(
 
 
 async def release_lock(task: ClusterTask) -> None:
-    """Idempotent; safe to call from `finally` after a cancellation."""
+    """Restores the phase the cluster had before the lock (a cluster in maintenance stays
+    there). Idempotent; safe to call from `finally` after a cancellation."""
     await workflow.execute_activity(
         "release_cluster_lock",
-        LockRelease(cluster=task.cluster.name, holder=holder(), phase=Phase.ACTIVE),
+        LockRelease(cluster=task.cluster.name, holder=holder(), phase=None),
         start_to_close_timeout=INVENTORY_TIMEOUT,
         retry_policy=INVENTORY_RETRY,
     )
@@ -83,14 +84,17 @@ async def release_lock(task: ClusterTask) -> None:
 async def health_gate(task: ClusterTask, result: ClusterResult, *, when: str) -> None:
     """Fails the child unless the cluster is healthy. Unreachable before any change ends
     the child with status UNREACHABLE, so the parent can skip it or count it, by option."""
-    report: HealthReport = await workflow.execute_activity(
-        "check_cluster_health",
-        task.cluster.ref(),
-        result_type=HealthReport,
-        start_to_close_timeout=HEALTH_TIMEOUT,
-        retry_policy=KUBE_RETRY,
-        summary=f"health gate {when}",
-    )
+    try:
+        report: HealthReport = await workflow.execute_activity(
+            "check_cluster_health",
+            task.cluster.ref(),
+            result_type=HealthReport,
+            start_to_close_timeout=HEALTH_TIMEOUT,
+            retry_policy=KUBE_RETRY,
+            summary=f"health gate {when}",
+        )
+    except ActivityError as err:
+        raise activity_failure(err, result) from None
     if report.health == Health.HEALTHY:
         return
     result.reason = f"{report.health.value} {when} the change: {report.reason or 'no detail'}"
@@ -99,13 +103,16 @@ async def health_gate(task: ClusterTask, result: ClusterResult, *, when: str) ->
     raise ClusterFailed(result)
 
 
-async def record_version(task: ClusterTask, version: str) -> None:
-    await workflow.execute_activity(
-        "update_cluster_facts",
-        FactsUpdate(cluster=task.cluster.name, holder=holder(), version=version),
-        start_to_close_timeout=INVENTORY_TIMEOUT,
-        retry_policy=INVENTORY_RETRY,
-    )
+async def record_version(task: ClusterTask, result: ClusterResult, version: str) -> None:
+    try:
+        await workflow.execute_activity(
+            "update_cluster_facts",
+            FactsUpdate(cluster=task.cluster.name, holder=holder(), version=version),
+            start_to_close_timeout=INVENTORY_TIMEOUT,
+            retry_policy=INVENTORY_RETRY,
+        )
+    except ActivityError as err:
+        raise activity_failure(err, result) from None
 
 
 def activity_failure(err: ActivityError, result: ClusterResult) -> ClusterFailed:

@@ -7,7 +7,12 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    FailureError,
+    is_cancelled_exception,
+)
 
 with workflow.unsafe.imports_passed_through():
     from fleet import search
@@ -58,7 +63,11 @@ def operation_attributes(kind: str, clusters: list[str]) -> None:
 
 def root_failure(err: BaseException) -> ApplicationError:
     """A non-retryable ApplicationError carrying the innermost failure's message and type,
-    so a failed operation reads "cluster x is locked by ..." rather than "activity failed"."""
+    so a failed operation reads "cluster x is locked by ..." rather than "activity failed".
+
+    A cancellation is re-raised as it is, so a cancelled run ends cancelled, not failed."""
+    if is_cancelled_exception(err):
+        raise err
     cause: BaseException = err
     while isinstance(cause, FailureError) and cause.cause is not None:
         if isinstance(cause, ApplicationError) and not isinstance(cause.cause, ApplicationError):

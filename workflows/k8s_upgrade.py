@@ -38,7 +38,7 @@ with workflow.unsafe.imports_passed_through():
         VersionCheck,
         VersionReport,
     )
-    from fleet.versions import node_skew_problem, upgrade_problem
+    from fleet.versions import VersionError, node_skew_problem, upgrade_problem
 
 
 @workflow.defn(name="K8sUpgrade")
@@ -90,10 +90,7 @@ class K8sUpgrade:
             current = state.control_plane.spec_version
             result.from_version = state.control_plane.status_version or current
             result.to_version = result.from_version
-            problem = upgrade_problem(current, target) or next(
-                (p for md in state.workers if (p := node_skew_problem(current, md.spec_version))),
-                "",
-            )
+            problem = version_problem(current, target, [md.spec_version for md in state.workers])
             if problem:
                 result.status = ClusterStatus.FAILED
                 result.reason = problem
@@ -126,7 +123,7 @@ class K8sUpgrade:
             self._set_step("health gate after")
             await health_gate(task, result, when="after")
         self._set_step("recording the version")
-        await record_version(task, target)
+        await record_version(task, result, target)
         result.status = ClusterStatus.SUCCEEDED if result.changed else ClusterStatus.UNCHANGED
 
     async def _capi(self, activity: str, request: CapiRequest, step: str) -> CapiState:
@@ -167,3 +164,14 @@ class K8sUpgrade:
     def _set_step(self, step: str) -> None:
         self._step = step
         workflow.set_current_details(step)
+
+
+def version_problem(control_plane: str, target: str, workers: list[str]) -> str:
+    """Why the versions Cluster API reports forbid the upgrade; "" when they allow it. An
+    unparsable version is a problem too (raising it would fail the workflow task forever)."""
+    try:
+        return upgrade_problem(control_plane, target) or next(
+            (p for version in workers if (p := node_skew_problem(control_plane, version))), ""
+        )
+    except VersionError as exc:
+        return f"Cluster API reports a version that cannot be checked: {exc}"

@@ -18,12 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
-from workflows.common import INVENTORY_RETRY, INVENTORY_TIMEOUT, operation_attributes
+from workflows.common import (
+    INVENTORY_RETRY,
+    INVENTORY_TIMEOUT,
+    KUBE_RETRY,
+    operation_attributes,
+    root_failure,
+)
 
 with workflow.unsafe.imports_passed_through():
     from fleet.models import ClusterRecords, Health, HealthReport, RecordsQuery
@@ -179,6 +185,8 @@ class Rollout:
 
     @workflow.run
     async def run(self, input: RolloutInput) -> RolloutReport:
+        if problem := self._input_problem():
+            raise ApplicationError(f"plan refused: {problem}", type="BadInput", non_retryable=True)
         kind = f"rollout:{self._spec.operation.kind}" + (":dry-run" if input.dry_run else "")
         operation_attributes(kind, self._plan.cluster_names())
         if input.progress is None:
@@ -199,6 +207,20 @@ class Rollout:
             await workflow.wait_condition(workflow.all_handlers_finished)
             workflow.continue_as_new(RolloutInput(plan=self._plan, progress=self._p))
         return await self._finish()
+
+    def _input_problem(self) -> str:
+        """What build_plan would refuse, checked again for plans from any client: these
+        would otherwise raise inside the workflow and fail its task forever."""
+        if not self._plan.waves:
+            return "the plan has no waves; nothing to roll out"
+        try:
+            allowed_failures(self._options.failure_budget, 1)
+            allowed_failures(self._options.wave_failure_budget, 1)
+            for cluster in self._planned.values():
+                self._window(cluster)
+        except ValueError as exc:  # PlanError, WindowError
+            return str(exc)
+        return ""
 
     async def _preflight(self) -> None:
         if not self._options.preflight:
@@ -420,23 +442,26 @@ class Rollout:
             return
         wave.status = WaveStatus.CHECKING
         self._details(f"wave {wave.name}: health check of {len(done)} clusters")
-        reports = await asyncio.gather(
-            *(
-                workflow.execute_activity(
-                    "check_cluster_health",
-                    self._planned[c.name].ref(),
-                    result_type=HealthReport,
-                    start_to_close_timeout=HEALTH_TIMEOUT,
-                    retry_policy=INVENTORY_RETRY,
-                )
-                for c in done
-            )
-        )
+        reports = await asyncio.gather(*(self._health(c.name) for c in done))
         for cluster, report in zip(done, reports, strict=True):
             if report.health != Health.HEALTHY:
                 cluster.status = ClusterStatus.FAILED
                 cluster.reason = f"{report.health.value} after wave {wave.name}: {report.reason}"
                 self._count_failure(cluster)
+
+    async def _health(self, name: str) -> HealthReport:
+        """A health reading; a check that itself fails reads as `unknown` (not healthy)."""
+        try:
+            return await workflow.execute_activity(
+                "check_cluster_health",
+                self._planned[name].ref(),
+                result_type=HealthReport,
+                start_to_close_timeout=HEALTH_TIMEOUT,
+                retry_policy=KUBE_RETRY,
+            )
+        except ActivityError as err:
+            failure = root_failure(err)
+            return HealthReport(cluster=name, health=Health.UNKNOWN, reason=failure.message)
 
     async def _between_waves(self, index: int) -> None:
         wave, following = self._p.waves[index], self._p.waves[index + 1]
@@ -486,7 +511,7 @@ class Rollout:
     async def _roll_back(self) -> None:
         """Undoes changed clusters newest first, `max_concurrent` at a time."""
         changed = [c for c in self._p.clusters if c.changed and c.from_version]
-        changed.sort(key=lambda c: c.finished_at or datetime.min, reverse=True)
+        changed.sort(key=lambda c: c.finished_at or datetime.min.replace(tzinfo=UTC), reverse=True)
         self._p.status = RunStatus.ROLLING_BACK
         size = self._options.max_concurrent
         for i in range(0, len(changed), size):

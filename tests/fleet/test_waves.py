@@ -120,6 +120,11 @@ def test_addon_plan_ignores_versions():
     )
 
 
+def test_plan_without_any_wave_is_refused():
+    with pytest.raises(PlanError, match="no wave selects any of the 3 clusters"):
+        build_plan(k8s(["env=nope,region=nowhere"]), fleet(3))
+
+
 def test_empty_waves_dropped_and_leftovers_noted():
     plan = build_plan(k8s(["env=nope,1"]), fleet(3))
     assert len(plan.waves) == 1
@@ -141,7 +146,12 @@ wave_lists = st.lists(
 def test_plan_partitions_selection_in_stable_order(n, waves, with_rest):
     records = fleet(n)
     spec = k8s(waves + (["rest"] if with_rest else []) or ["rest"])
-    plan = build_plan(spec, records)
+    try:
+        plan = build_plan(spec, records)
+    except PlanError as exc:  # only when every wave selects nothing
+        assert "no wave selects" in str(exc) and waves and not with_rest
+        assert not any(w.count or w.percent for w in parse_waves(waves))
+        return
     planned = plan.cluster_names()
     assert len(planned) == len(set(planned))  # no cluster twice
     if with_rest or not waves:

@@ -34,6 +34,22 @@ async def test_grant_is_idempotent_for_the_same_holder(temporal_worker: RunningW
     assert await release_lock(client, LockRelease(cluster=name, holder="someone-else"))
 
 
+async def test_release_without_phase_restores_the_phase_before_the_lock(
+    temporal_worker: RunningWorker,
+) -> None:
+    client = temporal_worker.client
+    name = await new_cluster(client, temporal_worker.task_queue)
+    setup, upgrade, addon = [await start_holder(client) for _ in range(3)]
+    await acquire_lock(client, request(name, setup.id))
+    await release_lock(client, LockRelease(cluster=name, holder=setup.id, phase=Phase.MAINTENANCE))
+    await acquire_lock(client, request(name, upgrade.id, phase=Phase.UPGRADING))
+    released = await release_lock(client, LockRelease(cluster=name, holder=upgrade.id, phase=None))
+    assert released and released.lock is None and released.phase == Phase.MAINTENANCE
+    await acquire_lock(client, request(name, addon.id))  # no phase change while held
+    released = await release_lock(client, LockRelease(cluster=name, holder=addon.id, phase=None))
+    assert released and released.phase == Phase.MAINTENANCE
+
+
 async def test_refused_naming_the_holder(temporal_worker: RunningWorker) -> None:
     client = temporal_worker.client
     name = await new_cluster(client, temporal_worker.task_queue)

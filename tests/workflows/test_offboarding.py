@@ -4,14 +4,14 @@ later onboarding re-activates it."""
 from __future__ import annotations
 
 import pytest
-from temporalio.client import WorkflowFailureError
-from temporalio.exceptions import ApplicationError
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ApplicationError, CancelledError
 
 from activities.inventory import fetch_records, get_record
 from fleet.models import OffboardResult, OnboardResult, Phase, RecordsQuery
 from starters.inventory import offboard, onboard
 from tests.conftest import RunningWorker, lab_request
-from tests.workflows.core_support import baseline_versions
+from tests.workflows.core_support import baseline_versions, eventually
 from tests.workflows.lab_support import lab_cluster
 
 
@@ -61,3 +61,27 @@ async def test_offboard_unknown_cluster(worker: RunningWorker) -> None:
         await offboard(worker.client, "never-onboarded", task_queue=worker.task_queue)
     assert isinstance(failed.value.cause, ApplicationError)
     assert failed.value.cause.type == "UnknownCluster"
+
+
+async def test_cancelled_offboard_ends_cancelled_and_releases(worker: RunningWorker, lab) -> None:
+    """A cancel during a failing (retrying) step ends the run cancelled, not failed, and
+    gives the lock back with the phase from before."""
+    client, queue = worker.client, worker.task_queue
+    with lab_cluster(lab) as name:
+        await onboard(client, lab_request(lab, name), task_queue=queue)
+        lab.admin.fault(name, "flaky", rate=1.0, codes=[503])  # removal keeps retrying
+        handle = await offboard(client, name, wait=False, task_queue=queue)
+        assert isinstance(handle, WorkflowHandle)
+
+        async def locked_by_offboard() -> bool:
+            record = await get_record(client, name)
+            return bool(record and record.lock and record.lock.holder == handle.id)
+
+        await eventually(locked_by_offboard)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+        assert isinstance(failed.value.cause, CancelledError)
+        assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+        record = await get_record(client, name)
+        assert record and record.phase == Phase.ACTIVE and record.lock is None

@@ -6,7 +6,12 @@ from __future__ import annotations
 from collections.abc import Awaitable
 
 import pytest
-from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.client import (
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowUpdateFailedError,
+)
+from temporalio.exceptions import ApplicationError
 
 from activities.inventory import acquire_lock
 from fleet.ids import cluster_id
@@ -15,6 +20,7 @@ from fleet.rollout_models import (
     ApproveRequest,
     ClusterStatus,
     ControlRequest,
+    PlannedWave,
     RunStatus,
     SkipRequest,
     WaveStatus,
@@ -27,6 +33,7 @@ from tests.workflows.rollout_support import (
     eventually,
     make_fleet,
     release,
+    spec,
     start,
     status_of,
     wait_progress,
@@ -189,6 +196,31 @@ async def test_auto_rollback_undoes_changed_clusters_newest_first(engine: Engine
         for o in report.outcomes[:3]
     ]
     assert starts == sorted(starts, reverse=True)  # newest change undone first
+
+
+@pytest.mark.parametrize(
+    ("waves", "options", "reason"),
+    [([], {}, "no waves"), (None, {"failure_budget": "lots"}, "failure budget")],
+)
+async def test_unchecked_plan_fails_fast(
+    engine: Engine, waves: list[PlannedWave] | None, options: dict[str, str], reason: str
+) -> None:
+    """A plan not made by build_plan is checked again: refused, not a stuck workflow task."""
+    selector = await make_fleet(engine, [OK])
+    plan = await rollouts.make_plan(engine.client, spec(selector, "rest"))
+    plan = plan.model_copy(
+        update={
+            "waves": plan.waves if waves is None else waves,
+            "spec": plan.spec.model_copy(
+                update={"options": plan.spec.options.model_copy(update=options)}
+            ),
+        }
+    )
+    handle = await rollouts.start_rollout(engine.client, plan, task_queue=engine.task_queue)
+    with pytest.raises(WorkflowFailureError) as failed:
+        await handle.result()
+    assert isinstance(failed.value.cause, ApplicationError)
+    assert failed.value.cause.type == "BadInput" and reason in failed.value.cause.message
 
 
 async def offboard_record(engine: Engine, name: str) -> None:
