@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities import access, addons, baseline, capi, health, inventory
@@ -102,6 +103,7 @@ async def run_worker(client: Client, task_queue: str, *, stop: asyncio.Event | N
 
 async def main() -> None:
     from fleet.connect import connect
+    from starters.schedules import ensure_health_schedule
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
@@ -110,7 +112,12 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    logging.getLogger("flotilla.worker").info("polling task queue %s", settings.task_queue)
+    log = logging.getLogger("flotilla.worker")
+    try:  # every deployment sweeps fleet health, not only `flotilla up`
+        await ensure_health_schedule(client, task_queue=settings.task_queue)
+    except RPCError as exc:
+        log.warning("could not ensure the health-sweep schedule: %s", exc.message)
+    log.info("polling task queue %s", settings.task_queue)
     await run_worker(client, settings.task_queue, stop=stop)
 
 

@@ -102,4 +102,5 @@ def _unreachable(address: str, exc: BaseException) -> str:
 
 def _first_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[0][:300] if lines else ""
+    # Long on purpose: messages such as MissingPermissions list everything to fix.
+    return lines[0][:2000] if lines else ""

@@ -120,7 +120,9 @@ class ClusterEntity:
         rec = self._record
         rec.credential = req.credential
         rec.labels = dict(req.labels)
-        rec.management = req.management
+        # A re-onboarding that names no management cluster keeps the known one: dropping it
+        # silently would break the cluster's next Kubernetes upgrade.
+        rec.management = req.management or rec.management
         if req.api_endpoint:
             rec.api_endpoint = req.api_endpoint
         self._state.registered = True

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.testing import ActivityEnvironment
 
 from activities.health import check_cluster_health
@@ -16,6 +18,7 @@ from starters.schedules import ensure_health_schedule
 from tests.conftest import RunningWorker, lab_request
 from tests.workflows.core_support import eventually, unique
 from tests.workflows.lab_support import lab_cluster
+from tests.workflows.worker_process import spawn_worker, stop
 
 
 async def health_of(lab, name: str) -> HealthReport:
@@ -87,3 +90,30 @@ async def test_health_schedule_is_idempotent_and_runs(worker: RunningWorker, lab
     result = await client.get_workflow_handle(sweep_id, result_type=SweepResult).result()
     assert result.checked >= 1
     await ensure_health_schedule(client, interval_seconds=0)
+
+
+async def test_worker_process_ensures_the_health_schedule(
+    client: Client, lab, tmp_path: Path
+) -> None:
+    """A deployed worker (compose, systemd) schedules sweeps itself, not only `flotilla up`."""
+    queue = unique("worker-schedule")
+    process = spawn_worker(
+        client, queue, kubeconfig=str(lab.kubeconfig), log=tmp_path / "w.log", health_interval=3600
+    )
+    handle = client.get_schedule_handle(HEALTH_SCHEDULE_ID)
+
+    async def scheduled_on_queue() -> bool:
+        try:
+            described = await handle.describe()
+        except RPCError:
+            return False  # not created yet
+        action = described.schedule.action
+        return getattr(action, "task_queue", None) == queue
+
+    try:
+        await eventually(scheduled_on_queue, attempts=300)
+        described = await handle.describe()
+        assert described.schedule.spec.intervals[0].every.total_seconds() == 3600
+    finally:
+        stop(process)
+        await ensure_health_schedule(client, interval_seconds=0)

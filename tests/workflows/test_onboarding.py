@@ -88,6 +88,11 @@ async def test_reonboarding_reconciles(worker: RunningWorker, lab) -> None:
         new, old = after[identity], installed[identity]
         assert new and old and new[0] == old[0] and new[1] != old[1]  # same object, updated
 
+        # Re-onboarding that names no management cluster keeps the known one.
+        without_capi = relabelled.model_copy(update={"management": None})
+        kept = await run(worker, without_capi)
+        assert kept.record.management == req.management
+
 
 async def test_dead_cluster_fails_with_a_clear_reason(worker: RunningWorker, lab) -> None:
     with lab_cluster(lab) as name:

@@ -13,8 +13,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def spawn_worker(
-    client: Client, task_queue: str, *, kubeconfig: str, log: Path
+    client: Client,
+    task_queue: str,
+    *,
+    kubeconfig: str,
+    log: Path,
+    health_interval: int = 0,
 ) -> subprocess.Popen:
+    """`health_interval` 0 keeps the worker from scheduling sweeps into other tests."""
     env = {
         **os.environ,
         "TEMPORAL_ADDRESS": client.service_client.config.target_host,
@@ -22,6 +28,7 @@ def spawn_worker(
         "FLOTILLA_TASK_QUEUE": task_queue,
         "FLOTILLA_KUBECONFIG": kubeconfig,
         "FLOTILLA_TRACING": "",
+        "FLOTILLA_HEALTH_INTERVAL": str(health_interval),
     }
     with log.open("ab") as out:
         return subprocess.Popen(
