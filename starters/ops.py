@@ -13,6 +13,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
+from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
@@ -83,7 +84,9 @@ async def describe_operation(client: Client, workflow_id: str) -> dict[str, Any]
         "pending_activities": [
             {
                 "activity": a.activity_type.name,
-                "state": a.state,
+                "state": PendingActivityState.Name(a.state)
+                .removeprefix("PENDING_ACTIVITY_STATE_")
+                .lower(),
                 "attempt": a.attempt,
                 "last failure": a.last_failure.message if a.HasField("last_failure") else "",
             }
