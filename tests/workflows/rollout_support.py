@@ -29,6 +29,7 @@ from fleet.rollout_models import (
 from starters import rollouts
 from starters.inventory import list_clusters
 from tests.conftest import RunningWorker
+from tests.workflows.core_support import eventually as core_eventually
 from tests.workflows.scripted_child import ScriptedCluster
 from workflows.rollout import Rollout
 
@@ -129,10 +130,5 @@ async def release(client: Client, rollout_id: str, cluster: str) -> None:
 
 
 async def eventually(probe: Callable[[], Awaitable[T | None]], *, attempts: int = 300) -> T:
-    """Polls until `probe` returns something truthy (visibility and queries lag)."""
-    for _ in range(attempts):
-        value = await probe()
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition never held")
+    """`core_support.eventually` with the longer patience rollouts need."""
+    return await core_eventually(probe, attempts=attempts)
