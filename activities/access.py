@@ -104,6 +104,7 @@ def check_onboarding_access(ref: ClusterRef) -> AccessReport:
             raise ApplicationError(api_error_message(ref.name, exc), type="Unreachable") from None
         if not answer.get("status", {}).get("allowed", False):
             missing.append(permission)
+        activity.heartbeat(f"{permission.verb} {permission.resource}")
     activity.logger.info(
         "%d of %d permissions missing",
         len(missing),

@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         RegisterRequest,
     )
     from workflows.common import (
+        ACCESS_TIMEOUT,
         HEARTBEAT,
         INVENTORY_RETRY,
         INVENTORY_TIMEOUT,
@@ -66,7 +67,9 @@ class Onboard:
             access = await workflow.execute_activity(
                 check_onboarding_access,
                 ref,
-                start_to_close_timeout=KUBE_TIMEOUT,
+                # One review per permission, each up to a request timeout: heartbeat-guarded.
+                start_to_close_timeout=ACCESS_TIMEOUT,
+                heartbeat_timeout=KUBE_TIMEOUT,
                 retry_policy=KUBE_RETRY,
                 summary=f"check permissions on {req.name}",
             )
