@@ -527,7 +527,7 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: every error becomes one line and an exit code."""
     _mount_sub_apps()
     command = typer.main.get_command(app)
-    args = _hoist_connection_flags(sys.argv[1:] if argv is None else argv)
+    args = _hoist_connection_flags(sys.argv[1:] if argv is None else argv, command)
     try:
         result = command.main(args=args, prog_name="flotilla", standalone_mode=False)
     except NoArgsIsHelpError as exc:
@@ -552,12 +552,14 @@ def main(argv: list[str] | None = None) -> None:
     _exit(result if isinstance(result, int) else 0)
 
 
-def _hoist_connection_flags(args: list[str]) -> list[str]:
+def _hoist_connection_flags(args: list[str], command: Any) -> list[str]:
     """Moves `--address`/`--namespace` to the front, so they work after any subcommand
-    (`flotilla ops list --address host:7233`) as well as before it. `lab` arguments pass
-    through untouched."""
+    (`flotilla ops list --address host:7233`) as well as before it, unless the subcommand
+    declares that option itself (`addon start --namespace` is a Kubernetes namespace).
+    `lab` arguments pass through untouched."""
     if "lab" in args[:1]:
         return args
+    hoisted = {"--address", "--namespace"} - _own_options(command, args)
     front: list[str] = []
     rest: list[str] = []
     i = 0
@@ -567,7 +569,7 @@ def _hoist_connection_flags(args: list[str]) -> list[str]:
             rest += args[i:]
             break
         name = arg.split("=", 1)[0]
-        if name in ("--address", "--namespace") and ("=" in arg or i + 1 < len(args)):
+        if name in hoisted and ("=" in arg or i + 1 < len(args)):
             if "=" in arg:
                 front.append(arg)
             else:
@@ -577,6 +579,17 @@ def _hoist_connection_flags(args: list[str]) -> list[str]:
             rest.append(arg)
         i += 1
     return front + rest
+
+
+def _own_options(command: Any, args: list[str]) -> set[str]:
+    """Option names declared by the subcommand `args` lead to (not by its parents)."""
+    for arg in args:  # options and their values are skipped; subcommand names descend
+        subcommands = getattr(command, "commands", {})
+        if arg in subcommands:
+            command = subcommands[arg]
+    if getattr(command, "commands", None):
+        return set()  # a group, not a leaf command: nothing of its own to protect
+    return {opt for param in getattr(command, "params", []) for opt in getattr(param, "opts", [])}
 
 
 def _fail(message: str, code: int) -> None:

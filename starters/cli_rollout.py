@@ -112,13 +112,11 @@ async def _plan(spec: RolloutSpec, *, check: bool) -> Plan:
     return plan
 
 
-async def _start(spec: RolloutSpec, *, wait: bool, as_json: bool) -> None:
-    client = await connect()
-    try:
-        plan = await rollouts.make_plan(client, spec)
-    except PlanError as exc:
-        raise CliError(f"plan refused: {exc}") from None
-    handle = await rollouts.start_rollout(client, plan)
+async def _start(spec: RolloutSpec, *, check: bool, wait: bool, as_json: bool) -> None:
+    """Plans, checks the plan live (so a refused plan fails here, not inside a run the
+    caller believes started), then starts."""
+    plan = await _plan(spec, check=check)
+    handle = await rollouts.start_rollout(await connect(), plan)
     if not wait:
         if as_json:
             out.print_json(data={"id": handle.id, "plan": plan.model_dump(mode="json")})
@@ -218,6 +216,7 @@ def upgrade_start(
     health_gates: HealthGates = True,
     cluster_timeout: ClusterTimeout = "30m",
     rollout_id: RolloutId = "",
+    check: Check = True,
     wait: Wait = False,
     as_json: Json = False,
 ) -> None:
@@ -237,7 +236,7 @@ def upgrade_start(
         health_gates=health_gates,
         cluster_timeout=cluster_timeout,
     )
-    _run(_start(spec, wait=wait, as_json=as_json))
+    _run(_start(spec, check=check, wait=wait, as_json=as_json))
 
 
 # ---------------------------------------------------------------- addon
@@ -317,6 +316,7 @@ def addon_start(
         bool, typer.Option(help="On halt, restore the previous image where it changed.")
     ] = False,
     rollout_id: RolloutId = "",
+    check: Check = True,
     wait: Wait = False,
     as_json: Json = False,
 ) -> None:
@@ -338,7 +338,7 @@ def addon_start(
         cluster_timeout=cluster_timeout,
         auto_rollback=auto_rollback,
     )
-    _run(_start(spec, wait=wait, as_json=as_json))
+    _run(_start(spec, check=check, wait=wait, as_json=as_json))
 
 
 def _defaults() -> dict[str, Any]:

@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from temporalio.service import RPCError
 
 from fleet.models import LockRelease, LockRequest, RecordsQuery
 from starters.inventory import list_clusters
@@ -144,3 +145,22 @@ async def test_lock_held(
     finally:
         await entity.execute_update("release_lock", LockRelease(cluster=name, holder=holder.id))
         await holder.terminate("test done")
+
+
+async def test_addon_start_refuses_an_unknown_addon_and_starts_nothing(
+    aflotilla: ARun, onboarded_fleet: dict[str, object], worker: RunningWorker
+) -> None:
+    """`addon start` checks the plan live before starting; `--namespace` after the subcommand
+    is the add-on's Kubernetes namespace, not the Temporal namespace."""
+    client = worker.client
+    rollout_id = f"nosuch-{uuid.uuid4().hex[:6]}"
+    result = await aflotilla(
+        "addon", "start", "--name", "nosuch", "--namespace", "kube-system",
+        "--image", "example.com/nosuch:1", "--id", rollout_id,
+        address=client.service_client.config.target_host,
+        env={"FLOTILLA_TASK_QUEUE": worker.task_queue},
+    )  # fmt: skip
+    line = assert_one_line_error(result, 1)
+    assert "unknown add-on: deployment kube-system/nosuch not found" in line
+    with pytest.raises(RPCError):  # no run was started under the rollout's id
+        await client.get_workflow_handle(f"rollout:addon:{rollout_id}").describe()
