@@ -12,64 +12,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-import psutil
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
+from harness import dev_server, measured, spawn_worker
 
-from fleet import search
 from fleet.models import CredentialRef, OnboardRequest, OnboardResult
 from lab.testing import LabProcess
 from starters.inventory import onboard
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def peak_rss(process: psutil.Process, sampled: int) -> int:
-    try:
-        for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return sampled
-
 
 async def run(clusters: int, concurrency: int) -> None:
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-        search_attributes=search.ALL,
-        data_converter=pydantic_data_converter,
-        ui=False,
-    )
+    env = await dev_server()
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     with (
         tempfile.TemporaryDirectory() as tmp,
         LabProcess(clusters=clusters, directory=Path(tmp)) as lab,
     ):
-        log = Path(tmp) / "worker.log"
-        worker = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(ROOT / "worker.py"),
-            cwd=ROOT,
-            env={
-                **os.environ,
-                "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
-                "FLOTILLA_TASK_QUEUE": queue,
-                "FLOTILLA_KUBECONFIG": str(lab.kubeconfig),
-            },
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
+        worker = await spawn_worker(
+            env, queue, kubeconfig=lab.kubeconfig, log=Path(tmp) / "worker.log"
         )
-        measured = psutil.Process(worker.pid)
-        sampled = 0
         requests = [
             OnboardRequest(
                 name=c["name"],
@@ -86,32 +50,23 @@ async def run(clusters: int, concurrency: int) -> None:
                 assert isinstance(result, OnboardResult)
                 return result
 
-        async def sample() -> None:
-            nonlocal sampled
-            while True:
-                sampled = max(sampled, measured.memory_info().rss)
-                await asyncio.sleep(0.2)
-
-        sampler = asyncio.create_task(sample())
-        cpu_before = measured.cpu_times()
-        started = time.perf_counter()
-        results = await asyncio.gather(*(one(r) for r in requests), return_exceptions=True)
-        wall = time.perf_counter() - started
-        cpu_after = measured.cpu_times()
-        sampler.cancel()
-        failed = [r for r in results if isinstance(r, BaseException)]
-        cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
-        peak = peak_rss(measured, sampled)
-        worker.terminate()
-        await worker.wait()
+        try:
+            async with measured(worker.pid) as usage:
+                started = time.perf_counter()
+                results = await asyncio.gather(*(one(r) for r in requests), return_exceptions=True)
+                wall = time.perf_counter() - started
+        finally:
+            worker.terminate()
+            await worker.wait()
     await env.shutdown()
+    failed = [r for r in results if isinstance(r, BaseException)]
     print(f"clusters onboarded : {len(results) - len(failed)} of {len(results)}")
     if failed:
         print(f"first failure      : {failed[0]!r}")
     print(f"wall time          : {wall:.1f} s")
     print(f"throughput         : {(len(results) - len(failed)) / wall:.2f} clusters/s")
-    print(f"worker CPU         : {cpu:.1f} s (user+system during onboarding)")
-    print(f"worker peak RSS    : {peak / 2**20:.0f} MiB")
+    print(f"worker CPU         : {usage.cpu_seconds:.1f} s (user+system during onboarding)")
+    print(f"worker peak RSS    : {usage.peak_rss / 2**20:.0f} MiB")
 
 
 def main() -> None:
