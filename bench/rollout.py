@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -29,13 +27,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import psutil
-from temporalio.contrib.pydantic import pydantic_data_converter
+from harness import dev_server, measured, spawn_worker
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities import capi, health
-from fleet import search
-from fleet.models import ClusterRef, CredentialRef, ManagementRef, OnboardRequest
+from fleet.models import ClusterRef, CredentialRef, Health, ManagementRef, OnboardRequest
 from fleet.rollout_models import (
     CapiRequest,
     ClusterStatus,
@@ -49,19 +45,9 @@ from fleet.rollout_models import (
 from lab.testing import LabProcess
 from starters import rollouts
 from starters.inventory import onboard
+from workflows.cluster_task import AFTER_SETTLE, SETTLE_POLL
 
-ROOT = Path(__file__).resolve().parents[1]
 OLD, MID, NEW = "v1.30.6", "v1.31.2", "v1.32.0"
-
-
-def peak_rss(process: psutil.Process, sampled: int) -> int:
-    try:
-        for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return sampled
 
 
 def straight_cluster(cluster: PlannedCluster, version: str, gates: bool) -> None:
@@ -81,7 +67,15 @@ def straight_cluster(cluster: PlannedCluster, version: str, gates: bool) -> None
     )
     assert not report.problems, report.problems
     if gates:
-        env.run(health.check_cluster_health, cluster.ref())
+        settle(env, cluster.ref())
+
+
+def settle(env: ActivityEnvironment, ref: ClusterRef) -> None:
+    """The rollout's after-change gate, as a script: re-read until healthy, same bounds."""
+    deadline = time.monotonic() + AFTER_SETTLE.total_seconds()
+    while env.run(health.check_cluster_health, ref).health != Health.HEALTHY:
+        assert time.monotonic() < deadline, f"{ref.name} did not settle"
+        time.sleep(SETTLE_POLL.total_seconds())
 
 
 def wave_gate(ref: ClusterRef) -> None:
@@ -121,30 +115,16 @@ async def onboard_fleet(env: WorkflowEnvironment, lab: LabProcess, queue: str) -
 
 
 async def run(args: argparse.Namespace) -> None:
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-        search_attributes=search.ALL,
-        data_converter=pydantic_data_converter,
-        ui=False,
-    )
+    env = await dev_server()
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     lab_options = {"upgrade_seconds": args.upgrade_seconds, "nodes": args.nodes}
     with (
         tempfile.TemporaryDirectory() as tmp,
         LabProcess(clusters=args.clusters, directory=Path(tmp), **lab_options) as lab,
     ):
-        os.environ["FLOTILLA_KUBECONFIG"] = str(lab.kubeconfig)
-        worker = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(ROOT / "worker.py"),
-            cwd=ROOT,
-            env={
-                **os.environ,
-                "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
-                "FLOTILLA_TASK_QUEUE": queue,
-            },
-            stdout=(Path(tmp) / "worker.log").open("wb"),
-            stderr=subprocess.STDOUT,
+        os.environ["FLOTILLA_KUBECONFIG"] = str(lab.kubeconfig)  # for the straight script
+        worker = await spawn_worker(
+            env, queue, kubeconfig=lab.kubeconfig, log=Path(tmp) / "worker.log"
         )
         try:
             onboard_seconds = await onboard_fleet(env, lab, queue)
@@ -172,29 +152,23 @@ async def measure(
         ),
     )
     plan = await rollouts.make_plan(env.client, spec)
-    measured = psutil.Process(pid)
-    sampled = 0
-
-    async def sample() -> None:
-        nonlocal sampled
-        while True:
-            sampled = max(sampled, measured.memory_info().rss)
-            await asyncio.sleep(0.2)
-
-    sampler = asyncio.create_task(sample())
-    cpu_before = measured.cpu_times()
-    started = time.perf_counter()
-    handle = await rollouts.start_rollout(env.client, plan, task_queue=queue)
-    report = await handle.result()
-    wall = time.perf_counter() - started
-    cpu_after = measured.cpu_times()
-    sampler.cancel()
+    async with measured(pid) as usage:
+        started = time.perf_counter()
+        handle = await rollouts.start_rollout(env.client, plan, task_queue=queue)
+        report = await handle.result()
+        wall = time.perf_counter() - started
+    if report.status.value != "completed" or report.count(ClusterStatus.SUCCEEDED) != len(
+        plan.cluster_names()
+    ):  # the lower bound assumes every cluster now runs MID
+        problems = [(o.name, o.status.value, o.reason) for o in report.outcomes if o.reason]
+        raise SystemExit(
+            f"rollout {report.status.value}: {report.halt_reason or ''} {problems[:5]}"
+        )
     runs = [wf async for wf in env.client.list_workflows(f'WorkflowId = "{handle.id}"')]
     lengths = sorted(r.history_length for r in runs)
     straight = await asyncio.to_thread(
         straight_script, plan, NEW, args.max_concurrent, args.health_gates
     )
-    cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
     succeeded = report.count(ClusterStatus.SUCCEEDED)
     return [
         ("clusters / waves", f"{len(plan.cluster_names())} / {len(plan.waves)} ({args.waves})"),
@@ -205,8 +179,8 @@ async def measure(
         ("ratio rollout / lower bound", f"{wall / straight:.2f}"),
         ("parent runs (continue-as-new)", len(runs)),
         ("parent history events per run", f"max {max(lengths)}, total {sum(lengths)}"),
-        ("worker CPU during rollout", f"{cpu:.1f} s"),
-        ("worker peak RSS", f"{peak_rss(measured, sampled) / 2**20:.0f} MiB"),
+        ("worker CPU during rollout", f"{usage.cpu_seconds:.1f} s"),
+        ("worker peak RSS", f"{usage.peak_rss / 2**20:.0f} MiB"),
     ]
 
 

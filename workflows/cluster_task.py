@@ -33,6 +33,9 @@ with workflow.unsafe.imports_passed_through():
     from fleet.rollout_models import ClusterResult, ClusterStatus, ClusterTask
 
 HEALTH_TIMEOUT = timedelta(seconds=120)
+# How long a changed cluster may take to report healthy again, and how often it is re-read.
+AFTER_SETTLE = timedelta(minutes=5)
+SETTLE_POLL = timedelta(seconds=5)
 
 
 class ClusterFailed(Exception):
@@ -83,20 +86,31 @@ async def release_lock(task: ClusterTask) -> None:
 
 async def health_gate(task: ClusterTask, result: ClusterResult, *, when: str) -> None:
     """Fails the child unless the cluster is healthy. Unreachable before any change ends
-    the child with status UNREACHABLE, so the parent can skip it or count it, by option."""
-    try:
-        report: HealthReport = await workflow.execute_activity(
-            "check_cluster_health",
-            task.cluster.ref(),
-            result_type=HealthReport,
-            start_to_close_timeout=HEALTH_TIMEOUT,
-            retry_policy=KUBE_RETRY,
-            summary=f"health gate {when}",
+    the child with status UNREACHABLE, so the parent can skip it or count it, by option.
+
+    Before the change one reading decides. After it the cluster gets AFTER_SETTLE to become
+    healthy, re-read every SETTLE_POLL: a change settles through transient unavailability
+    (kubeadm rolls kube-proxy after a control-plane upgrade; API servers restart)."""
+    settle_until = workflow.now() + AFTER_SETTLE
+    while True:
+        try:
+            report: HealthReport = await workflow.execute_activity(
+                "check_cluster_health",
+                task.cluster.ref(),
+                result_type=HealthReport,
+                start_to_close_timeout=HEALTH_TIMEOUT,
+                retry_policy=KUBE_RETRY,
+                summary=f"health gate {when}",
+            )
+        except ActivityError as err:
+            raise activity_failure(err, result) from None
+        if report.health == Health.HEALTHY:
+            return
+        if when != "after" or workflow.now() >= settle_until:
+            break
+        await workflow.sleep(
+            SETTLE_POLL, summary=f"let {task.cluster.name} settle: {report.health.value}"
         )
-    except ActivityError as err:
-        raise activity_failure(err, result) from None
-    if report.health == Health.HEALTHY:
-        return
     result.reason = f"{report.health.value} {when} the change: {report.reason or 'no detail'}"
     unreachable = report.health == Health.UNREACHABLE and not result.changed
     result.status = ClusterStatus.UNREACHABLE if unreachable else ClusterStatus.FAILED

@@ -278,3 +278,41 @@ async def test_dry_run_checks_live_and_changes_nothing(worker: RunningWorker, la
         message = failure_message(refused.value)
         assert "plan refused, nothing was changed" in message
         assert all(f"{name}: unknown add-on" in message for name in names)
+
+
+async def test_health_gate_after_upgrade_waits_for_the_cluster_to_settle(
+    worker: RunningWorker, tmp_path: Any
+) -> None:
+    """kubeadm rolls kube-proxy after a control-plane upgrade; while it rolls, kube-system is
+    not available. On a lab whose pods take seconds to start, that roll outlasts the node
+    upgrades, so the gate after the change first reads `degraded`: it must wait for the
+    cluster to settle (a durable timer), not fail the cluster."""
+    from lab.testing import LabProcess
+
+    async with LabProcess(
+        clusters=1, directory=tmp_path / "lab", rollout_delay=4, upgrade_seconds=0.2, nodes=2
+    ) as slow_lab:
+        name = f"settle-{uuid.uuid4().hex[:6]}"
+        slow_lab.admin.add_cluster(name, {"env": "prod", "suite": name})
+        [result] = await onboard_many(
+            worker.client, [lab_request(slow_lab, name)], task_queue=worker.task_queue
+        )
+        assert not isinstance(result, BaseException), result
+        await eventually(lambda: _listed(worker, name, 1))
+        spec = RolloutSpec(
+            id=uuid.uuid4().hex[:8],
+            selector=f"suite={name}",
+            waves=["rest"],
+            operation=K8sTarget(version=NEW),
+        )
+        plan = await rollouts.make_plan(worker.client, spec)
+        handle = await rollouts.start_rollout(worker.client, plan, task_queue=worker.task_queue)
+        report: RolloutReport = await handle.result()
+        assert report.status == RunStatus.COMPLETED, report
+        assert [o.status for o in report.outcomes] == [ClusterStatus.SUCCEEDED]
+        child = worker.client.get_workflow_handle(f"{handle.id}/{name}")
+        history = await child.fetch_history()
+        settle_timers = [e for e in history.events if e.HasField("timer_started_event_attributes")]
+        assert settle_timers, "the gate never saw the cluster unsettled: the test proves nothing"
+        assert await asyncio.to_thread(versions, slow_lab, name) == {NEW}
+        await assert_unlocked(worker, [name])
