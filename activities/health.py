@@ -1,7 +1,9 @@
 """One health reading of a cluster: API readiness, Ready nodes, kube-system workloads.
 
 Never raises for a sick cluster: an API that does not answer within HEALTH_TIMEOUT yields a
-`Health.UNREACHABLE` report, so callers (sweep, rollout gates) decide what it means.
+`Health.UNREACHABLE` report, so callers (sweep, rollout gates) decide what it means. The
+activity heartbeats after every request (at most ~11 s apart), so callers give it a
+heartbeat timeout and a crashed worker is noticed in seconds, not at the start-to-close limit.
 """
 
 from __future__ import annotations
@@ -42,8 +44,14 @@ def check_cluster_health(ref: ClusterRef) -> HealthReport:
     except ApplicationError as exc:  # the reference cannot be resolved on this worker
         report.health, report.reason = Health.UNREACHABLE, exc.message
         return report
+
+    def get(path: str) -> Any:
+        answer = request(api, "GET", path, timeout=HEALTH_TIMEOUT)
+        activity.heartbeat(f"read {path} of {ref.name}")
+        return answer
+
     try:
-        request(api, "GET", "/readyz", timeout=HEALTH_TIMEOUT)
+        get("/readyz")
         report.api_ready = True
     except ApiException as exc:
         # The API answers but is not ready: degraded; go on and read what we can.
@@ -54,15 +62,15 @@ def check_cluster_health(ref: ClusterRef) -> HealthReport:
         return report
     problems = [report.reason] if report.reason else []
     try:
-        version = request(api, "GET", "/version", timeout=HEALTH_TIMEOUT)
+        version = get("/version")
         report.version = str(version.get("gitVersion", ""))
-        nodes = request(api, "GET", "/api/v1/nodes", timeout=HEALTH_TIMEOUT).get("items", [])
+        nodes = get("/api/v1/nodes").get("items", [])
         report.nodes_total = len(nodes)
         report.nodes_ready = sum(_node_ready(n) for n in nodes)
         workloads = []
         for kind in ("deployments", "daemonsets"):
             path = f"/apis/apps/v1/namespaces/kube-system/{kind}"
-            items = request(api, "GET", path, timeout=HEALTH_TIMEOUT).get("items", [])
+            items = get(path).get("items", [])
             workloads += [{"kind": "DaemonSet" if kind == "daemonsets" else "", **w} for w in items]
     except Exception as exc:
         report.health = Health.DEGRADED

@@ -18,10 +18,11 @@ with workflow.unsafe.imports_passed_through():
     from activities.inventory import get_cluster_records, record_cluster_health
     from fleet.models import ClusterRecord, Health, RecordsQuery, SweepRequest, SweepResult
     from workflows.common import (
+        HEALTH_HEARTBEAT,
+        HEALTH_TIMEOUT,
         INVENTORY_RETRY,
         INVENTORY_TIMEOUT,
         KUBE_RETRY,
-        KUBE_TIMEOUT,
         operation_attributes,
         root_failure,
     )
@@ -70,7 +71,8 @@ class FleetHealthSweep:
             report = await workflow.execute_activity(
                 check_cluster_health,
                 record.ref(),
-                start_to_close_timeout=KUBE_TIMEOUT,
+                start_to_close_timeout=HEALTH_TIMEOUT,
+                heartbeat_timeout=HEALTH_HEARTBEAT,
                 retry_policy=KUBE_RETRY,
                 summary=f"health of {record.name}",
             )

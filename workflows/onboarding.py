@@ -39,6 +39,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.common import (
         ACCESS_TIMEOUT,
+        HEALTH_HEARTBEAT,
+        HEALTH_TIMEOUT,
         HEARTBEAT,
         INVENTORY_RETRY,
         INVENTORY_TIMEOUT,
@@ -157,7 +159,8 @@ class Onboard:
             health = await workflow.execute_activity(
                 check_cluster_health,
                 ref,
-                start_to_close_timeout=KUBE_TIMEOUT,
+                start_to_close_timeout=HEALTH_TIMEOUT,
+                heartbeat_timeout=HEALTH_HEARTBEAT,
                 retry_policy=KUBE_RETRY,
                 summary=f"health of {req.name}",
             )

@@ -36,6 +36,29 @@ async def test_healthy_cluster(lab) -> None:
     assert report.version == "v1.30.6"
 
 
+async def test_health_check_heartbeats_per_request(lab) -> None:
+    """A heartbeat after every request lets callers set a short heartbeat timeout."""
+    beats: list[tuple] = []
+    env = ActivityEnvironment()
+    env.on_heartbeat = lambda *details: beats.append(details)
+    ref = ClusterRef(
+        name="eu-dev-1",
+        credential=CredentialRef(kubeconfig=str(lab.kubeconfig), context="lab-eu-dev-1"),
+    )
+    report = await asyncio.to_thread(env.run, check_cluster_health, ref)
+    assert report.health == Health.HEALTHY
+    assert [b[0] for b in beats] == [
+        f"read {path} of eu-dev-1"
+        for path in (
+            "/readyz",
+            "/version",
+            "/api/v1/nodes",
+            "/apis/apps/v1/namespaces/kube-system/deployments",
+            "/apis/apps/v1/namespaces/kube-system/daemonsets",
+        )
+    ]
+
+
 async def test_not_ready_nodes_degrade(lab) -> None:
     with lab_cluster(lab) as name:
         lab.admin.fault(name, "nodes-not-ready", count=1)
@@ -59,14 +82,22 @@ async def test_sweep_records_every_cluster(
     with lab_cluster(lab) as sick:
         await onboard(client, lab_request(lab, sick), task_queue=worker.task_queue)
         lab.admin.fault(sick, "nodes-not-ready", count=2)
-        result = await client.execute_workflow(
+        handle = await client.start_workflow(
             "FleetHealthSweep",
             SweepRequest(),
             id=unique("sweep"),
             task_queue=worker.task_queue,
             result_type=SweepResult,
         )
+        result = await handle.result()
         assert sick in result.degraded
+        scheduled = [
+            e.activity_task_scheduled_event_attributes
+            async for e in handle.fetch_history_events()
+            if e.HasField("activity_task_scheduled_event_attributes")
+        ]
+        checks = [a for a in scheduled if a.activity_type.name == "check_cluster_health"]
+        assert checks and all(a.heartbeat_timeout.ToSeconds() == 20 for a in checks)
         assert set(onboarded_fleet) <= set(result.healthy)
         record = await get_record(client, sick)
         assert record and record.health == Health.DEGRADED and "2/3" in record.health_reason
