@@ -1,18 +1,20 @@
 """The webhook service: CI pipelines start rollouts, ITSM tools approve their waves.
 
     POST /v1/rollouts                          start (header Idempotency-Key required)
-    GET  /v1/operations/{id}                   status, `progress` query, result
-    POST /v1/operations/{id}/approve           admit the waiting wave (ITSM approval)
+    GET  /v1/operations/{id}                   a rollout's status, `progress`, result
+    POST /v1/operations/{id}/approve           admit the waiting wave it names (ITSM)
     POST /v1/operations/{id}/pause|resume|abort
     GET  /healthz                              liveness, no authentication
+    GET  /openapi.json                         the OpenAPI 3.1 schema, no authentication
 
 A start runs as `rollout:<kind>:<Idempotency-Key>`; a repeated delivery finds that
 workflow (running or closed) and answers 200 with it instead of starting a second run.
 Plans are made and checked (the engine's dry run) before anything starts, so a bad plan is
 refused with a 4xx. Every error is a JSON `{"error": "<one line>"}`, never a traceback.
 
-Authentication: the HMAC-SHA256 of the raw body with FLOTILLA_WEBHOOK_SECRET
-(`X-Flotilla-Signature: sha256=<hex>`) or `Authorization: Bearer <FLOTILLA_WEBHOOK_TOKEN>`.
+Authentication, reads included: a v1 signature with FLOTILLA_WEBHOOK_SECRET over the
+method, path, Idempotency-Key, timestamp, nonce and body (starters/webhook_signing.py),
+accepted once within the window; or `Authorization: Bearer <FLOTILLA_WEBHOOK_TOKEN>`.
 Neither value is logged or passed to a workflow.
 """
 
@@ -20,13 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import hmac
 import json
 import logging
 import os
 import re
 import signal
+import time
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -67,19 +69,37 @@ from starters.webhook_models import (
     ControlBody,
     ControlResponse,
     ErrorResponse,
+    Health,
     K8sStart,
     OperationResponse,
     StartResponse,
+)
+from starters.webhook_openapi import CONTROLS, ROUTES, openapi
+from starters.webhook_signing import (
+    KEY_HEADER,
+    KEY_PATTERN,
+    NONCE_HEADER,
+    NONCE_RE,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    VERSION,
+    WINDOW_SECONDS,
+    MemoryNonces,
+    NoncesFull,
+    NonceStore,
+    canonical,
+    signature,
 )
 
 log = logging.getLogger("flotilla.webhook")
 
 SECRET_ENV = "FLOTILLA_WEBHOOK_SECRET"
 TOKEN_ENV = "FLOTILLA_WEBHOOK_TOKEN"
-SIGNATURE_HEADER = "X-Flotilla-Signature"
-KEY_HEADER = "Idempotency-Key"
-# Part of a workflow id and of URLs: no '/' (child ids use it) and nothing to escape.
-_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+WINDOW_ENV = "FLOTILLA_WEBHOOK_WINDOW"
+_KEY_RE = re.compile(KEY_PATTERN)
+# The runs this service starts and serves; not cluster entities, children or dry runs.
+_ROLLOUT_ID_RE = re.compile(r"^rollout:[a-z][a-z0-9-]{0,30}:" + KEY_PATTERN[1:])
+_TIMESTAMP_RE = re.compile(r"^[0-9]{1,12}$")
 QUERY_TIMEOUT = 5.0
 # The plan check is a dry run on the worker; without a worker it would wait forever.
 CHECK_TIMEOUT = 120.0
@@ -99,42 +119,86 @@ class HttpError(Exception):
 @dataclass(frozen=True)
 class Auth:
     """Accepted credentials. `anonymous` (only from --insecure-no-auth) lets every
-    request in when neither a secret nor a token is set."""
+    request in when neither a secret nor a token is set. A signed request is accepted
+    within `window` seconds of its timestamp, once: `nonces` remembers it that long."""
 
     secret: str = field(default="", repr=False)
     token: str = field(default="", repr=False)
     anonymous: bool = False
+    window: int = WINDOW_SECONDS
+    nonces: NonceStore = field(default_factory=MemoryNonces, compare=False)
 
     @classmethod
     def from_env(cls, *, anonymous: bool = False) -> Auth:
+        window = os.environ.get(WINDOW_ENV, "") or str(WINDOW_SECONDS)
+        if not window.isdecimal() or not 1 <= int(window) <= 3600:
+            raise usage(f"{WINDOW_ENV} must be a number of seconds from 1 to 3600")
         return cls(
             secret=os.environ.get(SECRET_ENV, ""),
             token=os.environ.get(TOKEN_ENV, ""),
             anonymous=anonymous,
+            window=int(window),
         )
 
     @property
     def configured(self) -> bool:
         return bool(self.secret or self.token)
 
-    def problem(self, headers: Any, body: bytes) -> str | None:
-        """Why the request is not authenticated, or None when it is."""
+    async def check(self, method: str, path: str, headers: Any, body: bytes) -> None:
+        """Raises HttpError unless the request is authenticated: 401, or 409 for a signed
+        request seen before. `path` is the raw path (and query) as sent."""
         if not self.configured:
-            return None if self.anonymous else "the webhook has no credentials configured"
-        signature = headers.get(SIGNATURE_HEADER, "")
+            if self.anonymous:
+                return
+            raise HttpError(401, "the webhook has no credentials configured")
+        if self.secret and SIGNATURE_HEADER in headers:
+            return await self._check_signature(method, path, headers, body)
         bearer = headers.get("Authorization", "")
-        if self.secret and signature:
-            expected = "sha256=" + hmac.new(self.secret.encode(), body, hashlib.sha256).hexdigest()
-            if hmac.compare_digest(expected.encode(), signature.strip().lower().encode()):
-                return None
-            return f"bad {SIGNATURE_HEADER}: expected sha256=<hex HMAC-SHA256 of the raw body>"
         if self.token and bearer.startswith("Bearer "):
             if hmac.compare_digest(bearer[len("Bearer ") :].strip().encode(), self.token.encode()):
-                return None
-            return "bad bearer token"
-        ways = [f"{SIGNATURE_HEADER}: sha256=<hex>"] * bool(self.secret)
+                return
+            raise HttpError(401, "bad bearer token")
+        ways = [f"{SIGNATURE_HEADER}, {TIMESTAMP_HEADER} and {NONCE_HEADER}"] * bool(self.secret)
         ways += ["Authorization: Bearer <token>"] * bool(self.token)
-        return f"missing credentials: send {' or '.join(ways)}"
+        raise HttpError(401, f"missing credentials: send {' or '.join(ways)}")
+
+    async def _check_signature(self, method: str, path: str, headers: Any, body: bytes) -> None:
+        sent = headers.get(SIGNATURE_HEADER, "").strip().lower()
+        timestamp = headers.get(TIMESTAMP_HEADER, "").strip()
+        nonce = headers.get(NONCE_HEADER, "").strip()
+        if not sent.startswith(f"{VERSION}="):
+            raise HttpError(
+                401, f"bad {SIGNATURE_HEADER}: expected {VERSION}=<hex> (docs/webhooks.md)"
+            )
+        if not _TIMESTAMP_RE.match(timestamp):
+            raise HttpError(401, f"missing or bad {TIMESTAMP_HEADER}: expected unix seconds")
+        if not NONCE_RE.match(nonce):
+            raise HttpError(
+                401, f"missing or bad {NONCE_HEADER}: expected 16-128 letters, digits, '_', '-'"
+            )
+        skew = time.time() - int(timestamp)
+        if abs(skew) > self.window:
+            raise HttpError(
+                401,
+                f"expired signature: {TIMESTAMP_HEADER} is {skew:+.0f}s from the server's "
+                f"clock, more than the {self.window}s allowed",
+            )
+        key = headers.get(KEY_HEADER, "")
+        expected = signature(self.secret, canonical(method, path, key, timestamp, nonce, body))
+        if not hmac.compare_digest(expected.encode(), sent.encode()):
+            raise HttpError(
+                401,
+                f"bad {SIGNATURE_HEADER}: it must sign this method, path, {KEY_HEADER}, "
+                "timestamp, nonce and body (docs/webhooks.md)",
+            )
+        try:
+            fresh = await self.nonces.remember(nonce, until=int(timestamp) + self.window)
+        except NoncesFull:
+            raise HttpError(
+                503, "too many signed requests within the window; retry later"
+            ) from None
+        if not fresh:
+            raise HttpError(409, f"replayed request: {NONCE_HEADER} {nonce!r} was used before")
 
 
 class Temporal:
@@ -167,14 +231,19 @@ def create_app(
     if not auth.configured and not auth.anonymous:
         raise ValueError("no webhook credentials and anonymous access not allowed")
     api = Api(Temporal(client, address=address), task_queue=task_queue)
-    app = web.Application(middlewares=[_errors, _authenticate(auth)])
+    handlers: dict[str, Handler] = {
+        "/healthz": api.healthz,
+        "/openapi.json": api.openapi,
+        "/v1/rollouts": api.start,
+        "/v1/operations/{workflow_id}": api.operation,
+        "/v1/operations/{workflow_id}/approve": api.approve,
+        **{f"/v1/operations/{{workflow_id}}/{action}": api.control for action in CONTROLS},
+    }
+    public = {route.path for route in ROUTES if not route.signed}
+    app = web.Application(middlewares=[_errors, _authenticate(auth, public)])
     app.add_routes(
-        [
-            web.get("/healthz", api.healthz),
-            web.post("/v1/rollouts", api.start),
-            web.get("/v1/operations/{workflow_id}", api.operation),
-            web.post("/v1/operations/{workflow_id}/{action}", api.control),
-        ]
+        [web.route(r.method, r.path, handlers[r.path]) for r in ROUTES]
+        + [web.post("/v1/operations/{workflow_id}/{action}", api.unknown_action)]
     )
     return app
 
@@ -221,9 +290,13 @@ class Api:
     def __init__(self, temporal: Temporal, *, task_queue: str | None):
         self._temporal = temporal
         self._task_queue = task_queue
+        self._openapi = json.dumps(openapi())
 
     async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        return _json(Health(), 200)
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(text=self._openapi)
 
     async def start(self, request: web.Request) -> web.Response:
         key = request.headers.get(KEY_HEADER, "").strip()
@@ -280,12 +353,10 @@ class Api:
         return _json(response, 201)
 
     async def operation(self, request: web.Request) -> web.Response:
-        workflow_id = request.match_info["workflow_id"]
+        workflow_id = _rollout_id(request.match_info["workflow_id"])
         client = await self._temporal.client()
-        desc = await _describe(client, workflow_id)
-        if desc is None:
-            raise HttpError(404, f"no operation with workflow id {workflow_id!r}")
-        handle = client.get_workflow_handle(workflow_id, run_id=desc.run_id)
+        desc = await _rollout(client, workflow_id)
+        handle = client.get_workflow_handle(desc.id, run_id=desc.run_id)
         progress: Any = None
         with contextlib.suppress(Exception):  # no such query or no worker: status only
             progress = await asyncio.wait_for(handle.query("progress"), QUERY_TIMEOUT)
@@ -304,31 +375,36 @@ class Api:
         )
         return _json(response, 200)
 
+    async def approve(self, request: web.Request) -> web.Response:
+        body = await _body(request, TypeAdapter(ApproveBody))
+        note = _note(body.change_id, body.comment)
+        approval = ApproveRequest(who=body.approver, wave=body.wave, note=note)
+        return await self._control(request, "approve", approval)
+
     async def control(self, request: web.Request) -> web.Response:
+        """Pause, resume or abort: the action is the route's last path segment."""
+        body = await _body(request, TypeAdapter(ControlBody))
+        control = ControlRequest(who=body.who, reason=_note(body.change_id, body.reason))
+        return await self._control(request, request.path.rsplit("/", 1)[1], control)
+
+    async def unknown_action(self, request: web.Request) -> web.Response:
         action = request.match_info["action"]
-        workflow_id = rollouts.workflow_id(request.match_info["workflow_id"])
-        control: ApproveRequest | ControlRequest
-        if action == "approve":
-            approve = await _body(request, TypeAdapter(ApproveBody))
-            note = _note(approve.change_id, approve.comment)
-            control = ApproveRequest(who=approve.approver, note=note)
-        elif action in ("pause", "resume", "abort"):
-            body = await _body(request, TypeAdapter(ControlBody))
-            control = ControlRequest(who=body.who, reason=_note(body.change_id, body.reason))
-        else:
-            raise HttpError(404, f"unknown action {action!r}: approve, pause, resume or abort")
+        raise HttpError(404, f"unknown action {action[:40]!r}: approve, pause, resume or abort")
+
+    async def _control(
+        self, request: web.Request, action: str, control: ApproveRequest | ControlRequest
+    ) -> web.Response:
+        workflow_id = _rollout_id(request.match_info["workflow_id"])
         client = await self._temporal.client()
-        desc = await _describe(client, workflow_id)
-        if desc is None:
-            raise HttpError(404, f"no rollout with workflow id {workflow_id!r}")
+        desc = await _rollout(client, workflow_id)
         if desc.status != WorkflowExecutionStatus.RUNNING:
-            raise HttpError(409, f"{workflow_id} is {_status(desc).lower()}; no controls apply")
+            raise HttpError(409, f"{desc.id} is {_status(desc).lower()}; no controls apply")
         try:
-            event = await rollouts.control(client, workflow_id, action, control)
+            event = await rollouts.control(client, desc.id, action, control)
         except WorkflowUpdateFailedError as exc:
             raise HttpError(409, failure_message(exc)) from None
         log.info("%s %s by %s: %s", action, _ids(desc), event.who, event.reason)
-        response = ControlResponse(workflow_id=workflow_id, **event.model_dump())
+        response = ControlResponse(workflow_id=desc.id, **event.model_dump())
         return _json(response, 200)
 
 
@@ -356,14 +432,14 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     return _json(ErrorResponse(error=message), status)
 
 
-def _authenticate(auth: Auth) -> Middleware:
+def _authenticate(auth: Auth, public: set[str]) -> Middleware:
+    """Every route but the `public` paths needs credentials, reads included."""
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path != "/healthz":
-            problem = auth.problem(request.headers, await request.read())
-            if problem is not None:
-                log.warning("refused %s %s: %s", request.method, request.path, problem)
-                raise HttpError(401, problem)
+        if request.path not in public:
+            body = await request.read()
+            await auth.check(request.method, request.raw_path, request.headers, body)
         return await handler(request)
 
     return middleware
@@ -433,6 +509,26 @@ def _spec(body: K8sStart | AddonStart, key: str) -> RolloutSpec:
     return RolloutSpec(
         id=key, selector=body.selector, waves=[body.waves], operation=operation, options=options
     )
+
+
+def _rollout_id(text: str) -> str:
+    """The workflow id of `rollout:<kind>:<key>` or `<kind>:<key>`; 404 for any other id
+    (cluster entities, child runs, dry runs: the webhook serves the rollouts it starts)."""
+    workflow_id = rollouts.workflow_id(text)
+    if not _ROLLOUT_ID_RE.match(workflow_id):
+        raise HttpError(
+            404,
+            f"{text[:120]!r} is not a rollout id: expected rollout:<kind>:<key> or <kind>:<key>",
+        )
+    return workflow_id
+
+
+async def _rollout(client: Client, workflow_id: str) -> WorkflowExecutionDescription:
+    """The latest run of rollout `workflow_id`; 404 when there is none."""
+    desc = await _describe(client, workflow_id)
+    if desc is None or desc.workflow_type != "Rollout":
+        raise HttpError(404, f"no rollout with workflow id {workflow_id!r}")
+    return desc
 
 
 async def _describe(client: Client, workflow_id: str) -> WorkflowExecutionDescription | None:

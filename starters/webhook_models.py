@@ -68,9 +68,12 @@ class StartResponse(BaseModel):
 
 
 class ApproveBody(Body):
-    """An ITSM approval of the wave that waits; recorded as `who` with the change id."""
+    """An ITSM approval of the wave that waits; recorded as `who` with the change id.
+    `wave` names the wave approved (as in `progress.waves[].name`): the rollout refuses
+    the approval (409) unless that wave is the one waiting."""
 
     approver: str = Field(min_length=1)
+    wave: str = Field(min_length=1)
     change_id: str = ""
     comment: str = ""
 
@@ -105,4 +108,8 @@ class OperationResponse(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    error: str
+    error: str  # one readable line
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"

@@ -1,8 +1,10 @@
-"""The webhook service over HTTP on an ephemeral port: authentication, one-line errors,
-idempotent starts, ITSM approvals recorded in the report, no secret in history.
+"""The webhook service over HTTP on an ephemeral port: signed requests that cannot be
+replayed or moved, one-line errors, idempotent starts, ITSM approvals of a named wave
+recorded in the report, the OpenAPI schema, no secret in history.
 
-Offline tests point the app at a closed port (no Temporal needed); the rest run the real
-dev server, worker and lab, on two lab clusters of their own (an add-on rollout of coredns).
+Offline tests point the app at a closed port (no Temporal needed: a request that passes
+authentication answers 503); the rest run the real dev server, worker and lab, on four lab
+clusters of their own, two per rollout (add-on rollouts of coredns).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import hashlib
 import hmac
 import json
 import signal
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,11 +25,22 @@ import aiohttp
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
+from yarl import URL
 
 from fleet.models import RecordsQuery
 from fleet.rollout_models import RolloutReport, RunStatus
 from starters.inventory import list_clusters, onboard_many
 from starters.webhook import Auth, create_app, start_site
+from starters.webhook_models import START_BODY, ApproveBody
+from starters.webhook_openapi import REF
+from starters.webhook_signing import (
+    KEY_HEADER,
+    NONCE_HEADER,
+    SIGNATURE_HEADER,
+    MemoryNonces,
+    NoncesFull,
+    sign,
+)
 from tests.conftest import RunningWorker, lab_request
 from tests.starters.conftest import FLOTILLA, Run, assert_one_line_error
 from tests.starters.test_cli_errors import closed_port
@@ -37,34 +51,49 @@ TOKEN = f"tok-{uuid.uuid4().hex}"
 IMAGE = "registry.k8s.io/coredns/coredns:v1.11.4"
 
 
+Headers = dict[str, str]
+Answer = tuple[int, dict[str, Any]]
+
+
 @dataclass
 class Hook:
-    """An aiohttp client for one running webhook app."""
+    """An aiohttp client for one running webhook app; paths go on the wire unchanged."""
 
     url: str
     session: aiohttp.ClientSession
 
-    async def call(
+    def sign(
         self,
         method: str,
         path: str,
         body: Any = None,
         *,
         key: str | None = None,
-        auth: str = "signature",  # signature | token | none | bad-signature
-    ) -> tuple[int, dict[str, Any]]:
+        auth: str = "signature",  # signature | token | none | bad-signature | body-only
+        now: float | None = None,
+    ) -> tuple[bytes, Headers]:
+        """The raw body and headers of one request."""
         raw = body if isinstance(body, bytes) else json.dumps(body).encode() if body else b""
         headers = {"Content-Type": "application/json"}
         if key is not None:
-            headers["Idempotency-Key"] = key
+            headers[KEY_HEADER] = key
         if auth in ("signature", "bad-signature"):
             secret = SECRET if auth == "signature" else "not-the-secret"
-            digest = hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
-            headers["X-Flotilla-Signature"] = f"sha256={digest}"
+            headers |= sign(secret, method, path, raw, key=key or "", now=now)
+        elif auth == "body-only":  # the old scheme: an HMAC of the body alone
+            digest = hmac.new(SECRET.encode(), raw, hashlib.sha256).hexdigest()
+            headers[SIGNATURE_HEADER] = f"sha256={digest}"
         elif auth == "token":
             headers["Authorization"] = f"Bearer {TOKEN}"
-        async with self.session.request(method, self.url + path, data=raw, headers=headers) as r:
+        return raw, headers
+
+    async def send(self, method: str, path: str, raw: bytes, headers: Headers) -> Answer:
+        url = URL(self.url + path, encoded=True)
+        async with self.session.request(method, url, data=raw, headers=headers) as r:
             return r.status, await r.json()
+
+    async def call(self, method: str, path: str, body: Any = None, **how: Any) -> Answer:
+        return await self.send(method, path, *self.sign(method, path, body, **how))
 
 
 @contextlib.asynccontextmanager
@@ -93,12 +122,13 @@ async def hook(worker: RunningWorker) -> AsyncIterator[Hook]:
 
 @pytest.fixture(scope="module")
 async def suite(worker: RunningWorker, lab: Any) -> AsyncIterator[str]:
-    """Two fresh lab clusters, onboarded, labelled `suite=<id>`; returns that selector."""
+    """Four fresh lab clusters, onboarded, labelled `suite=<id>` and `pair=a|b` (two each);
+    returns the id. The clusters are `<id>-a0`, `<id>-a1`, `<id>-b0`, `<id>-b1`."""
     suite = f"w{uuid.uuid4().hex[:6]}"
-    names = [f"{suite}-{i}" for i in range(2)]
+    names = [f"{suite}-{pair}{i}" for pair in "ab" for i in range(2)]
     labels = {"env": "prod", "region": "eu", "provider": "aws", "suite": suite}
     for name in names:
-        await asyncio.to_thread(lab.admin.add_cluster, name, labels)
+        await asyncio.to_thread(lab.admin.add_cluster, name, {**labels, "pair": name[-2]})
     try:
         requests = [lab_request(lab, name) for name in names]
         results = await onboard_many(worker.client, requests, task_queue=worker.task_queue)
@@ -109,7 +139,7 @@ async def suite(worker: RunningWorker, lab: Any) -> AsyncIterator[str]:
             return len(records) == len(names)
 
         await eventually(listed)
-        yield f"suite={suite}"
+        yield suite
     finally:
         for name in names:
             with contextlib.suppress(Exception):
@@ -166,13 +196,20 @@ async def test_serve_runs_until_interrupted(cli_env: dict[str, str]) -> None:
 # ---------------------------------------------------------------- offline
 
 
-async def test_healthz_needs_no_credentials(offline: Hook) -> None:
+async def test_public_routes_need_no_credentials(offline: Hook) -> None:
     assert await offline.call("GET", "/healthz", auth="none") == (200, {"status": "ok"})
+    status, schema = await offline.call("GET", "/openapi.json", auth="none")
+    assert status == 200 and schema["openapi"] == "3.1.0"
 
 
 @pytest.mark.parametrize(
     ("auth", "expected"),
-    [("none", "missing credentials"), ("bad-signature", "bad X-Flotilla-Signature")],
+    [
+        ("none", "missing credentials"),
+        ("bad-signature", "bad X-Flotilla-Signature: it must sign this method, path"),
+        # The old body-only HMAC; of an empty body it was a permanent read key.
+        ("body-only", "bad X-Flotilla-Signature: expected v1=<hex>"),
+    ],
 )
 async def test_unauthenticated_requests_are_refused(
     offline: Hook, auth: str, expected: str
@@ -180,7 +217,65 @@ async def test_unauthenticated_requests_are_refused(
     status, answer = await offline.call("POST", "/v1/rollouts", addon("a=b"), key="k1", auth=auth)
     assert status == 401 and expected in one_line(answer)
     status, answer = await offline.call("GET", "/v1/operations/rollout:k8s:x", auth=auth)
-    assert status == 401, answer
+    assert status == 401 and expected in one_line(answer)
+
+
+async def test_a_signature_binds_method_path_key_body_and_nonce(offline: Hook) -> None:
+    """Offline, an authenticated request answers 503 (Temporal is down); a captured one
+    altered in any signed part is 401, and sent twice 409."""
+    raw, headers = offline.sign("POST", "/v1/rollouts", addon("a=b"), key="k1")
+    refused = "bad X-Flotilla-Signature"
+    status, answer = await offline.send("POST", "/v1/rollouts", raw, {**headers, KEY_HEADER: "k2"})
+    assert status == 401 and refused in one_line(answer)
+    other_body = json.dumps(addon("a=c")).encode()
+    status, answer = await offline.send("POST", "/v1/rollouts", other_body, headers)
+    assert status == 401 and refused in one_line(answer)
+
+    pause = "/v1/operations/rollout:addon:run-a/pause"
+    raw, headers = offline.sign("POST", pause, {"who": "ci"})
+    for moved in (
+        "/v1/operations/rollout:addon:run-b/pause",
+        "/v1/operations/rollout:addon:run-a/abort",
+        "/v1/operations/rollout:addon:run-a/pause?x=1",
+    ):
+        status, answer = await offline.send("POST", moved, raw, headers)
+        assert status == 401 and refused in one_line(answer), moved
+
+    read = "/v1/operations/rollout:addon:run-a"
+    raw, headers = offline.sign("GET", read)
+    status, answer = await offline.send("GET", "/v1/operations/rollout:addon:run-b", raw, headers)
+    assert status == 401 and refused in one_line(answer)
+    assert (await offline.send("GET", read, raw, headers))[0] == 503
+    status, answer = await offline.send("GET", read, raw, headers)
+    assert status == 409 and "replayed request" in one_line(answer)
+
+    for header in ("X-Flotilla-Timestamp", NONCE_HEADER):
+        raw, headers = offline.sign("GET", read)
+        del headers[header]
+        status, answer = await offline.send("GET", read, raw, headers)
+        assert status == 401 and f"missing or bad {header}" in one_line(answer)
+    headers = sign(SECRET, "GET", read, nonce="short")
+    status, answer = await offline.send("GET", read, b"", headers)
+    assert status == 401 and f"missing or bad {NONCE_HEADER}" in one_line(answer)
+
+
+async def test_signatures_expire_outside_the_window(offline: Hook) -> None:
+    read = "/v1/operations/rollout:addon:run-a"
+    for skew in (-301, 301):
+        status, answer = await offline.call("GET", read, now=time.time() + skew)
+        assert status == 401 and "expired signature" in one_line(answer), skew
+    assert (await offline.call("GET", read, now=time.time() - 290))[0] == 503
+
+
+async def test_nonces_are_bounded_and_forgotten_after_their_window() -> None:
+    nonces = MemoryNonces(limit=2)
+    now = time.time()
+    assert await nonces.remember("a" * 16, until=now + 60)
+    assert not await nonces.remember("a" * 16, until=now + 60)
+    assert await nonces.remember("b" * 16, until=now - 1)  # already out of its window
+    assert await nonces.remember("b" * 16, until=now + 60)  # so forgotten, taken again
+    with pytest.raises(NoncesFull):
+        await nonces.remember("c" * 16, until=now + 60)
 
 
 @pytest.mark.parametrize("auth", ["signature", "token"])
@@ -209,20 +304,64 @@ async def test_temporal_unreachable_is_503(offline: Hook) -> None:
     assert status == 503, answer
 
 
-async def test_unknown_route_and_action(offline: Hook) -> None:
+async def test_unknown_route_action_and_ids(offline: Hook) -> None:
     status, answer = await offline.call("GET", "/v1/nothing")
     assert status == 404 and one_line(answer)
     status, answer = await offline.call("POST", "/v1/operations/k8s:x/frob", {"who": "me"})
     assert status == 404 and "unknown action" in one_line(answer)
+    # Child runs (a '/' sent as %2F), dry runs: not served (cluster entities: see below).
+    for workflow_id in ("rollout:addon:k%2Feu-1", "addon:k%2Feu-1", "rollout:addon:k:dry-run:1"):
+        status, answer = await offline.call("GET", f"/v1/operations/{workflow_id}")
+        assert status == 404 and "is not a rollout id" in one_line(answer), workflow_id
+        pause = f"/v1/operations/{workflow_id}/pause"
+        status, answer = await offline.call("POST", pause, {"who": "me"})
+        assert status == 404 and "is not a rollout id" in one_line(answer), workflow_id
+
+
+async def test_an_approval_names_its_wave(offline: Hook) -> None:
+    body = {"approver": "alice"}
+    status, answer = await offline.call("POST", "/v1/operations/k8s:x/approve", body)
+    assert status == 422 and "wave: Field required" in one_line(answer)
+
+
+async def test_openapi_describes_every_route(offline: Hook) -> None:
+    _, schema = await offline.call("GET", "/openapi.json", auth="none")
+    app = create_app(auth=Auth(secret=SECRET), address=f"127.0.0.1:{closed_port()}")
+    for route in app.router.routes():
+        path = route.resource.canonical if route.resource else ""
+        # Not HEAD (aiohttp's twin of GET), not the route that answers "unknown action".
+        if route.method != "HEAD" and path != "/v1/operations/{workflow_id}/{action}":
+            assert route.method.lower() in schema["paths"][path], (route.method, path)
+    signed: list[dict[str, list[str]]] = [
+        {"signature": [], "timestamp": [], "nonce": []},
+        {"bearer": []},
+    ]
+    read = schema["paths"]["/v1/operations/{workflow_id}"]["get"]
+    assert read["security"] == signed
+    assert schema["paths"]["/healthz"]["get"]["security"] == []
+
+    start = schema["paths"]["/v1/rollouts"]["post"]
+    assert start["security"] == signed
+    assert [p["name"] for p in start["parameters"]] == [KEY_HEADER]
+    expected = START_BODY.json_schema(ref_template=REF)
+    components = schema["components"]["schemas"]
+    for name, definition in expected.pop("$defs").items():
+        assert components[name] == definition, name
+    assert start["requestBody"]["content"]["application/json"]["schema"] == expected
+    approve = components[ApproveBody.__name__]
+    assert "wave" in approve["required"]
 
 
 # ---------------------------------------------------------------- with Temporal and the lab
 
 
-async def test_unknown_workflow_is_404(hook: Hook) -> None:
+async def test_unknown_workflow_is_404(hook: Hook, suite: str) -> None:
     status, answer = await hook.call("GET", "/v1/operations/rollout:k8s:nope")
-    assert status == 404 and "no operation" in one_line(answer)
-    body = {"approver": "alice"}
+    assert status == 404 and "no rollout" in one_line(answer)
+    # `cluster:<name>` reads as the rollout `rollout:cluster:<name>`, never the record.
+    status, answer = await hook.call("GET", f"/v1/operations/cluster:{suite}-a0")
+    assert status == 404 and "no rollout" in one_line(answer)
+    body = {"approver": "alice", "wave": "rest"}
     status, answer = await hook.call("POST", "/v1/operations/rollout:k8s:nope/approve", body)
     assert status == 404 and "no rollout" in one_line(answer)
 
@@ -233,9 +372,9 @@ async def test_bad_plans_are_refused_before_anything_starts(
     key = uuid.uuid4().hex[:10]
     cases = [
         (addon("suite=nobody"), "plan refused: no clusters matching"),
-        ({"kind": "k8s", "to": "v1.33.0", "selector": suite}, "plan refused"),
+        ({"kind": "k8s", "to": "v1.33.0", "selector": f"suite={suite}"}, "plan refused"),
         # Only the engine's live preflight (the dry run on the worker) can tell this one.
-        (addon(suite, name="no-such-addon"), "PlanRefused"),
+        (addon(f"suite={suite}", name="no-such-addon"), "PlanRefused"),
     ]
     for body, expected in cases:
         status, answer = await hook.call("POST", "/v1/rollouts", body, key=key)
@@ -245,14 +384,25 @@ async def test_bad_plans_are_refused_before_anything_starts(
         assert status == 404
 
 
+async def awaiting_approval(hook: Hook, workflow_id: str) -> dict[str, Any]:
+    """The operation once its second wave waits for approval."""
+
+    async def probe() -> dict[str, Any] | None:
+        _, op = await hook.call("GET", f"/v1/operations/{workflow_id}")
+        waves = (op.get("progress") or {}).get("waves") or [{}, {}]
+        return op if waves[1].get("status") == "awaiting-approval" else None
+
+    return await eventually(probe, attempts=600)
+
+
 async def test_idempotent_start_and_itsm_approval(hook: Hook, suite: str, client: Client) -> None:
     key = f"ci-{uuid.uuid4().hex[:8]}"
-    body = addon(suite, approve_between=True)
+    body = addon(f"suite={suite},pair=a", approve_between=True)
     status, first = await hook.call("POST", "/v1/rollouts", body, key=key)
     assert status == 201, first
     workflow_id = f"rollout:addon:{key}"
     assert first["workflow_id"] == workflow_id and first["created"] is True
-    assert first["clusters"] == [f"{suite.split('=')[1]}-{i}" for i in range(2)]
+    assert first["clusters"] == [f"{suite}-a0", f"{suite}-a1"]
 
     # A repeated delivery (here with the bearer token) returns the same run.
     status, again = await hook.call("POST", "/v1/rollouts", body, key=key, auth="token")
@@ -263,13 +413,9 @@ async def test_idempotent_start_and_itsm_approval(hook: Hook, suite: str, client
         False,
     )
 
-    async def awaiting_approval() -> dict[str, Any] | None:
-        _, op = await hook.call("GET", f"/v1/operations/{workflow_id}")
-        waves = (op.get("progress") or {}).get("waves") or [{}, {}]
-        return op if waves[1].get("status") == "awaiting-approval" else None
-
-    op = await eventually(awaiting_approval, attempts=600)
+    op = await awaiting_approval(hook, workflow_id)
     assert op["status"] == "RUNNING" and op["type"] == "Rollout"
+    assert [w["name"] for w in op["progress"]["waves"]] == ["canary", "rest"]
 
     control = f"/v1/operations/{workflow_id}"
     status, answer = await hook.call("POST", f"{control}/resume", {"who": "ci"})
@@ -278,10 +424,13 @@ async def test_idempotent_start_and_itsm_approval(hook: Hook, suite: str, client
     assert (status, answer["action"], answer["who"]) == (200, "pause", "ci"), answer
     status, answer = await hook.call("POST", f"{control}/resume", {"who": "ci"})
     assert status == 200, answer
-    status, answer = await hook.call("POST", f"{control}/approve", {"approver": ""})
+    status, answer = await hook.call("POST", f"{control}/approve", {"approver": "", "wave": "rest"})
     assert status == 422 and "approver" in one_line(answer)
     approval = {"approver": "alice@example.com", "change_id": "CHG0012345", "comment": "CAB ok"}
-    status, answer = await hook.call("POST", f"{control}/approve", approval)
+    status, answer = await hook.call("POST", f"{control}/approve", {**approval, "wave": "canary"})
+    assert status == 409 and "waits for approval of wave 'rest', not 'canary'" in one_line(answer)
+    raw, headers = hook.sign("POST", f"{control}/approve", {**approval, "wave": "rest"})
+    status, answer = await hook.send("POST", f"{control}/approve", raw, headers)
     assert status == 200, answer
     assert answer["action"] == "approve" and answer["who"] == "alice@example.com"
 
@@ -303,13 +452,66 @@ async def test_idempotent_start_and_itsm_approval(hook: Hook, suite: str, client
     status, op = await hook.call("GET", f"/v1/operations/{workflow_id}")
     assert (status, op["status"], op["first_run_id"]) == (200, "COMPLETED", first["run_id"])
     assert op["result"]["approvals"][0]["who"] == "alice@example.com"
-    status, answer = await hook.call("POST", f"{control}/approve", approval)
+    status, answer = await hook.call("POST", f"{control}/approve", {**approval, "wave": "rest"})
     assert status == 409 and "completed" in one_line(answer)
+    status, answer = await hook.send("POST", f"{control}/approve", raw, headers)
+    assert status == 409 and "replayed request" in one_line(answer)
 
     histories = await chain_histories(client, workflow_id, first["run_id"])
     assert len(histories) == 2  # the parent continues-as-new between waves
     for history in histories:
         assert SECRET.encode() not in history and TOKEN.encode() not in history
+
+
+async def test_captured_requests_start_and_control_nothing(
+    hook: Hook, suite: str, client: Client
+) -> None:
+    key = f"ci-{uuid.uuid4().hex[:8]}"
+    body = addon(f"suite={suite},pair=b", approve_between=True)
+    raw, headers = hook.sign("POST", "/v1/rollouts", body, key=key)
+    status, first = await hook.send("POST", "/v1/rollouts", raw, headers)
+    assert status == 201, first
+    workflow_id = first["workflow_id"]
+
+    refused = []
+    # The captured start, as it was, with a new Idempotency-Key, and outside the window.
+    refused.append(await hook.send("POST", "/v1/rollouts", raw, headers))
+    refused.append(await hook.send("POST", "/v1/rollouts", raw, {**headers, KEY_HEADER: "k2"}))
+    refused.append(await hook.call("POST", "/v1/rollouts", body, key="k3", now=time.time() - 600))
+    # A correctly signed start that reuses the nonce.
+    nonce = headers[NONCE_HEADER]
+    reused = sign(SECRET, "POST", "/v1/rollouts", raw, key="k4", nonce=nonce)
+    refused.append(await hook.send("POST", "/v1/rollouts", raw, reused))
+    assert [status for status, _ in refused] == [409, 401, 401, 409], refused
+    for key in ("k2", "k3", "k4"):
+        status, _ = await hook.call("GET", f"/v1/operations/rollout:addon:{key}")
+        assert status == 404, key
+
+    await awaiting_approval(hook, workflow_id)
+    # Controls captured for another run (here one that does not exist), moved to this one.
+    for action, control in [
+        ("abort", {"who": "ci"}),
+        ("pause", {"who": "ci"}),
+        ("approve", {"approver": "alice", "wave": "rest"}),
+    ]:
+        raw, headers = hook.sign("POST", f"/v1/operations/rollout:addon:other/{action}", control)
+        status, answer = await hook.send(
+            "POST", f"/v1/operations/rollout:addon:other/{action}", raw, headers
+        )
+        assert status == 404 and "no rollout" in one_line(answer)
+        status, answer = await hook.send(
+            "POST", f"/v1/operations/{workflow_id}/{action}", raw, headers
+        )
+        assert status == 401 and "bad X-Flotilla-Signature" in one_line(answer), action
+    status, op = await hook.call("GET", f"/v1/operations/{workflow_id}")
+    assert status == 200 and op["status"] == "RUNNING"
+    progress = op["progress"]
+    assert (progress["paused"], progress["controls"], progress["approvals"]) == (False, [], [])
+
+    status, answer = await hook.call("POST", f"/v1/operations/{workflow_id}/abort", {"who": "ci"})
+    assert status == 200, answer
+    report = await client.get_workflow_handle(workflow_id, result_type=RolloutReport).result()
+    assert report.status == RunStatus.ABORTED, report
 
 
 async def chain_histories(client: Client, workflow_id: str, run_id: str) -> list[bytes]:
