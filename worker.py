@@ -2,8 +2,8 @@
 
 `python worker.py` (or `python -m worker`) connects with fleet.connect (TEMPORAL_* env
 config), polls `FLOTILLA_TASK_QUEUE` and stops gracefully on SIGINT/SIGTERM. Tests and the
-local stack use `build_worker` / `run_worker`. Other operations register by appending to
-WORKFLOWS and ACTIVITIES.
+local stack use `build_worker` / `run_worker`. Operation kinds come from the registry
+(workflows/registry.py).
 """
 
 from __future__ import annotations
@@ -20,25 +20,18 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from activities import access, addons, baseline, capi, health, inventory
+from activities import access, baseline, health, inventory
 from fleet.config import Settings
-from workflows.addon_upgrade import AddonUpgrade
 from workflows.cluster import ClusterEntity
 from workflows.health import FleetHealthSweep
-from workflows.k8s_upgrade import K8sUpgrade
 from workflows.offboarding import Offboard
 from workflows.onboarding import Onboard
+from workflows.plan_check import PlanCheck
+from workflows.registry import OPERATIONS
 from workflows.rollout import Rollout
 
-WORKFLOWS: list[type] = [
-    ClusterEntity,
-    Onboard,
-    Offboard,
-    FleetHealthSweep,
-    Rollout,
-    K8sUpgrade,
-    AddonUpgrade,
-]
+# What every worker runs besides the operation kinds of the registry.
+WORKFLOWS: list[type] = [ClusterEntity, Onboard, Offboard, FleetHealthSweep, Rollout, PlanCheck]
 
 ACTIVITIES: list[Callable[..., Any]] = [
     inventory.register_cluster,
@@ -54,15 +47,6 @@ ACTIVITIES: list[Callable[..., Any]] = [
     baseline.install_baseline,
     baseline.remove_baseline,
     health.check_cluster_health,
-    capi.read_capi_state,
-    capi.upgrade_control_plane,
-    capi.upgrade_workers,
-    capi.read_cluster_versions,
-    capi.preflight_k8s,
-    addons.read_workload,
-    addons.set_workload_image,
-    addons.wait_workload_rollout,
-    addons.preflight_addon,
 ]
 
 # Sync (kubernetes client) activities run on this many threads; also the activity slot count.
@@ -75,13 +59,16 @@ def build_worker(
     task_queue: str,
     max_concurrent_activities: int = MAX_CONCURRENT_ACTIVITIES,
 ) -> Worker:
-    """A worker for every Flotilla workflow and activity; its thread pool shuts down with it
-    (see `run_worker`)."""
+    """A worker for every Flotilla workflow and activity and every operation kind in the
+    registry (tests add kinds there first); its thread pool shuts down with it."""
+    activities = list(ACTIVITIES)
+    for operation in OPERATIONS:
+        activities += [a for a in operation.activities if a not in activities]
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=WORKFLOWS,
-        activities=ACTIVITIES,
+        workflows=WORKFLOWS + [operation.child for operation in OPERATIONS],
+        activities=activities,
         activity_executor=ThreadPoolExecutor(
             max_concurrent_activities, thread_name_prefix="activity"
         ),

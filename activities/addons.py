@@ -9,7 +9,6 @@ whose Progressing condition reports ProgressDeadlineExceeded has failed (non-ret
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from kubernetes import client
@@ -18,8 +17,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.kube import REQUEST_TIMEOUT, api_client, api_error_message
+from activities.polling import Look, wait_until
+from fleet.addon_target import AddonTarget
 from fleet.rollout_models import (
-    AddonTarget,
     PreflightRequest,
     PreflightResult,
     SetImage,
@@ -28,7 +28,6 @@ from fleet.rollout_models import (
     WorkloadState,
 )
 
-POLL_SECONDS = 0.5
 STRATEGIC_MERGE = "application/strategic-merge-patch+json"
 
 
@@ -147,36 +146,39 @@ def set_workload_image(request: SetImage) -> WorkloadState:
 
 @activity.defn
 def wait_workload_rollout(request: WaitRollout) -> WorkloadState:
-    """Polls until the rollout of `generation` completes; heartbeats the counts."""
+    """Polls until the rollout of `generation` completes, heartbeating what is awaited (see
+    activities/polling.py for the timeout and the progress deadline)."""
     ref = request.workload
-    deadline = time.monotonic() + request.timeout_seconds
-    while True:
+    what = f"{ref.workload} {ref.namespace}/{ref.name}"
+
+    def look() -> Look[WorkloadState]:
         state = _state(ref, _read(ref))
-        if state.failure and state.observed_generation >= request.generation:
+        observed = state.observed_generation >= request.generation
+        if state.failure and observed:
             raise ApplicationError(
-                f"{ref.cluster.name}: {ref.workload} {ref.namespace}/{ref.name} rollout of "
-                f"{state.image} failed: {state.failure}",
+                f"{ref.cluster.name}: {what} rollout of {state.image} failed: {state.failure}",
                 type="RolloutFailed",
                 non_retryable=True,
             )
-        if (
-            state.observed_generation >= request.generation
-            and state.updated == state.desired
-            and state.available == state.desired
-        ):
-            return state
-        counts = f"{state.updated}/{state.desired} updated, {state.available} available"
-        activity.heartbeat(counts)
-        if time.monotonic() > deadline:
-            raise ApplicationError(
-                f"{ref.cluster.name}: {ref.workload} {ref.namespace}/{ref.name} not rolled out "
-                f"to {state.image} after {request.timeout_seconds:.0f}s ({counts})",
-                type="RolloutTimeout",
-                non_retryable=True,
-            )
-        activity.wait_for_cancelled_sync(POLL_SECONDS)
-        if activity.is_cancelled():
-            raise ApplicationError(f"{ref.cluster.name}: wait cancelled", type="Cancelled")
+        counts = (
+            f"{state.updated}/{state.desired} updated, {state.ready}/{state.desired} ready, "
+            f"{state.available}/{state.desired} available"
+        )
+        return Look(
+            value=state,
+            done=observed and state.updated == state.available == state.desired,
+            waiting_for=f"{what} on {state.image}: {counts}"
+            + ("" if observed else ", change not yet observed"),
+            progress=(state.observed_generation, state.updated, state.ready, state.available),
+        )
+
+    return wait_until(
+        look,
+        cluster=ref.cluster.name,
+        goal=f"rollout of {what}",
+        timeout_seconds=request.timeout_seconds,
+        timeout_type="RolloutTimeout",
+    )
 
 
 @activity.defn

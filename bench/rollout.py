@@ -31,11 +31,11 @@ from harness import dev_server, measured, spawn_worker
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities import capi, health
+from fleet.k8s_target import K8sTarget
 from fleet.models import ClusterRef, CredentialRef, Health, ManagementRef, OnboardRequest
 from fleet.rollout_models import (
     CapiRequest,
     ClusterStatus,
-    K8sTarget,
     Plan,
     PlannedCluster,
     RolloutOptions,

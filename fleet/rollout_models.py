@@ -1,7 +1,8 @@
 """Messages of the rollout engine: what to change, the plan of waves, controls, progress.
 
-One `Rollout` parent workflow walks a `Plan`; each cluster is a child workflow
-(`K8sUpgrade`, `AddonUpgrade`) that takes a `ClusterTask` and returns a `ClusterResult`.
+One `Rollout` parent workflow walks a `Plan`; each cluster is a child workflow (the
+operation kind's, from workflows/registry.py) that takes a `ClusterTask` and returns a
+`ClusterResult`. What changes is the kind's `Target` (fleet/targets.py).
 All of it is secret-free: clusters travel as credential references.
 """
 
@@ -9,84 +10,126 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
+from fleet.durations import Duration
 from fleet.models import ClusterRef, CredentialRef, ManagementRef, Model
+from fleet.selectors import parse_selector
+from fleet.targets import AnyTarget
+from fleet.wave_specs import allowed_failures, parse_waves
+from fleet.windows import WINDOW_LABEL, parse_window
 
-WINDOW_LABEL = "flotilla.io/maintenance-window"
-
-
-class K8sTarget(Model):
-    """Upgrade Kubernetes (control plane, then workers) through Cluster API."""
-
-    kind: Literal["k8s"] = "k8s"
-    version: str
-
-
-class AddonTarget(Model):
-    """Set one container's image of a Deployment or DaemonSet."""
-
-    kind: Literal["addon"] = "addon"
-    name: str  # the workload's name, e.g. coredns
-    namespace: str = "kube-system"
-    workload: Literal["deployment", "daemonset"] = "deployment"
-    container: str = ""  # "" means the workload's only (or first) container
-    image: str
-
-    def describe(self) -> str:
-        return f"{self.workload} {self.namespace}/{self.name}"
-
-
-Operation = Annotated[K8sTarget | AddonTarget, Field(discriminator="kind")]
+# Ids become part of workflow ids and URLs: no '/' (child ids use it), nothing to escape.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+MAX_SOAK = 30 * 86400.0
+MAX_CLUSTER_TIMEOUT = 7 * 86400.0
 
 
 class RolloutOptions(Model):
-    max_concurrent: int = Field(default=5, ge=1, le=500)
-    # Failures tolerated before the run halts: a count ("1") or a share ("10%").
-    failure_budget: str = "0"
-    # The same per wave; "" means only the run-wide budget applies.
-    wave_failure_budget: str = ""
-    soak_seconds: float = Field(default=0, ge=0)
-    approve_between: bool = False
-    # Unreachable clusters: skipped and reported (True) or counted as failures (False).
-    skip_unreachable: bool = True
-    # Rollout-wide maintenance window; a cluster's WINDOW_LABEL label takes precedence.
-    window: str = ""
-    health_gates: bool = True
-    auto_rollback: bool = False  # add-on rollouts only
-    cluster_timeout_seconds: float = Field(default=1800, gt=0)
-    # Live checks of every planned cluster before the first change (off only for tests
-    # whose `child_workflow` touches no cluster).
-    preflight: bool = True
-    # Per-cluster workflow type; "" picks K8sUpgrade or AddonUpgrade from the operation.
-    child_workflow: str = ""
+    """How a rollout proceeds, for every operation kind. The one declaration of these
+    options: the CLI's flags (`cli` names a flag other than `--field-name`) and the webhook's
+    request body are generated from it."""
+
+    max_concurrent: int = Field(default=5, ge=1, le=500, description="Clusters at once per wave.")
+    failure_budget: str = Field(
+        default="0", description="Failures tolerated in the run: a count (1) or a share (10%)."
+    )
+    wave_failure_budget: str = Field(
+        default="", description="Failures tolerated per wave (default: only the run's budget)."
+    )
+    soak: Duration = Field(
+        default=0, ge=0, le=MAX_SOAK, description="Wait after each wave: 0, 30s, 10m, 1h."
+    )
+    approve_between: bool = Field(
+        default=False, description="Wait for an approval naming the next wave before it starts."
+    )
+    skip_unreachable: bool = Field(
+        default=True,
+        description="Unreachable clusters: skip and report them, or count them as failures.",
+        json_schema_extra={"cli": "--skip-unreachable/--fail-unreachable"},
+    )
+    window: str = Field(
+        default="",
+        description="Maintenance window, e.g. 'Sat 02:00-06:00' (UTC); a cluster's "
+        f"{WINDOW_LABEL} label takes precedence.",
+    )
+    health_gates: bool = Field(
+        default=True, description="Health gates before/after each cluster and after each wave."
+    )
+    auto_rollback: bool = Field(
+        default=False,
+        description="On halt, undo the change where it was made (kinds that can be undone).",
+    )
+    settle: Duration = Field(
+        default=300,
+        ge=0,
+        le=MAX_CLUSTER_TIMEOUT,
+        description="How long a changed cluster may take to report healthy again.",
+    )
+    approval_timeout: Duration = Field(
+        default=7 * 86400,
+        gt=0,
+        le=MAX_SOAK,
+        description="How long the run waits for an approval or a resume before it halts.",
+    )
+    cluster_timeout: Duration | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_CLUSTER_TIMEOUT,
+        description="Time one cluster may take: 30m, 2h (default: the operation's own).",
+    )
+
+    @field_validator("failure_budget", "wave_failure_budget")
+    @classmethod
+    def _budget(cls, value: str) -> str:
+        allowed_failures(value, 1)
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        if value:
+            parse_window(value)
+        return value
 
 
 class RolloutSpec(Model):
     """What an operator asks for; `plan` turns it into waves of named clusters."""
 
-    id: str  # the part after rollout:<kind>:
-    selector: str = ""
-    waves: list[str] = Field(default_factory=lambda: ["canary:1", "rest"])
-    operation: Operation
+    id: str = Field(pattern=ID_PATTERN, description="Rollout id (the part after rollout:<kind>:).")
+    selector: str = Field(default="", description="Label selector of clusters.")
+    waves: list[str] = Field(
+        default_factory=lambda: ["canary:1", "rest"],
+        description="Waves: counts, shares, selectors or rest, e.g. canary:1,50%,rest.",
+    )
+    operation: AnyTarget
     options: RolloutOptions = Field(default_factory=RolloutOptions)
+
+    @field_validator("waves", mode="before")
+    @classmethod
+    def _one_text(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check(self) -> RolloutSpec:
+        parse_selector(self.selector)
+        parse_waves(self.waves)
+        problems = self.operation.problems()
+        if self.options.auto_rollback and not self.operation.undoable:
+            problems.append(f"auto_rollback: {self.operation.kind} changes cannot be undone")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @property
     def workflow_id(self) -> str:
         return f"rollout:{self.operation.kind}:{self.id}"
 
-
-class WaveSpec(Model):
-    """One parsed wave: exactly one of count, percent, selector, rest."""
-
-    name: str
-    text: str
-    count: int | None = None
-    percent: float | None = None
-    selector: str = ""
-    rest: bool = False
+    @property
+    def cluster_timeout(self) -> float:
+        return self.options.cluster_timeout or self.operation.default_cluster_timeout
 
 
 class PlannedCluster(Model):
@@ -136,9 +179,10 @@ class ClusterTask(Model):
 
     rollout_id: str  # the parent's workflow id (lock holder prefix, reports)
     cluster: PlannedCluster
-    operation: Operation
+    operation: AnyTarget
     health_gates: bool = True
     timeout_seconds: float = 1800
+    settle_seconds: float = 300  # the after-change health gate's patience
     rollback: bool = False  # an add-on undo run: skip the health pre-gate, always proceed
 
 
@@ -188,7 +232,6 @@ class WaveProgress(Model):
 
 
 class RunStatus(StrEnum):
-    PLANNED = "planned"  # dry run: checked, nothing changed
     RUNNING = "running"
     PAUSED = "paused"
     COMPLETED = "completed"
@@ -196,6 +239,34 @@ class RunStatus(StrEnum):
     ABORTED = "aborted"
     ROLLING_BACK = "rolling-back"
     ROLLED_BACK = "rolled-back"
+
+
+class Outcome(StrEnum):
+    """How a run ended, the same in its report, the FlotillaOutcome search attribute, the
+    CLI's exit code (0 only for SUCCEEDED) and the webhook's answers."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    SUCCEEDED_WITH_SKIPS = "completed-with-skips"  # done, but some clusters were skipped
+    HALTED = "halted"
+    ABORTED = "aborted"
+    ROLLED_BACK = "rolled-back"
+    FAILED = "failed"  # the workflow itself failed (refused plan, bad input)
+    CANCELED = "canceled"
+    TERMINATED = "terminated"
+    TIMED_OUT = "timed-out"
+
+
+def outcome_of(status: RunStatus, clusters: list[ClusterStatus]) -> Outcome:
+    """The outcome a run's status and its clusters' statuses add up to."""
+    if status == RunStatus.COMPLETED:
+        skipped = {ClusterStatus.SKIPPED, ClusterStatus.UNREACHABLE, ClusterStatus.NOT_STARTED}
+        return Outcome.SUCCEEDED_WITH_SKIPS if skipped & set(clusters) else Outcome.SUCCEEDED
+    return {
+        RunStatus.HALTED: Outcome.HALTED,
+        RunStatus.ABORTED: Outcome.ABORTED,
+        RunStatus.ROLLED_BACK: Outcome.ROLLED_BACK,
+    }.get(status, Outcome.RUNNING)
 
 
 class Approval(Model):
@@ -236,7 +307,6 @@ class RolloutProgress(Model):
 
 class RolloutInput(Model):
     plan: Plan
-    dry_run: bool = False
     # Set only by continue-as-new: the state of the run so far.
     progress: RolloutProgress | None = None
 
@@ -259,6 +329,7 @@ class RolloutReport(Model):
     kind: str
     target: str
     status: RunStatus
+    outcome: Outcome
     halt_reason: str = ""
     outcomes: list[ClusterOutcome]
     approvals: list[Approval] = Field(default_factory=list)
@@ -281,7 +352,11 @@ class ControlRequest(Model):
 
 
 class ApproveRequest(Model):
+    """Admits the wave named `wave` (the one waiting); refused for any other wave, so an
+    approval can never be replayed onto a later wave."""
+
     who: str
+    wave: str
     note: str = ""
 
 
@@ -295,7 +370,13 @@ class PreflightRequest(Model):
     """Live checks of some planned clusters before a run touches any (one activity call)."""
 
     clusters: list[PlannedCluster]
-    operation: Operation
+    operation: AnyTarget
+
+
+class PlanCheckRequest(Model):
+    """Input of the PlanCheck workflow: the live checks of a plan, changing nothing."""
+
+    plan: Plan
 
 
 class PreflightResult(Model):

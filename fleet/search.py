@@ -14,8 +14,21 @@ LABELS = SearchAttributeKey.for_keyword_list("FlotillaLabels")
 CLUSTERS = SearchAttributeKey.for_keyword_list("FlotillaClusters")
 # The operation kind: cluster, onboard, offboard, health, rollout:k8s, rollout:addon, ...
 KIND = SearchAttributeKey.for_keyword("FlotillaKind")
+# How an operation ended, in Flotilla's words (fleet.rollout_models.Outcome values):
+# Temporal's COMPLETED only means the workflow returned, not that the change succeeded.
+OUTCOME = SearchAttributeKey.for_keyword("FlotillaOutcome")
 
-ALL: list[SearchAttributeKey] = [ENV, REGION, PHASE, VERSION, HEALTH, LABELS, CLUSTERS, KIND]
+ALL: list[SearchAttributeKey] = [
+    ENV,
+    REGION,
+    PHASE,
+    VERSION,
+    HEALTH,
+    LABELS,
+    CLUSTERS,
+    KIND,
+    OUTCOME,
+]
 
 
 def server_flags() -> list[str]:

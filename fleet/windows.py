@@ -21,6 +21,10 @@ _RANGE_RE = re.compile(rf"^{_TIME}-{_TIME}$")
 _DAY_IN_LIST = re.compile(r"[_,+]")
 
 
+# A cluster label that gives the cluster its own maintenance window (wins over a rollout's).
+WINDOW_LABEL = "flotilla.io/maintenance-window"
+
+
 class WindowError(ValueError):
     """A window spec that does not parse; the message shows the accepted forms."""
 

@@ -1,97 +1,69 @@
-"""`flotilla upgrade|addon plan|start` and the rollout controls `flotilla ops
-pause|resume|approve|skip|abort|rollback ID`.
+"""`flotilla <operation> plan|start` for every kind in the operation registry, and the
+rollout controls `flotilla ops pause|resume|approve|skip|abort|rollback ID`.
 
-Mount with `mount(app, ops_app)`. Mistakes raise CliError (usage: exit 2) and Temporal
-failures propagate, so `starters.cli.main` prints one line and exits non-zero.
+The flags of plan/start are generated (starters/spec_flags.py) from the kind's target
+model and from RolloutOptions, so a new kind or option needs no CLI code. Mount with
+`mount(app, ops_app)`. Mistakes raise CliError (usage: exit 2) and Temporal failures
+propagate, so `starters.cli.main` prints one line and exits non-zero.
 """
 
 from __future__ import annotations
 
 import asyncio
 import getpass
-import re
 from collections.abc import Awaitable
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from fleet.connect import connect
 from fleet.rollout_models import (
-    AddonTarget,
     ApproveRequest,
     ControlRequest,
-    K8sTarget,
+    Outcome,
     Plan,
     RolloutOptions,
     RolloutReport,
     RolloutSpec,
     SkipRequest,
+    WaveStatus,
 )
-from fleet.versions import VersionError, parse_version
-from fleet.waves import PlanError
+from fleet.wave_specs import PlanError
 from starters import rollouts
 from starters.errors import CliError, usage
+from starters.spec_flags import Flag, command, extra_flag, model_flags, validation_message
+from workflows.registry import OPERATIONS, Operation
 
 T = TypeVar("T")
-
-upgrade_app = typer.Typer(help="Kubernetes version rollouts (Cluster API).", no_args_is_help=True)
-addon_app = typer.Typer(help="Add-on image rollouts (Deployment/DaemonSet).", no_args_is_help=True)
 out = Console()
 
-_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-# ---------------------------------------------------------------- shared options
-
-Selector = Annotated[str, typer.Option("--selector", "-l", help="Label selector of clusters.")]
-Waves = Annotated[
-    str, typer.Option(help="Waves: counts, shares, selectors or rest, e.g. canary:1,50%,rest.")
-]
-MaxConcurrent = Annotated[int, typer.Option(min=1, max=500, help="Clusters at once per wave.")]
-Budget = Annotated[str, typer.Option(help="Failures tolerated in the run: 1 or 10%.")]
-WaveBudget = Annotated[str, typer.Option(help="Failures tolerated per wave (default: none).")]
-Soak = Annotated[str, typer.Option(help="Wait after each wave: 0, 30s, 10m, 1h.")]
-ApproveBetween = Annotated[bool, typer.Option(help="Wait for `ops approve` before each wave.")]
-SkipUnreachable = Annotated[
-    bool,
-    typer.Option(
-        "--skip-unreachable/--fail-unreachable",
-        help="Unreachable clusters: skip and report, or count as failures.",
+SPEC_FLAGS = [
+    extra_flag(
+        "selector",
+        str,
+        "",
+        "--selector",
+        "-l",
+        help="Label selector of clusters.",
+        path=("selector",),
+    ),
+    extra_flag(
+        "waves",
+        str,
+        "canary:1,50%,rest",
+        help="Waves: counts, shares, selectors or rest, e.g. canary:1,50%,rest.",
+        path=("waves",),
+    ),
+    extra_flag(
+        "rollout_id", str, "", "--id", help="Rollout id (default: date-time based).", path=("id",)
     ),
 ]
-WindowOpt = Annotated[
-    str, typer.Option("--window", help="Maintenance window, e.g. 'Sat 02:00-06:00' (UTC).")
-]
-HealthGates = Annotated[bool, typer.Option(help="Health gates before/after clusters and waves.")]
-ClusterTimeout = Annotated[str, typer.Option(help="Time one cluster may take: 30m, 2h.")]
-RolloutId = Annotated[str, typer.Option("--id", help="Rollout id (default: date-time based).")]
-Check = Annotated[bool, typer.Option(help="Check every planned cluster live (needs a worker).")]
-Wait = Annotated[bool, typer.Option(help="Wait for the run and print its report.")]
-Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
-
-
-def parse_duration(text: str) -> float:
-    match = _DURATION_RE.match(text.strip())
-    if not match:
-        raise usage(f"bad duration {text!r} (expected like 0, 30s, 10m, 1h)")
-    return float(match[1]) * _UNITS[match[2]]
-
-
-def _options(**values: Any) -> RolloutOptions:
-    return RolloutOptions(
-        max_concurrent=values["max_concurrent"],
-        failure_budget=values["failure_budget"],
-        wave_failure_budget=values["wave_failure_budget"],
-        soak_seconds=parse_duration(values["soak"]),
-        approve_between=values["approve_between"],
-        skip_unreachable=values["skip_unreachable"],
-        window=values["window"],
-        health_gates=values["health_gates"],
-        auto_rollback=values.get("auto_rollback", False),
-        cluster_timeout_seconds=parse_duration(values["cluster_timeout"]),
-    )
+CHECK = extra_flag("check", bool, True, help="Check every planned cluster live (needs a worker).")
+JSON = extra_flag("as_json", bool, False, "--json", help="Print JSON instead of tables.")
+WAIT = extra_flag("wait", bool, False, help="Wait for the run and print its report.")
 
 
 def _run(awaitable: Awaitable[T]) -> T:
@@ -101,22 +73,73 @@ def _run(awaitable: Awaitable[T]) -> T:
     return asyncio.run(main())
 
 
-async def _plan(spec: RolloutSpec, *, check: bool) -> Plan:
-    client = await connect()
+def make_spec(operation: Operation, flags: list[Flag], values: dict[str, Any]) -> RolloutSpec:
+    """The spec the flags describe; a bad value is a usage error naming its flag."""
+    values.setdefault("id", rollouts.new_rollout_id())
+    values["operation"] = {"kind": operation.kind, **values.get("operation", {})}
     try:
-        plan = await rollouts.make_plan(client, spec)
+        return RolloutSpec.model_validate(values)
+    except ValidationError as exc:
+        raise usage(validation_message(exc, flags)) from None
+
+
+def _flags(operation: Operation, *, start: bool) -> list[Flag]:
+    target = model_flags(operation.target, ("operation",))
+    if not start:
+        return target
+    skip = {"kind"} | (set() if operation.target.undoable else {"auto_rollback"})
+    return target + model_flags(RolloutOptions, ("options",), skip=frozenset(skip))
+
+
+def plan_command(operation: Operation) -> Any:
+    flags = _flags(operation, start=False) + SPEC_FLAGS + [CHECK, JSON]
+
+    def body(values: dict[str, Any], kwargs: dict[str, Any]) -> None:
+        spec = make_spec(operation, flags, values)
+
+        async def go() -> Plan:
+            client = await connect()
+            plan = await _make_plan(client, spec)
+            if kwargs["check"]:
+                await rollouts.check_plan(client, plan)
+            return plan
+
+        plan = _run(go())
+        if kwargs["as_json"]:
+            out.print_json(plan.model_dump_json())
+        else:
+            print_plan(plan)
+
+    doc = "Print the exact clusters per wave; refuse impossible plans. Changes nothing."
+    return command(flags, body, name="plan", doc=doc)
+
+
+def start_command(operation: Operation) -> Any:
+    flags = _flags(operation, start=True) + SPEC_FLAGS + [CHECK, WAIT, JSON]
+
+    def body(values: dict[str, Any], kwargs: dict[str, Any]) -> None:
+        spec = make_spec(operation, flags, values)
+        _run(_start(spec, check=kwargs["check"], wait=kwargs["wait"], as_json=kwargs["as_json"]))
+
+    doc = f"Start a rollout (`rollout:{operation.kind}:<id>`): {operation.help}"
+    return command(flags, body, name="start", doc=doc)
+
+
+async def _make_plan(client: Any, spec: RolloutSpec) -> Plan:
+    try:
+        return await rollouts.make_plan(client, spec)
     except PlanError as exc:
         raise CliError(f"plan refused: {exc}") from None
-    if check:
-        await rollouts.check_plan(client, plan)
-    return plan
 
 
 async def _start(spec: RolloutSpec, *, check: bool, wait: bool, as_json: bool) -> None:
     """Plans, checks the plan live (so a refused plan fails here, not inside a run the
-    caller believes started), then starts."""
-    plan = await _plan(spec, check=check)
-    handle = await rollouts.start_rollout(await connect(), plan)
+    caller believes started), then starts; all on one connection."""
+    client = await connect()
+    plan = await _make_plan(client, spec)
+    if check:
+        await rollouts.check_plan(client, plan)
+    handle = await rollouts.start_rollout(client, plan)
     if not wait:
         if as_json:
             out.print_json(data={"id": handle.id, "plan": plan.model_dump(mode="json")})
@@ -129,8 +152,8 @@ async def _start(spec: RolloutSpec, *, check: bool, wait: bool, as_json: bool) -
         out.print_json(report.model_dump_json())
     else:
         print_report(report)
-    if report.status.value not in ("completed",):
-        raise CliError(f"{report.id} {report.status.value}: {report.halt_reason}")
+    if report.outcome != Outcome.SUCCEEDED:
+        raise CliError(f"{report.id} {report.outcome.value}: {report.halt_reason}".rstrip(": "))
 
 
 def print_plan(plan: Plan) -> None:
@@ -146,7 +169,7 @@ def print_plan(plan: Plan) -> None:
 
 
 def print_report(report: RolloutReport) -> None:
-    table = Table(title=f"{report.id}: {report.status.value} ({report.target})")
+    table = Table(title=f"{report.id}: {report.outcome.value} ({report.target})")
     for column in ("cluster", "wave", "status", "from", "to", "seconds", "reason"):
         table.add_column(column)
     for o in report.outcomes:
@@ -161,198 +184,6 @@ def print_report(report: RolloutReport) -> None:
             out.print(f"{label}: {', '.join(names)}")
     if report.halt_reason:
         out.print(report.halt_reason)
-
-
-def _show_plan(plan: Plan, as_json: bool) -> None:
-    if as_json:
-        out.print_json(plan.model_dump_json())
-    else:
-        print_plan(plan)
-
-
-# ---------------------------------------------------------------- upgrade
-
-
-def _k8s_spec(to: str, rollout_id: str, selector: str, waves: str, **options: Any) -> RolloutSpec:
-    try:
-        parse_version(to)
-    except VersionError as exc:
-        raise usage(str(exc)) from None
-    return RolloutSpec(
-        id=rollout_id or rollouts.new_rollout_id(),
-        selector=selector,
-        waves=[waves],
-        operation=K8sTarget(version=to),
-        options=_options(**options),
-    )
-
-
-@upgrade_app.command("plan")
-def upgrade_plan(
-    to: Annotated[str, typer.Option(help="Target Kubernetes version, e.g. v1.31.2.")],
-    selector: Selector = "",
-    waves: Waves = "canary:1,50%,rest",
-    rollout_id: RolloutId = "",
-    check: Check = True,
-    as_json: Json = False,
-) -> None:
-    """Print the exact clusters per wave; refuse impossible plans. Changes nothing."""
-    spec = _k8s_spec(to, rollout_id, selector, waves, **_defaults())
-    _show_plan(_run(_plan(spec, check=check)), as_json)
-
-
-@upgrade_app.command("start")
-def upgrade_start(
-    to: Annotated[str, typer.Option(help="Target Kubernetes version, e.g. v1.31.2.")],
-    selector: Selector = "",
-    waves: Waves = "canary:1,50%,rest",
-    max_concurrent: MaxConcurrent = 5,
-    failure_budget: Budget = "0",
-    wave_failure_budget: WaveBudget = "",
-    soak: Soak = "0",
-    approve_between: ApproveBetween = False,
-    skip_unreachable: SkipUnreachable = True,
-    window: WindowOpt = "",
-    health_gates: HealthGates = True,
-    cluster_timeout: ClusterTimeout = "30m",
-    rollout_id: RolloutId = "",
-    check: Check = True,
-    wait: Wait = False,
-    as_json: Json = False,
-) -> None:
-    """Start a Kubernetes upgrade rollout (`rollout:k8s:<id>`)."""
-    spec = _k8s_spec(
-        to,
-        rollout_id,
-        selector,
-        waves,
-        max_concurrent=max_concurrent,
-        failure_budget=failure_budget,
-        wave_failure_budget=wave_failure_budget,
-        soak=soak,
-        approve_between=approve_between,
-        skip_unreachable=skip_unreachable,
-        window=window,
-        health_gates=health_gates,
-        cluster_timeout=cluster_timeout,
-    )
-    _run(_start(spec, check=check, wait=wait, as_json=as_json))
-
-
-# ---------------------------------------------------------------- addon
-
-
-def _addon_spec(
-    target: AddonTarget, rollout_id: str, selector: str, waves: str, **options: Any
-) -> RolloutSpec:
-    return RolloutSpec(
-        id=rollout_id or rollouts.new_rollout_id(),
-        selector=selector,
-        waves=[waves],
-        operation=target,
-        options=_options(**options),
-    )
-
-
-Name = Annotated[str, typer.Option("--name", help="Workload name, e.g. coredns.")]
-Namespace = Annotated[str, typer.Option(help="Workload namespace.")]
-Kind = Annotated[str, typer.Option("--kind", help="deployment or daemonset.")]
-Container = Annotated[str, typer.Option(help="Container name (default: the first).")]
-Image = Annotated[str, typer.Option(help="New image, e.g. registry.k8s.io/coredns:v1.11.3.")]
-
-
-def _target(name: str, namespace: str, kind: str, container: str, image: str) -> AddonTarget:
-    if kind not in ("deployment", "daemonset"):
-        raise usage(f"--kind must be deployment or daemonset, not {kind!r}")
-    if not image.strip():
-        raise usage("--image must not be empty")
-    return AddonTarget(
-        name=name,
-        namespace=namespace,
-        workload=kind,
-        container=container,
-        image=image,
-    )
-
-
-@addon_app.command("plan")
-def addon_plan(
-    name: Name,
-    image: Image,
-    namespace: Namespace = "kube-system",
-    kind: Kind = "deployment",
-    container: Container = "",
-    selector: Selector = "",
-    waves: Waves = "canary:1,50%,rest",
-    rollout_id: RolloutId = "",
-    check: Check = True,
-    as_json: Json = False,
-) -> None:
-    """Print the exact clusters per wave; refuse unknown add-ons. Changes nothing."""
-    target = _target(name, namespace, kind, container, image)
-    spec = _addon_spec(target, rollout_id, selector, waves, **_defaults())
-    _show_plan(_run(_plan(spec, check=check)), as_json)
-
-
-@addon_app.command("start")
-def addon_start(
-    name: Name,
-    image: Image,
-    namespace: Namespace = "kube-system",
-    kind: Kind = "deployment",
-    container: Container = "",
-    selector: Selector = "",
-    waves: Waves = "canary:1,50%,rest",
-    max_concurrent: MaxConcurrent = 5,
-    failure_budget: Budget = "0",
-    wave_failure_budget: WaveBudget = "",
-    soak: Soak = "0",
-    approve_between: ApproveBetween = False,
-    skip_unreachable: SkipUnreachable = True,
-    window: WindowOpt = "",
-    health_gates: HealthGates = True,
-    cluster_timeout: ClusterTimeout = "10m",
-    auto_rollback: Annotated[
-        bool, typer.Option(help="On halt, restore the previous image where it changed.")
-    ] = False,
-    rollout_id: RolloutId = "",
-    check: Check = True,
-    wait: Wait = False,
-    as_json: Json = False,
-) -> None:
-    """Start an add-on image rollout (`rollout:addon:<id>`)."""
-    target = _target(name, namespace, kind, container, image)
-    spec = _addon_spec(
-        target,
-        rollout_id,
-        selector,
-        waves,
-        max_concurrent=max_concurrent,
-        failure_budget=failure_budget,
-        wave_failure_budget=wave_failure_budget,
-        soak=soak,
-        approve_between=approve_between,
-        skip_unreachable=skip_unreachable,
-        window=window,
-        health_gates=health_gates,
-        cluster_timeout=cluster_timeout,
-        auto_rollback=auto_rollback,
-    )
-    _run(_start(spec, check=check, wait=wait, as_json=as_json))
-
-
-def _defaults() -> dict[str, Any]:
-    return dict(
-        max_concurrent=5,
-        failure_budget="0",
-        wave_failure_budget="",
-        soak="0",
-        approve_between=False,
-        skip_unreachable=True,
-        window="",
-        health_gates=True,
-        cluster_timeout="30m",
-    )
 
 
 # ---------------------------------------------------------------- controls
@@ -386,10 +217,30 @@ def resume(rollout: RolloutArg, who: Who = "", reason: Reason = "") -> None:
 
 
 def approve(
-    rollout: RolloutArg, who: Who = "", note: Annotated[str, typer.Option(help="Note.")] = ""
+    rollout: RolloutArg,
+    wave: Annotated[
+        str, typer.Option(help="The wave you approve (default: the one waiting, shown first).")
+    ] = "",
+    who: Who = "",
+    note: Annotated[str, typer.Option(help="Note.")] = "",
 ) -> None:
-    """Admit the wave that waits for approval."""
-    _send(rollout, "approve", ApproveRequest(who=_who(who), note=note))
+    """Admit the wave that waits for approval; refused for any other wave."""
+
+    async def go() -> None:
+        client = await connect()
+        name = wave
+        if not name:
+            progress = await rollouts.progress(client, rollout)
+            waiting = [w for w in progress.waves if w.status == WaveStatus.AWAITING_APPROVAL]
+            if not waiting:
+                raise CliError(f"{progress.id} is not waiting for an approval")
+            name = waiting[0].name
+            out.print(f"approving wave {name} ({len(waiting[0].clusters)} clusters)")
+        request = ApproveRequest(who=_who(who), wave=name, note=note)
+        event = await rollouts.control(client, rollout, "approve", request)
+        out.print(f"{rollouts.workflow_id(rollout)}: {event.action} recorded ({event.who})")
+
+    _run(go())
 
 
 def skip(
@@ -408,13 +259,16 @@ def abort(rollout: RolloutArg, who: Who = "", reason: Reason = "") -> None:
 
 
 def rollback(rollout: RolloutArg, who: Who = "", reason: Reason = "") -> None:
-    """Add-on rollouts: stop and restore the previous image where it changed, newest first."""
+    """Undoable kinds (add-ons): stop and undo the change where it was made, newest first."""
     _send(rollout, "rollback", ControlRequest(who=_who(who), reason=reason))
 
 
 def mount(app: typer.Typer, ops_app: typer.Typer) -> None:
-    """Adds `upgrade` and `addon` to the root app and the controls to `ops`."""
-    app.add_typer(upgrade_app, name="upgrade")
-    app.add_typer(addon_app, name="addon")
-    for command in (pause, resume, approve, skip, abort, rollback):
-        ops_app.command(command.__name__)(command)
+    """Adds each registered operation's `plan`/`start` and the controls to `ops`."""
+    for operation in OPERATIONS:
+        group = typer.Typer(help=operation.help, no_args_is_help=True)
+        group.command("plan")(plan_command(operation))
+        group.command("start")(start_command(operation))
+        app.add_typer(group, name=operation.command)
+    for control in (pause, resume, approve, skip, abort, rollback):
+        ops_app.command(control.__name__)(control)

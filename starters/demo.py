@@ -15,7 +15,8 @@ from temporalio.client import Client
 
 from fleet.ids import HEALTH_SCHEDULE_ID
 from fleet.models import CredentialRef, ManagementRef, RecordsQuery, SweepRequest, SweepResult
-from fleet.rollout_models import AddonTarget, RolloutSpec
+from fleet.addon_target import AddonTarget
+from fleet.rollout_models import RolloutSpec
 from starters import inventory, ops, render, rollouts
 from starters.errors import CliError
 from starters.stack import Stack

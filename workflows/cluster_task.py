@@ -1,19 +1,24 @@
-"""What every per-cluster rollout child shares: the cluster lock, health gates, and how a
-child reports failure.
+"""The skeleton every per-cluster rollout child shares: lock -> health gate -> change ->
+verify -> health gate -> record -> release (always, also when cancelled).
 
-A child that fails raises a non-retryable `ClusterFailed` ApplicationError whose first
-detail is its `ClusterResult`, so the Temporal UI shows the child as failed and the parent
-still learns exactly what happened (was the cluster changed, what it is on now).
+A child subclasses `ClusterChange` and supplies `change` and `verify` (and, where it has
+something to write back, `record` and `where_now`). A child that fails raises a
+non-retryable `ClusterFailed` ApplicationError whose first detail is its `ClusterResult`,
+so the Temporal UI shows the child as failed and the parent still learns exactly what
+happened (was the cluster changed, what it is on now).
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import ClassVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 from workflows.common import (
+    HEALTH_HEARTBEAT,
+    HEALTH_TIMEOUT,
     INVENTORY_RETRY,
     INVENTORY_TIMEOUT,
     KUBE_RETRY,
@@ -21,20 +26,15 @@ from workflows.common import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from fleet.models import (
-        FactsUpdate,
-        Health,
-        HealthReport,
-        LockGrant,
-        LockRelease,
-        LockRequest,
-        Phase,
+    from activities.health import check_cluster_health
+    from activities.inventory import (
+        acquire_cluster_lock,
+        release_cluster_lock,
+        update_cluster_facts,
     )
+    from fleet.models import FactsUpdate, Health, HealthReport, LockRelease, LockRequest, Phase
     from fleet.rollout_models import ClusterResult, ClusterStatus, ClusterTask
 
-HEALTH_TIMEOUT = timedelta(seconds=120)
-# How long a changed cluster may take to report healthy again, and how often it is re-read.
-AFTER_SETTLE = timedelta(minutes=5)
 SETTLE_POLL = timedelta(seconds=5)
 
 
@@ -46,7 +46,104 @@ class ClusterFailed(Exception):
         self.result = result
 
 
-def failure(result: ClusterResult) -> ApplicationError:
+class ClusterChange:
+    """Base of per-cluster children. Subclasses are `@workflow.defn` classes whose
+    `@workflow.run` method returns `await self.execute(task)`."""
+
+    # The lock's operation name and the phase the record shows while it is held.
+    lock_operation: ClassVar[str] = "change"
+    lock_phase: ClassVar[Phase | None] = None
+
+    def __init__(self) -> None:
+        self._step = "starting"
+
+    @workflow.query
+    def step(self) -> str:
+        return self._step
+
+    def set_step(self, step: str) -> None:
+        self._step = step
+        workflow.set_current_details(step)
+
+    async def execute(self, task: ClusterTask) -> ClusterResult:
+        result = ClusterResult(
+            cluster=task.cluster.name,
+            status=ClusterStatus.RUNNING,
+            from_version=task.cluster.version,
+            to_version=task.cluster.version,
+        )
+        try:
+            await self._lock(task, result)
+            try:
+                await self._steps(task, result)
+            except ClusterFailed:
+                if result.changed:
+                    self.set_step("reading where the cluster is now")
+                    await self.where_now(task, result)
+                raise
+            finally:
+                self.set_step("releasing the lock")
+                await workflow.execute_activity(
+                    release_cluster_lock,
+                    LockRelease(cluster=task.cluster.name, holder=holder(), phase=None),
+                    start_to_close_timeout=INVENTORY_TIMEOUT,
+                    retry_policy=INVENTORY_RETRY,
+                )
+        except ClusterFailed as failed:
+            raise cluster_failure(failed.result) from None
+        return result
+
+    async def _steps(self, task: ClusterTask, result: ClusterResult) -> None:
+        if task.health_gates and not task.rollback:
+            self.set_step("health gate before")
+            await health_gate(task, result, when="before")
+        await self.change(task, result)
+        if result.status == ClusterStatus.UNCHANGED:
+            return
+        await self.verify(task, result)
+        if task.health_gates:
+            self.set_step("health gate after")
+            await health_gate(task, result, when="after")
+        await self.record(task, result)
+        result.status = ClusterStatus.SUCCEEDED if result.changed else ClusterStatus.UNCHANGED
+
+    async def _lock(self, task: ClusterTask, result: ClusterResult) -> None:
+        self.set_step("taking the cluster lock")
+        request = LockRequest(
+            cluster=task.cluster.name,
+            holder=holder(),
+            operation=self.lock_operation,
+            phase=self.lock_phase,
+        )
+        try:
+            await workflow.execute_activity(
+                acquire_cluster_lock,
+                request,
+                start_to_close_timeout=INVENTORY_TIMEOUT,
+                retry_policy=INVENTORY_RETRY,
+            )
+        except ActivityError as err:
+            raise activity_failure(err, result) from None
+
+    async def change(self, task: ClusterTask, result: ClusterResult) -> None:
+        """Makes the change. Sets `result.changed` before the first write, and status
+        UNCHANGED (skipping the rest) when the cluster is already at the target."""
+        raise NotImplementedError
+
+    async def verify(self, task: ClusterTask, result: ClusterResult) -> None:
+        """Checks the change took effect; raises ClusterFailed when it did not."""
+        raise NotImplementedError
+
+    async def record(self, task: ClusterTask, result: ClusterResult) -> None:
+        """Writes what changed back to the inventory (default: nothing)."""
+
+    async def where_now(self, task: ClusterTask, result: ClusterResult) -> None:
+        """After a failure on a changed cluster: best effort to learn (and record) what
+        the cluster is on now (default: nothing)."""
+
+
+def cluster_failure(result: ClusterResult) -> ApplicationError:
+    """The error a child ends with so the parent receives `result` (see the module doc)."""
     return ApplicationError(result.reason, result, type="ClusterFailed", non_retryable=True)
 
 
@@ -55,50 +152,21 @@ def holder() -> str:
     return workflow.info().workflow_id
 
 
-async def acquire_lock(
-    task: ClusterTask, result: ClusterResult, *, operation: str, phase: Phase | None
-) -> None:
-    request = LockRequest(
-        cluster=task.cluster.name, holder=holder(), operation=operation, phase=phase
-    )
-    try:
-        await workflow.execute_activity(
-            "acquire_cluster_lock",
-            request,
-            result_type=LockGrant,
-            start_to_close_timeout=INVENTORY_TIMEOUT,
-            retry_policy=INVENTORY_RETRY,
-        )
-    except ActivityError as err:
-        raise activity_failure(err, result) from None
-
-
-async def release_lock(task: ClusterTask) -> None:
-    """Restores the phase the cluster had before the lock (a cluster in maintenance stays
-    there). Idempotent; safe to call from `finally` after a cancellation."""
-    await workflow.execute_activity(
-        "release_cluster_lock",
-        LockRelease(cluster=task.cluster.name, holder=holder(), phase=None),
-        start_to_close_timeout=INVENTORY_TIMEOUT,
-        retry_policy=INVENTORY_RETRY,
-    )
-
-
 async def health_gate(task: ClusterTask, result: ClusterResult, *, when: str) -> None:
     """Fails the child unless the cluster is healthy. Unreachable before any change ends
     the child with status UNREACHABLE, so the parent can skip it or count it, by option.
 
-    Before the change one reading decides. After it the cluster gets AFTER_SETTLE to become
-    healthy, re-read every SETTLE_POLL: a change settles through transient unavailability
-    (kubeadm rolls kube-proxy after a control-plane upgrade; API servers restart)."""
-    settle_until = workflow.now() + AFTER_SETTLE
+    Before the change one reading decides. After it the cluster gets `task.settle_seconds`
+    to become healthy, re-read every SETTLE_POLL: a change settles through transient
+    unavailability (kubeadm rolls kube-proxy after a control-plane upgrade)."""
+    settle_until = workflow.now() + timedelta(seconds=task.settle_seconds)
     while True:
         try:
             report: HealthReport = await workflow.execute_activity(
-                "check_cluster_health",
+                check_cluster_health,
                 task.cluster.ref(),
-                result_type=HealthReport,
                 start_to_close_timeout=HEALTH_TIMEOUT,
+                heartbeat_timeout=HEALTH_HEARTBEAT,
                 retry_policy=KUBE_RETRY,
                 summary=f"health gate {when}",
             )
@@ -118,9 +186,10 @@ async def health_gate(task: ClusterTask, result: ClusterResult, *, when: str) ->
 
 
 async def record_version(task: ClusterTask, result: ClusterResult, version: str) -> None:
+    """Records `version` as the cluster's version in its inventory record."""
     try:
         await workflow.execute_activity(
-            "update_cluster_facts",
+            update_cluster_facts,
             FactsUpdate(cluster=task.cluster.name, holder=holder(), version=version),
             start_to_close_timeout=INVENTORY_TIMEOUT,
             retry_policy=INVENTORY_RETRY,

@@ -44,6 +44,9 @@ KUBE_TIMEOUT = timedelta(seconds=60)
 ACCESS_TIMEOUT = timedelta(minutes=10)
 INVENTORY_TIMEOUT = timedelta(seconds=30)
 HEARTBEAT = timedelta(seconds=20)
+# A health reading: a few list calls, heartbeating, so a crashed worker is noticed fast.
+HEALTH_TIMEOUT = timedelta(seconds=120)
+HEALTH_HEARTBEAT = HEARTBEAT
 
 # A keyword-list search attribute value is limited in size (2 KB by default).
 _CLUSTERS_ATTRIBUTE_BYTES = 1800

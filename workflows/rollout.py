@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 from workflows.common import (
+    HEALTH_HEARTBEAT,
+    HEALTH_TIMEOUT,
     INVENTORY_RETRY,
     INVENTORY_TIMEOUT,
     KUBE_RETRY,
@@ -32,10 +36,14 @@ from workflows.common import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from fleet.models import ClusterRecords, Health, HealthReport, RecordsQuery
+    from pydantic import ValidationError
+
+    from activities.health import check_cluster_health
+    from activities.inventory import get_cluster_records
+    from fleet import search
+    from fleet.durations import format_duration
+    from fleet.models import Health, HealthReport, RecordsQuery
     from fleet.rollout_models import (
-        WINDOW_LABEL,
-        AddonTarget,
         Approval,
         ApproveRequest,
         ClusterOutcome,
@@ -45,7 +53,7 @@ with workflow.unsafe.imports_passed_through():
         ClusterTask,
         ControlEvent,
         ControlRequest,
-        K8sTarget,
+        Plan,
         PlannedCluster,
         PreflightRequest,
         PreflightResult,
@@ -56,25 +64,28 @@ with workflow.unsafe.imports_passed_through():
         SkipRequest,
         WaveProgress,
         WaveStatus,
+        outcome_of,
     )
-    from fleet.waves import allowed_failures
-    from fleet.windows import Window, parse_window
+    from fleet.wave_specs import allowed_failures
+    from fleet.windows import WINDOW_LABEL, Window, parse_window
+    from workflows.registry import OPERATIONS
 
-CHILD_WORKFLOWS = {"k8s": "K8sUpgrade", "addon": "AddonUpgrade"}
 PREFLIGHT_CHUNK = 50
 PREFLIGHT_TIMEOUT = timedelta(minutes=10)
-HEALTH_TIMEOUT = timedelta(seconds=120)
 STOPPED = {RunStatus.HALTED, RunStatus.ABORTED}
 PENDING = {ClusterStatus.PENDING, ClusterStatus.WAITING}
 
 
-@workflow.defn(name="Rollout")
+# Input that fails validation (e.g. max_concurrent 0 from a raw client) fails the run
+# instead of its workflow task, which would retry forever.
+@workflow.defn(name="Rollout", failure_exception_types=[ValidationError])
 class Rollout:
     @workflow.init
     def __init__(self, input: RolloutInput) -> None:
         self._plan = input.plan
         self._spec = input.plan.spec
         self._options = input.plan.spec.options
+        self._operation = OPERATIONS.get(self._spec.operation.kind)
         self._p = input.progress or self._initial_progress(input)
         self._by_name = {c.name: c for c in self._p.clusters}
         self._planned = {c.name: c for w in self._plan.waves for c in w.clusters}
@@ -114,6 +125,7 @@ class Rollout:
     @workflow.update
     def approve(self, request: ApproveRequest) -> ControlEvent:
         wave = next(w for w in self._p.waves if w.status == WaveStatus.AWAITING_APPROVAL)
+        # The validator admitted only the waiting wave's name.
         self._p.approvals.append(
             Approval(wave=wave.index, who=request.who, note=request.note, at=workflow.now())
         )
@@ -124,8 +136,14 @@ class Rollout:
         self._require_active()
         if not request.who:
             raise ValueError("an approval must say who approves")
-        if not any(w.status == WaveStatus.AWAITING_APPROVAL for w in self._p.waves):
+        waiting = next((w for w in self._p.waves if w.status == WaveStatus.AWAITING_APPROVAL), None)
+        if waiting is None:
             raise ValueError(f"{self._p.id} is not waiting for an approval")
+        if request.wave != waiting.name:
+            raise ValueError(
+                f"{self._p.id} waits for approval of wave {waiting.name!r}, "
+                f"not {request.wave!r}; an approval admits only the wave it names"
+            )
 
     @workflow.update
     def skip(self, request: SkipRequest) -> ControlEvent:
@@ -167,8 +185,8 @@ class Rollout:
     @rollback.validator
     def _validate_rollback(self, request: ControlRequest) -> None:
         self._require_active()
-        if not isinstance(self._spec.operation, AddonTarget):
-            raise ValueError("Kubernetes upgrades cannot be rolled back (no downgrades); abort")
+        if not self._spec.operation.undoable:
+            raise ValueError(f"{self._spec.operation.describe()} cannot be undone; abort instead")
 
     def _require_active(self) -> None:
         if self._p.status not in (RunStatus.RUNNING, RunStatus.PAUSED):
@@ -185,16 +203,14 @@ class Rollout:
 
     @workflow.run
     async def run(self, input: RolloutInput) -> RolloutReport:
-        if problem := self._input_problem():
-            raise ApplicationError(f"plan refused: {problem}", type="BadInput", non_retryable=True)
-        kind = f"rollout:{self._spec.operation.kind}" + (":dry-run" if input.dry_run else "")
+        kind = f"rollout:{self._spec.operation.kind}"
         operation_attributes(kind, self._plan.cluster_names())
+        if problem := input_problem(self._plan):
+            raise ApplicationError(f"plan refused: {problem}", type="BadInput", non_retryable=True)
+        self._details()
         if input.progress is None:
             self._p.started_at = workflow.now()
             await self._preflight()
-            if input.dry_run:
-                self._p.status = RunStatus.PLANNED
-                return self._report()
         while self._p.status not in STOPPED and self._p.current_wave < len(self._p.waves):
             index = self._p.current_wave
             await self._run_wave(index)
@@ -208,51 +224,11 @@ class Rollout:
             workflow.continue_as_new(RolloutInput(plan=self._plan, progress=self._p))
         return await self._finish()
 
-    def _input_problem(self) -> str:
-        """What build_plan would refuse, checked again for plans from any client: these
-        would otherwise raise inside the workflow and fail its task forever."""
-        if not self._plan.waves:
-            return "the plan has no waves; nothing to roll out"
-        try:
-            allowed_failures(self._options.failure_budget, 1)
-            allowed_failures(self._options.wave_failure_budget, 1)
-            for cluster in self._planned.values():
-                self._window(cluster)
-        except ValueError as exc:  # PlanError, WindowError
-            return str(exc)
-        return ""
-
     async def _preflight(self) -> None:
-        if not self._options.preflight:
+        if self._operation.preflight is None:
             return
         self._details("preflight: checking every planned cluster")
-        clusters = [c for w in self._plan.waves for c in w.clusters]
-        chunks = [
-            clusters[i : i + PREFLIGHT_CHUNK] for i in range(0, len(clusters), PREFLIGHT_CHUNK)
-        ]
-        activity = f"preflight_{self._spec.operation.kind}"
-        try:
-            results = await asyncio.gather(
-                *(
-                    workflow.execute_activity(
-                        activity,
-                        PreflightRequest(clusters=chunk, operation=self._spec.operation),
-                        result_type=PreflightResult,
-                        start_to_close_timeout=PREFLIGHT_TIMEOUT,
-                        heartbeat_timeout=timedelta(seconds=60),
-                        retry_policy=INVENTORY_RETRY,
-                        summary=f"preflight {chunk[0].name}..{chunk[-1].name}",
-                    )
-                    for chunk in chunks
-                )
-            )
-        except ActivityError as err:
-            raise ApplicationError(
-                f"preflight could not run: {err.cause or err}",
-                type="PreflightFailed",
-                non_retryable=True,
-            ) from None
-        problems = {name: text for r in results for name, text in r.problems.items()}
+        problems = await preflight_problems(self._plan, self._operation.preflight)
         if problems:
             listed = "; ".join(f"{name}: {text}" for name, text in sorted(problems.items()))
             raise ApplicationError(
@@ -338,26 +314,31 @@ class Rollout:
         planned = self._planned[cluster.name]
         operation = self._spec.operation
         if rollback:
-            assert isinstance(operation, AddonTarget)
-            operation = operation.model_copy(update={"image": cluster.from_version})
+            operation = operation.undo(cluster.from_version)
         task = ClusterTask(
             rollout_id=self._p.id,
             cluster=planned,
             operation=operation,
             health_gates=self._options.health_gates,
-            timeout_seconds=self._options.cluster_timeout_seconds,
+            timeout_seconds=self._spec.cluster_timeout,
+            settle_seconds=self._options.settle,
             rollback=rollback,
         )
         suffix = "/rollback" if rollback else ""
         try:
-            result: ClusterResult = await workflow.execute_child_workflow(
-                self._options.child_workflow or CHILD_WORKFLOWS[operation.kind],
+            result = await workflow.execute_child_workflow(
+                self._operation.child.run,
                 task,
                 id=f"{self._p.id}/{cluster.name}{suffix}",
-                result_type=ClusterResult,
                 parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
-                static_summary=f"{'undo: ' if rollback else ''}{describe_target(operation)}"
+                static_summary=f"{'undo: ' if rollback else ''}{operation.describe()}"
                 f" on {cluster.name}",
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(search.KIND, f"rollout:{operation.kind}/cluster"),
+                        SearchAttributePair(search.CLUSTERS, [cluster.name]),
+                    ]
+                ),
             )
         except ChildWorkflowError as err:
             result = result_of_failure(cluster.name, err)
@@ -409,13 +390,13 @@ class Rollout:
         self._p.paused = False
         self._p.halt_reason = reason
         self._wake += 1
+        self._details()
 
     async def _note_membership(self, wave: WaveProgress) -> None:
         """Planned clusters gone from the inventory are skipped; new matches are noted."""
-        records: ClusterRecords = await workflow.execute_activity(
-            "get_cluster_records",
+        records = await workflow.execute_activity(
+            get_cluster_records,
             RecordsQuery(selector=self._spec.selector),
-            result_type=ClusterRecords,
             start_to_close_timeout=INVENTORY_TIMEOUT,
             retry_policy=INVENTORY_RETRY,
             summary="membership check",
@@ -453,10 +434,10 @@ class Rollout:
         """A health reading; a check that itself fails reads as `unknown` (not healthy)."""
         try:
             return await workflow.execute_activity(
-                "check_cluster_health",
+                check_cluster_health,
                 self._planned[name].ref(),
-                result_type=HealthReport,
                 start_to_close_timeout=HEALTH_TIMEOUT,
+                heartbeat_timeout=HEALTH_HEARTBEAT,
                 retry_policy=KUBE_RETRY,
             )
         except ActivityError as err:
@@ -465,29 +446,39 @@ class Rollout:
 
     async def _between_waves(self, index: int) -> None:
         wave, following = self._p.waves[index], self._p.waves[index + 1]
-        if self._options.soak_seconds:
+        if self._options.soak:
             wave.status = WaveStatus.SOAKING
-            self._details(f"soaking {self._options.soak_seconds:.0f}s after wave {wave.name}")
+            self._details(f"soaking {format_duration(self._options.soak)} after wave {wave.name}")
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
                     lambda: self._p.status in STOPPED,
-                    timeout=self._options.soak_seconds,
+                    timeout=self._options.soak,
                     timeout_summary=f"soak after wave {wave.name}",
                 )
             wave.status = WaveStatus.DONE
         if self._options.approve_between and self._p.status not in STOPPED:
             following.status = WaveStatus.AWAITING_APPROVAL
             self._details(f"waiting for approval to start wave {following.name}")
-            await workflow.wait_condition(
-                lambda: (
-                    self._p.status in STOPPED
-                    or any(a.wave == following.index for a in self._p.approvals)
-                )
+            await self._wait_for(
+                lambda: any(a.wave == following.index for a in self._p.approvals),
+                f"approval of wave {following.name}",
             )
             following.status = WaveStatus.PENDING
-        if self._p.paused:
+        if self._p.paused and self._p.status not in STOPPED:
             self._details()
-            await workflow.wait_condition(lambda: not self._p.paused)
+            await self._wait_for(lambda: not self._p.paused, "a resume")
+
+    async def _wait_for(self, done: Callable[[], bool], what: str) -> None:
+        """Waits for `done` (or a stop) at most `approval_timeout`; then halts the run."""
+        limit = self._options.approval_timeout
+        try:
+            await workflow.wait_condition(
+                lambda: self._p.status in STOPPED or done(),
+                timeout=limit,
+                timeout_summary=f"waiting for {what}",
+            )
+        except TimeoutError:
+            self._stop(RunStatus.HALTED, f"halted: no {what} within {format_duration(limit)}")
 
     async def _finish(self) -> RolloutReport:
         for wave in self._p.waves:
@@ -500,13 +491,15 @@ class Rollout:
         undo = self._p.rollback_requested or (
             self._options.auto_rollback and self._p.status == RunStatus.HALTED
         )
-        if undo and isinstance(self._spec.operation, AddonTarget):
+        if undo and self._spec.operation.undoable:
             await self._roll_back()
         elif self._p.status not in STOPPED:
             self._p.status = RunStatus.COMPLETED
         self._p.finished_at = workflow.now()
+        report = self._report()
+        workflow.upsert_search_attributes([search.OUTCOME.value_set(report.outcome.value)])
         self._details()
-        return self._report()
+        return report
 
     async def _roll_back(self) -> None:
         """Undoes changed clusters newest first, `max_concurrent` at a time."""
@@ -527,6 +520,8 @@ class Rollout:
     # --- reporting ----------------------------------------------------------------------
 
     def _details(self, line: str = "") -> None:
+        """The UI's details: what the run changes, where it is, and its outcome so far.
+        Set at the start of every run, so it survives continue-as-new."""
         p = self._p
         wave = p.waves[min(p.current_wave, len(p.waves) - 1)]
         counts: dict[str, int] = {}
@@ -534,8 +529,10 @@ class Rollout:
             status = self._by_name[name].status.value
             counts[status] = counts.get(status, 0) + 1
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        head = f"{p.status.value}{' (paused)' if p.paused else ''}: wave {wave.index + 1}/"
-        head += f"{len(p.waves)} {wave.name}: {summary}; failures {p.failures}"
+        outcome = outcome_of(p.status, [c.status for c in p.clusters])
+        head = f"{outcome.value}{' (paused)' if p.paused else ''}: {p.target} on "
+        head += f"{len(p.clusters)} clusters; wave {wave.index + 1}/{len(p.waves)} {wave.name}: "
+        head += f"{summary}; failures {p.failures}"
         if p.halt_reason:
             head += f"; {p.halt_reason}"
         workflow.set_current_details(f"{head}\n{line}" if line else head)
@@ -562,6 +559,7 @@ class Rollout:
             kind=p.kind,
             target=p.target,
             status=p.status,
+            outcome=outcome_of(p.status, [c.status for c in p.clusters]),
             halt_reason=p.halt_reason,
             outcomes=outcomes,
             approvals=p.approvals,
@@ -576,11 +574,10 @@ class Rollout:
     @staticmethod
     def _initial_progress(input: RolloutInput) -> RolloutProgress:
         plan = input.plan
-        is_k8s = isinstance(plan.spec.operation, K8sTarget)
         return RolloutProgress(
             id=plan.spec.workflow_id,
             kind=plan.spec.operation.kind,
-            target=describe_target(plan.spec.operation),
+            target=plan.spec.operation.describe(),
             waves=[
                 WaveProgress(
                     index=i, name=w.name, text=w.text, clusters=[c.name for c in w.clusters]
@@ -588,19 +585,59 @@ class Rollout:
                 for i, w in enumerate(plan.waves)
             ],
             clusters=[
-                ClusterProgress(name=c.name, wave=i, from_version=version, to_version=version)
+                ClusterProgress(name=c.name, wave=i, from_version=c.version, to_version=c.version)
                 for i, w in enumerate(plan.waves)
                 for c in w.clusters
-                # Add-on versions (images) are learned per cluster; Kubernetes ones are known.
-                for version in [c.version if is_k8s else ""]
             ],
         )
 
 
-def describe_target(operation: K8sTarget | AddonTarget) -> str:
-    if isinstance(operation, K8sTarget):
-        return f"Kubernetes {operation.version}"
-    return f"{operation.describe()} image {operation.image}"
+def input_problem(plan: Plan) -> str:
+    """What the planner would refuse, checked again for plans from any client (a raw
+    Temporal client can send anything the models accept)."""
+    if not plan.waves:
+        return "the plan has no waves; nothing to roll out"
+    if empty := [w.name for w in plan.waves if not w.clusters]:
+        return f"wave {empty[0]!r} has no clusters"
+    names = plan.cluster_names()
+    if len(set(names)) != len(names):
+        return "a cluster is planned twice"
+    for cluster in (c for w in plan.waves for c in w.clusters):
+        if text := cluster.labels.get(WINDOW_LABEL):
+            try:
+                parse_window(text)
+            except ValueError as exc:
+                return f"{cluster.name}: {exc}"
+    return ""
+
+
+async def preflight_problems(
+    plan: Plan, preflight: Callable[[PreflightRequest], PreflightResult]
+) -> dict[str, str]:
+    """Runs `preflight` over every planned cluster in chunks; cluster -> problem."""
+    clusters = [c for w in plan.waves for c in w.clusters]
+    chunks = [clusters[i : i + PREFLIGHT_CHUNK] for i in range(0, len(clusters), PREFLIGHT_CHUNK)]
+    try:
+        results = await asyncio.gather(
+            *(
+                workflow.execute_activity(
+                    preflight,
+                    PreflightRequest(clusters=chunk, operation=plan.spec.operation),
+                    start_to_close_timeout=PREFLIGHT_TIMEOUT,
+                    heartbeat_timeout=timedelta(seconds=60),
+                    retry_policy=INVENTORY_RETRY,
+                    summary=f"preflight {chunk[0].name}..{chunk[-1].name}",
+                )
+                for chunk in chunks
+            )
+        )
+    except ActivityError as err:
+        raise ApplicationError(
+            f"preflight could not run: {root_failure(err).message}",
+            type="PreflightFailed",
+            non_retryable=True,
+        ) from None
+    return {name: text for r in results for name, text in r.problems.items()}
 
 
 def result_of_failure(cluster: str, err: ChildWorkflowError) -> ClusterResult:

@@ -3,10 +3,15 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
+from fleet.addon_target import AddonTarget
+from fleet.k8s_target import K8sTarget
 from fleet.models import ClusterRecord, CredentialRef, OperationLock
-from fleet.rollout_models import AddonTarget, K8sTarget, RolloutOptions, RolloutSpec
-from fleet.waves import PlanError, allowed_failures, build_plan, parse_waves, split_waves
+from fleet.rollout_models import RolloutOptions, RolloutSpec
+from fleet.wave_specs import PlanError, allowed_failures, parse_waves, split_waves
+from fleet.waves import build_plan
+from fleet.windows import WINDOW_LABEL
 
 ENVS = ["dev", "staging", "prod"]
 REGIONS = ["eu", "us", "ap"]
@@ -105,10 +110,43 @@ def test_refusals_name_the_problem():
     )
     with pytest.raises(PlanError, match="locked by rollout:k8s:x"):
         build_plan(k8s(["rest"]), locked)
-    with pytest.raises(PlanError, match="failure budget"):
-        build_plan(k8s(["rest"], failure_budget="lots"), fleet(2))
-    with pytest.raises(PlanError, match="maintenance window"):
-        build_plan(k8s(["rest"], window="whenever"), fleet(2))
+    odd = record("odd")
+    odd.labels[WINDOW_LABEL] = "whenever"
+    window = fleet(2) + [odd]
+    with pytest.raises(PlanError, match="odd: .*window"):
+        build_plan(k8s(["rest"]), window)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"options": {"failure_budget": "lots"}}, "failure budget 'lots'"),
+        ({"options": {"window": "whenever"}}, "window"),
+        ({"options": {"max_concurrent": 0}}, "greater than or equal to 1"),
+        ({"options": {"soak": "99999999999h"}}, "less than or equal"),
+        ({"options": {"cluster_timeout": "0"}}, "greater than 0"),
+        ({"options": {"soak": "soon"}}, "bad duration 'soon'"),
+        ({"options": {"auto_rollback": True}}, "cannot be undone"),
+        ({"id": "bad id/with slash"}, "should match pattern"),
+        ({"waves": "a:1,a:2"}, "two waves are named 'a'"),
+        ({"waves": ""}, "no waves given"),
+        ({"selector": "env in (a"}, "selector"),
+        ({"operation": {"kind": "k8s", "version": "one"}}, "version"),
+        ({"operation": {"kind": "nope"}}, "unknown operation kind 'nope'"),
+    ],
+)
+def test_specs_refuse_bad_input(fields, message):
+    """Every way a spec can be wrong is refused when it is made, wherever it comes from."""
+    data = {"id": "t", "operation": K8sTarget(version="v1.31.2"), **fields}
+    with pytest.raises(ValidationError, match=message):
+        RolloutSpec.model_validate(data)
+
+
+def test_addon_image_must_be_a_reference():
+    bad = AddonTarget(name="coredns", image="NOT AN IMAGE")
+    with pytest.raises(ValidationError, match="not a valid image reference"):
+        RolloutSpec(id="a", operation=bad)
+    RolloutSpec(id="a", operation=AddonTarget(name="c", image="registry.k8s.io/coredns:v1.11.3"))
 
 
 def test_addon_plan_ignores_versions():
@@ -139,6 +177,7 @@ wave_lists = st.lists(
         st.sampled_from(["env=dev", "env=prod", "region in (eu,us)", "env!=prod"]),
     ),
     max_size=5,
+    unique=True,  # two waves of one name are refused (test_specs_refuse_bad_input)
 )
 
 

@@ -19,12 +19,12 @@ import pytest
 from kubernetes import client as k8s
 from temporalio.client import Client
 
+from fleet.addon_target import AddonTarget
+from fleet.k8s_target import K8sTarget
 from fleet.rollout_models import (
-    AddonTarget,
     ApproveRequest,
     ClusterStatus,
     ControlRequest,
-    K8sTarget,
     RunStatus,
     SkipRequest,
     WaveStatus,

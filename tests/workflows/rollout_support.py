@@ -19,7 +19,6 @@ from temporalio.worker import Worker
 from activities.inventory import get_cluster_records, register, release_lock
 from fleet.models import CredentialRef, LockRelease, Phase, RecordsQuery, RegisterRequest
 from fleet.rollout_models import (
-    AddonTarget,
     ClusterStatus,
     RolloutOptions,
     RolloutProgress,
@@ -30,10 +29,26 @@ from starters import rollouts
 from starters.inventory import list_clusters
 from tests.conftest import RunningWorker
 from tests.workflows.core_support import eventually as core_eventually
-from tests.workflows.scripted_child import ScriptedCluster
+from tests.workflows.scripted_child import ScriptedCluster, ScriptedTarget
+from workflows.registry import OPERATIONS, Operation
 from workflows.rollout import Rollout
 
+SCRIPTED = Operation(
+    kind="scripted",
+    target=ScriptedTarget,
+    child=ScriptedCluster,
+    preflight=None,
+    command="scripted",
+    help="Engine tests: a per-cluster child scripted by cluster labels.",
+)
+
 T = TypeVar("T")
+
+
+def register_scripted() -> None:
+    """Adds the `scripted` kind to the registry (once per process)."""
+    if "scripted" not in {o.kind for o in OPERATIONS}:
+        OPERATIONS.add(SCRIPTED)
 
 
 @dataclass
@@ -46,6 +61,7 @@ class Engine:
 @pytest.fixture(scope="session", name="engine")
 async def engine_fixture(temporal_worker: RunningWorker) -> AsyncIterator[Engine]:
     """A worker running the Rollout engine with scripted children on its own queue."""
+    register_scripted()
     queue = f"rollout-engine-{uuid.uuid4().hex[:6]}"
     async with Worker(
         temporal_worker.client,
@@ -93,10 +109,8 @@ def spec(selector: str, waves: str, **options: object) -> RolloutSpec:
         id=uuid.uuid4().hex[:8],
         selector=selector,
         waves=[waves],
-        operation=AddonTarget(name="scripted", image="new"),
-        options=RolloutOptions(
-            child_workflow="ScriptedCluster", preflight=False, health_gates=False, **options
-        ),
+        operation=ScriptedTarget(),
+        options=RolloutOptions(health_gates=False, **options),
     )
 
 

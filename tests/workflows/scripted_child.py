@@ -7,12 +7,29 @@ imports nothing from the test machinery.
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
 from temporalio import workflow
 
-from workflows.cluster_task import failure
+from workflows.cluster_task import cluster_failure
 
 with workflow.unsafe.imports_passed_through():
     from fleet.rollout_models import ClusterResult, ClusterStatus, ClusterTask
+    from fleet.targets import Target
+
+
+class ScriptedTarget(Target):
+    """The `scripted` operation kind's target: nothing real changes."""
+
+    kind: Literal["scripted"] = "scripted"
+    image: str = "new"
+    undoable: ClassVar[bool] = True
+
+    def describe(self) -> str:
+        return f"scripted change to {self.image}"
+
+    def undo(self, previous: str) -> ScriptedTarget:
+        return self.model_copy(update={"image": previous})
 
 
 @workflow.defn(name="ScriptedCluster")
@@ -39,12 +56,12 @@ class ScriptedCluster:
         )
         if outcome == "fail":
             result.status, result.reason = ClusterStatus.FAILED, "scripted failure"
-            raise failure(result)
+            raise cluster_failure(result)
         if outcome == "unreachable":
             result.status, result.reason, result.changed = (
                 ClusterStatus.UNREACHABLE,
                 "scripted: unreachable",
                 False,
             )
-            raise failure(result)
+            raise cluster_failure(result)
         return result

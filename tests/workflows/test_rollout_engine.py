@@ -3,6 +3,8 @@ waves, budgets, unreachable handling, controls, membership changes, rollback."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Awaitable
 
 import pytest
@@ -11,7 +13,6 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowUpdateFailedError,
 )
-from temporalio.exceptions import ApplicationError
 
 from activities.inventory import acquire_lock
 from fleet.ids import cluster_id
@@ -20,7 +21,7 @@ from fleet.rollout_models import (
     ApproveRequest,
     ClusterStatus,
     ControlRequest,
-    PlannedWave,
+    Outcome,
     RunStatus,
     SkipRequest,
     WaveStatus,
@@ -103,17 +104,37 @@ async def test_approval_gates_the_next_wave(engine: Engine) -> None:
     selector = await make_fleet(engine, [OK, OK])
     handle = await start(engine, selector, "canary:1,rest", approve_between=True)
     await refused(
-        rollouts.control(engine.client, handle.id, "approve", ApproveRequest(who="")),
+        rollouts.control(engine.client, handle.id, "approve", ApproveRequest(who="", wave="rest")),
         "who approves",
     )
     p = await wait_progress(handle, lambda p: p.waves[1].status == WaveStatus.AWAITING_APPROVAL)
     assert status_of(p, "-01") == ClusterStatus.PENDING
+    # An approval names the wave it admits: one for another wave is refused.
+    await refused(
+        rollouts.control(
+            engine.client, handle.id, "approve", ApproveRequest(who="ana", wave="canary")
+        ),
+        "waits for approval of wave 'rest', not 'canary'",
+    )
     await rollouts.control(
-        engine.client, handle.id, "approve", ApproveRequest(who="ana", note="ok")
+        engine.client, handle.id, "approve", ApproveRequest(who="ana", wave="rest", note="ok")
     )
     report = await handle.result()
     assert report.status == RunStatus.COMPLETED
+    assert report.outcome == Outcome.SUCCEEDED
     assert [(a.wave, a.who, a.note) for a in report.approvals] == [(1, "ana", "ok")]
+
+
+async def test_unanswered_approval_halts_the_run(engine: Engine) -> None:
+    """No wait without a deadline: an approval that never comes halts the run."""
+    selector = await make_fleet(engine, [OK, OK])
+    handle = await start(
+        engine, selector, "canary:1,rest", approve_between=True, approval_timeout="2s"
+    )
+    report = await handle.result()
+    assert report.outcome == Outcome.HALTED
+    assert "no approval of wave rest within 2s" in report.halt_reason
+    assert [o.status for o in report.outcomes][1] == ClusterStatus.NOT_STARTED
 
 
 async def test_pause_stops_new_work_until_resume(engine: Engine) -> None:
@@ -199,28 +220,31 @@ async def test_auto_rollback_undoes_changed_clusters_newest_first(engine: Engine
 
 
 @pytest.mark.parametrize(
-    ("waves", "options", "reason"),
-    [([], {}, "no waves"), (None, {"failure_budget": "lots"}, "failure budget")],
+    ("change", "reason"),
+    [
+        ({"waves": []}, "no waves"),
+        ({"wave_clusters": []}, "has no clusters"),
+        ({"options": {"max_concurrent": 0}}, "max_concurrent"),
+        ({"options": {"failure_budget": "lots"}}, "failure budget 'lots'"),
+    ],
 )
-async def test_unchecked_plan_fails_fast(
-    engine: Engine, waves: list[PlannedWave] | None, options: dict[str, str], reason: str
-) -> None:
-    """A plan not made by build_plan is checked again: refused, not a stuck workflow task."""
+async def test_unchecked_plan_fails_fast(engine: Engine, change: dict, reason: str) -> None:
+    """Input from any Temporal client, not made by build_plan or even valid for the
+    models, fails the run at once with the reason; never a workflow task retried forever."""
     selector = await make_fleet(engine, [OK])
     plan = await rollouts.make_plan(engine.client, spec(selector, "rest"))
-    plan = plan.model_copy(
-        update={
-            "waves": plan.waves if waves is None else waves,
-            "spec": plan.spec.model_copy(
-                update={"options": plan.spec.options.model_copy(update=options)}
-            ),
-        }
+    raw = plan.model_dump(mode="json")
+    if "waves" in change:
+        raw["waves"] = change["waves"]
+    if "wave_clusters" in change:
+        raw["waves"][0]["clusters"] = change["wave_clusters"]
+    raw["spec"]["options"].update(change.get("options", {}))
+    handle = await engine.client.start_workflow(
+        "Rollout", {"plan": raw}, id=f"raw-{uuid.uuid4().hex[:6]}", task_queue=engine.task_queue
     )
-    handle = await rollouts.start_rollout(engine.client, plan, task_queue=engine.task_queue)
     with pytest.raises(WorkflowFailureError) as failed:
-        await handle.result()
-    assert isinstance(failed.value.cause, ApplicationError)
-    assert failed.value.cause.type == "BadInput" and reason in failed.value.cause.message
+        await asyncio.wait_for(handle.result(), 30)
+    assert reason in str(failed.value.cause)
 
 
 async def offboard_record(engine: Engine, name: str) -> None:

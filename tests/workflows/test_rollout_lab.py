@@ -12,17 +12,17 @@ from typing import Any
 
 import pytest
 from kubernetes import client as k8s
-from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 
 from activities.inventory import get_record
 from activities.kube import api_client
+from fleet.addon_target import AddonTarget
+from fleet.k8s_target import K8sTarget
 from fleet.models import CredentialRef, Phase, RecordsQuery
 from fleet.rollout_models import (
-    AddonTarget,
     ApproveRequest,
     ClusterStatus,
     ControlRequest,
-    K8sTarget,
     RolloutOptions,
     RolloutReport,
     RolloutSpec,
@@ -30,7 +30,7 @@ from fleet.rollout_models import (
     WaveStatus,
 )
 from starters import rollouts
-from starters.errors import failure_message
+from starters.errors import CliError
 from starters.inventory import list_clusters, onboard_many
 from tests.conftest import RunningWorker, lab_request
 from tests.workflows.rollout_support import eventually
@@ -189,9 +189,8 @@ async def test_addon_rollback_restores_every_changed_cluster(
                 lambda wave=wave: _awaiting(worker, handle.id, wave)  # type: ignore[misc]
             )
             if wave == 1:
-                await rollouts.control(
-                    worker.client, handle.id, "approve", ApproveRequest(who="test")
-                )
+                approval = ApproveRequest(who="test", wave="wave-2")
+                await rollouts.control(worker.client, handle.id, "approve", approval)
         assert await asyncio.to_thread(coredns_image, lab, names[1]) == f"{COREDNS}-b"
         await rollouts.control(worker.client, handle.id, "rollback", ControlRequest(who="test"))
         report = await handle.result()
@@ -262,22 +261,35 @@ async def _unlocked(worker: RunningWorker, name: str) -> bool:
     return bool(record and record.lock is None and record.phase == Phase.ACTIVE)
 
 
-async def test_dry_run_checks_live_and_changes_nothing(worker: RunningWorker, lab: Any) -> None:
+async def test_plan_check_reads_live_and_changes_nothing(worker: RunningWorker, lab: Any) -> None:
     async with suite_clusters(worker, lab, 2) as names:
         selector = f"suite={names[0].rsplit('-', 1)[0]}"
         k8s_spec = RolloutSpec(id="dry", selector=selector, operation=K8sTarget(version=NEW))
         plan = await rollouts.make_plan(worker.client, k8s_spec)
-        report = await rollouts.check_plan(worker.client, plan, task_queue=worker.task_queue)
-        assert report.status == RunStatus.PLANNED
+        await rollouts.check_plan(worker.client, plan, task_queue=worker.task_queue)
         assert await asyncio.to_thread(versions, lab, names[0]) == {OLD}
         unknown = AddonTarget(name="no-such-addon", image="x:1")
         addon_spec = RolloutSpec(id="dry", selector=selector, operation=unknown)
         plan = await rollouts.make_plan(worker.client, addon_spec)
-        with pytest.raises(WorkflowFailureError) as refused:
+        with pytest.raises(CliError) as refused:
             await rollouts.check_plan(worker.client, plan, task_queue=worker.task_queue)
-        message = failure_message(refused.value)
-        assert "plan refused, nothing was changed" in message
-        assert all(f"{name}: unknown add-on" in message for name in names)
+        assert "plan refused, nothing was changed" in refused.value.message
+        assert all(f"{name}: unknown add-on" in refused.value.message for name in names)
+
+
+async def test_plan_check_without_a_worker_fails_at_once(worker: RunningWorker, lab: Any) -> None:
+    """No worker polls the queue: a clear line at once, no workflow left waiting."""
+    async with suite_clusters(worker, lab, 1) as names:
+        spec = RolloutSpec(
+            id="dry",
+            selector=f"suite={names[0].rsplit('-', 1)[0]}",
+            operation=K8sTarget(version=NEW),
+        )
+        plan = await rollouts.make_plan(worker.client, spec)
+        with pytest.raises(CliError, match="no worker is polling task queue 'nobody-polls'"):
+            await asyncio.wait_for(
+                rollouts.check_plan(worker.client, plan, task_queue="nobody-polls"), 10
+            )
 
 
 async def test_health_gate_after_upgrade_waits_for_the_cluster_to_settle(

@@ -19,9 +19,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.inventory import get_record
 from activities.kube import api_client
+from fleet.addon_target import AddonTarget
 from fleet.models import CredentialRef, Phase, RecordsQuery
 from fleet.rollout_models import (
-    AddonTarget,
     ApproveRequest,
     ClusterStatus,
     ControlRequest,

@@ -18,8 +18,6 @@ from temporalio.worker import Worker
 from fleet import search
 from fleet.models import ClusterRecord, ClusterRecords, CredentialRef, Phase, RecordsQuery
 from fleet.rollout_models import (
-    WINDOW_LABEL,
-    AddonTarget,
     ClusterStatus,
     RolloutInput,
     RolloutOptions,
@@ -28,8 +26,9 @@ from fleet.rollout_models import (
     RunStatus,
 )
 from fleet.waves import build_plan
-from fleet.windows import parse_window
-from tests.workflows.scripted_child import ScriptedCluster
+from fleet.windows import WINDOW_LABEL, parse_window
+from tests.workflows.rollout_support import register_scripted
+from tests.workflows.scripted_child import ScriptedCluster, ScriptedTarget
 from workflows.rollout import Rollout
 
 TEST_SERVER = Path(sys.executable).parent / "temporal-test-server"
@@ -78,16 +77,12 @@ async def test_waits_for_each_clusters_window() -> None:
             """The inventory as planned (this server has no Updates for real entities)."""
             return ClusterRecords(records=inventory)
 
+        register_scripted()
         spec = RolloutSpec(
             id=uuid.uuid4().hex[:8],
             waves=["rest"],
-            operation=AddonTarget(name="scripted", image="new"),
-            options=RolloutOptions(
-                child_workflow="ScriptedCluster",
-                preflight=False,
-                health_gates=False,
-                window=rollout_window,
-            ),
+            operation=ScriptedTarget(),
+            options=RolloutOptions(health_gates=False, window=rollout_window),
         )
         plan = build_plan(spec, inventory)
         queue = f"window-{uuid.uuid4().hex[:6]}"

@@ -12,8 +12,9 @@ from typing import Any
 from kubernetes import client as k8s
 
 from activities.kube import api_client
+from fleet.k8s_target import K8sTarget
 from fleet.models import CredentialRef
-from fleet.rollout_models import ClusterStatus, K8sTarget, RunStatus
+from fleet.rollout_models import ClusterStatus, RunStatus
 from starters import rollouts
 from tests.conftest import RunningWorker
 from tests.workflows.core_support import unique

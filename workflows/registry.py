@@ -1,0 +1,107 @@
+"""The operation registry: every fleet operation kind the rollout engine runs, declared once.
+
+An entry names the kind's target model (fleet/targets.py: what changes, how it describes
+itself, plan-time problems, whether and how it is undone), its per-cluster child workflow
+(on the skeleton in workflows/cluster_task.py), its preflight activity (live checks of a
+batch of planned clusters before anything changes) and every activity the child runs. The
+engine (workflows/rollout.py), the planner, the CLI and the webhook read entries from here
+and never test for a kind; the worker registers every entry's workflow and activities.
+docs/adding-an-operation.md walks through adding one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from activities import addons, capi
+    from fleet.addon_target import AddonTarget
+    from fleet.k8s_target import K8sTarget
+    from fleet.rollout_models import ClusterResult, ClusterTask, PreflightRequest, PreflightResult
+    from fleet.targets import Target, register_target
+
+from workflows.addon_upgrade import AddonUpgrade
+from workflows.k8s_upgrade import K8sUpgrade
+
+
+class ClusterChild(Protocol):
+    """A per-cluster child workflow class (see workflows/cluster_task.py)."""
+
+    async def run(self, task: ClusterTask) -> ClusterResult: ...
+
+
+@dataclass(frozen=True)
+class Operation:
+    kind: str  # rollout ids are rollout:<kind>:<id>
+    target: type[Target]
+    child: type[ClusterChild]  # a @workflow.defn class
+    # Live checks of a batch of planned clusters; None: the plan needs no live check.
+    preflight: Callable[[PreflightRequest], PreflightResult] | None
+    command: str  # the CLI group: `flotilla <command> plan|start`
+    help: str  # one line for the CLI and the docs
+    activities: tuple[Callable[..., Any], ...] = field(default=())
+
+
+class Registry:
+    """Operation kinds by name; `add` also makes the target decodable in messages."""
+
+    def __init__(self) -> None:
+        self._by_kind: dict[str, Operation] = {}
+
+    def add(self, operation: Operation) -> None:
+        if operation.kind in self._by_kind:
+            raise ValueError(f"operation kind {operation.kind!r} is registered already")
+        if operation.target.model_fields["kind"].default != operation.kind:
+            raise ValueError(f"{operation.target.__name__}.kind must default to {operation.kind!r}")
+        register_target(operation.target)
+        self._by_kind[operation.kind] = operation
+
+    def get(self, kind: str) -> Operation:
+        try:
+            return self._by_kind[kind]
+        except KeyError:
+            known = ", ".join(sorted(self._by_kind))
+            raise KeyError(f"unknown operation kind {kind!r} (known: {known})") from None
+
+    def __iter__(self) -> Iterator[Operation]:
+        return iter(list(self._by_kind.values()))
+
+
+OPERATIONS = Registry()
+OPERATIONS.add(
+    Operation(
+        kind="k8s",
+        target=K8sTarget,
+        child=K8sUpgrade,
+        preflight=capi.preflight_k8s,
+        command="upgrade",
+        help="Kubernetes version rollouts (Cluster API).",
+        activities=(
+            capi.read_capi_state,
+            capi.upgrade_control_plane,
+            capi.upgrade_workers,
+            capi.read_cluster_versions,
+            capi.preflight_k8s,
+        ),
+    )
+)
+OPERATIONS.add(
+    Operation(
+        kind="addon",
+        target=AddonTarget,
+        child=AddonUpgrade,
+        preflight=addons.preflight_addon,
+        command="addon",
+        help="Add-on image rollouts (Deployment/DaemonSet).",
+        activities=(
+            addons.read_workload,
+            addons.set_workload_image,
+            addons.wait_workload_rollout,
+            addons.preflight_addon,
+        ),
+    )
+)
