@@ -14,11 +14,14 @@ import contextlib
 import hashlib
 import hmac
 import json
+import os
+import re
 import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -172,6 +175,12 @@ def test_serve_refuses_to_start_without_credentials(flotilla: Run) -> None:
     assert "FLOTILLA_WEBHOOK_SECRET" in line and "--insecure-no-auth" in line
 
 
+def test_serve_refuses_a_bad_window(flotilla: Run) -> None:
+    env = {"FLOTILLA_WEBHOOK_TOKEN": TOKEN, "FLOTILLA_WEBHOOK_WINDOW": "forever"}
+    line = assert_one_line_error(flotilla("webhook", "serve", "--port", "0", env=env), 2)
+    assert "FLOTILLA_WEBHOOK_WINDOW must be a number of seconds" in line
+
+
 async def test_serve_runs_until_interrupted(cli_env: dict[str, str]) -> None:
     env = {**cli_env, "FLOTILLA_WEBHOOK_TOKEN": TOKEN}
     process = await asyncio.create_subprocess_exec(
@@ -257,6 +266,30 @@ async def test_a_signature_binds_method_path_key_body_and_nonce(offline: Hook) -
     headers = sign(SECRET, "GET", read, nonce="short")
     status, answer = await offline.send("GET", read, b"", headers)
     assert status == 401 and f"missing or bad {NONCE_HEADER}" in one_line(answer)
+
+
+async def test_the_documented_curl_signing_works(offline: Hook) -> None:
+    """docs/webhooks.md's bash function signs requests the service accepts (503 offline)."""
+    docs = (Path(__file__).parents[2] / "docs" / "webhooks.md").read_text()
+    [function] = re.findall(r"```sh\n(# flotilla_call .*?)```", docs, re.DOTALL)
+    calls = """
+        flotilla_call GET /v1/operations/rollout:k8s:ci-1; echo
+        flotilla_call POST /v1/rollouts '{"kind": "k8s", "to": "v1.31.2"}' ci-1; echo
+        FLOTILLA_WEBHOOK_SECRET=other flotilla_call GET /v1/operations/rollout:k8s:ci-1
+    """
+    env = {"PATH": os.environ["PATH"], "FLOTILLA_URL": offline.url}
+    process = await asyncio.create_subprocess_exec(
+        "bash",
+        "-euc",
+        function + calls,
+        env={**env, "FLOTILLA_WEBHOOK_SECRET": SECRET},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await process.communicate()
+    assert process.returncode == 0
+    answers = [one_line(json.loads(line)) for line in out.decode().splitlines()]
+    assert ["Temporal is unreachable" in a for a in answers] == [True, True, False], answers
+    assert "bad X-Flotilla-Signature" in answers[2]
 
 
 async def test_signatures_expire_outside_the_window(offline: Hook) -> None:
