@@ -16,7 +16,7 @@ from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.kube import REQUEST_TIMEOUT, api_client, api_error_message
+from activities.kube import REQUEST_TIMEOUT, api_client, api_error_message, write_error
 from activities.polling import Look, wait_until
 from fleet.addon_target import AddonTarget
 from fleet.rollout_models import (
@@ -136,11 +136,9 @@ def set_workload_image(request: SetImage) -> WorkloadState:
             _request_timeout=REQUEST_TIMEOUT,
         )
     except ApiException as exc:
-        if exc.status in (400, 403, 422):
-            raise ApplicationError(
-                api_error_message(ref.cluster.name, exc), type="ImageRejected", non_retryable=True
-            ) from None
-        raise ApplicationError(api_error_message(ref.cluster.name, exc)) from None
+        where = f"{ref.workload} {ref.namespace}/{ref.name}"
+        refused = f"{ref.cluster.name}: {where} refused image {request.image}"
+        raise write_error(ref.cluster.name, exc, refused=refused, type="ImageRejected") from None
     return _state(ref, _read(ref))
 
 

@@ -5,14 +5,12 @@ its workers the MachineDeployments labelled `cluster.x-k8s.io/cluster-name=<clus
 the management cluster's namespace (`ManagementRef`). Each upgrade activity sets a version
 (idempotent: no write when already set), then polls until the objects settle, heartbeating,
 so a retry after a crash resumes the wait without writing again. CAPI's webhook refusing a
-version (422) and a condition reporting an error are non-retryable: retrying changes
-nothing.
+version (422), a condition reporting an error and objects making no progress for the
+progress deadline (activities/polling.py) are non-retryable: retrying changes nothing.
 """
 
 from __future__ import annotations
 
-import json
-import time
 from typing import Any
 
 from kubernetes import client
@@ -20,7 +18,8 @@ from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.kube import REQUEST_TIMEOUT, api_client, api_error_message
+from activities.kube import REQUEST_TIMEOUT, api_client, api_error_message, write_error
+from activities.polling import Look, wait_until
 from fleet.rollout_models import (
     CapiObjectState,
     CapiRequest,
@@ -34,7 +33,6 @@ from fleet.versions import VersionError, node_skew_problem, parse_version, upgra
 
 CAPI = ("cluster.x-k8s.io", "v1beta1")
 CONTROL_PLANE = ("controlplane.cluster.x-k8s.io", "v1beta1")
-POLL_SECONDS = 0.5
 MERGE_PATCH = "application/merge-patch+json"
 
 
@@ -140,21 +138,8 @@ def _patch(api: client.CustomObjectsApi, request: CapiRequest, target: tuple, bo
             _request_timeout=REQUEST_TIMEOUT,
         )
     except ApiException as exc:
-        if exc.status in (400, 403, 422):
-            raise ApplicationError(
-                f"{request.cluster}: {name} refused version {request.version}: "
-                f"{_status_message(exc)}",
-                type="VersionRejected",
-                non_retryable=True,
-            ) from None
-        raise ApplicationError(api_error_message("management", exc)) from None
-
-
-def _status_message(exc: ApiException) -> str:
-    try:
-        return str(json.loads(exc.body or "{}").get("message", exc.reason))[:500]
-    except ValueError:
-        return str(exc.reason)
+        refused = f"{request.cluster}: {name} refused version {request.version}"
+        raise write_error("management", exc, refused=refused, type="VersionRejected") from None
 
 
 @activity.defn
@@ -190,8 +175,10 @@ def upgrade_workers(request: CapiRequest) -> CapiState:
 
 
 def _wait(request: CapiRequest, pick: Any) -> CapiState:
-    deadline = time.monotonic() + request.timeout_seconds
-    while True:
+    """Polls until the picked objects settle at the version (see activities/polling.py for
+    the timeout and the progress deadline)."""
+
+    def look() -> Look[CapiState]:
         state = _state(request)[1]
         objects: list[CapiObjectState] = pick(state)
         for obj in objects:
@@ -201,20 +188,39 @@ def _wait(request: CapiRequest, pick: Any) -> CapiState:
                     type="UpgradeFailed",
                     non_retryable=True,
                 )
-        if all(obj.settled_at(request.version) for obj in objects):
-            return state
-        summary = ", ".join(f"{o.name} {o.updated}/{o.replicas} updated" for o in objects)
-        activity.heartbeat(summary)
-        if time.monotonic() > deadline:
-            raise ApplicationError(
-                f"{request.cluster}: not at {request.version} after "
-                f"{request.timeout_seconds:.0f}s ({summary})",
-                type="UpgradeTimeout",
-                non_retryable=True,
-            )
-        activity.wait_for_cancelled_sync(POLL_SECONDS)
-        if activity.is_cancelled():
-            raise ApplicationError(f"{request.cluster}: wait cancelled", type="Cancelled")
+        waiting = [o for o in objects if not o.settled_at(request.version)]
+        return Look(
+            value=state,
+            done=not waiting,
+            waiting_for="; ".join(_waiting_for(o, request.version) for o in waiting),
+            progress=tuple(
+                (o.name, o.observed_generation, o.status_version, o.updated, o.ready, o.available)
+                for o in objects
+            ),
+        )
+
+    return wait_until(
+        look,
+        cluster=request.cluster,
+        goal=f"version {request.version}",
+        timeout_seconds=request.timeout_seconds,
+        timeout_type="UpgradeTimeout",
+    )
+
+
+def _waiting_for(obj: CapiObjectState, version: str) -> str:
+    """What keeps one object from being settled, in words."""
+    text = (
+        f"{obj.kind} {obj.name} at {version}: {obj.updated}/{obj.replicas} updated, "
+        f"{obj.ready}/{obj.replicas} ready"
+    )
+    if obj.ready < obj.replicas:
+        text += f" ({obj.replicas - obj.ready} machine(s) not Ready)"
+    if obj.observed_generation < obj.generation:
+        text += ", change not yet observed"
+    if obj.kind == "KubeadmControlPlane" and obj.status_version != version:
+        text += f", reports {obj.status_version or 'no version'}"
+    return text
 
 
 @activity.defn

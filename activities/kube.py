@@ -106,6 +106,23 @@ def api_error_message(cluster: str, exc: Exception) -> str:
     return f"{cluster}: {type(exc).__name__}: {_first_line(exc)}"
 
 
+def write_error(where: str, exc: ApiException, *, refused: str, type: str) -> ApplicationError:
+    """The error for a failed write: when the API refused it (400, 403, 422: a retry cannot
+    change that) non-retryable `type` reading "<refused>: <the API's message>"; otherwise
+    retryable."""
+    if exc.status in (400, 403, 422):
+        return ApplicationError(f"{refused}: {status_message(exc)}", type=type, non_retryable=True)
+    return ApplicationError(api_error_message(where, exc))
+
+
+def status_message(exc: ApiException) -> str:
+    """The `message` of the API's Status body (e.g. a webhook's reason), else the reason."""
+    try:
+        return str(json.loads(exc.body or "{}").get("message", exc.reason))[:500]
+    except ValueError:
+        return str(exc.reason)
+
+
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else ""
