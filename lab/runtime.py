@@ -36,7 +36,8 @@ class Lab:
 
     `clusters` is a count (named by lab.topology) or explicit specs. With `state_file`,
     `start()` restores ports, tokens, CA and objects from it when it exists, and `stop()`
-    writes it. `simulate=False` serves bare API servers (namespaces only, no controllers).
+    writes it. `simulate=False` serves bare API servers (namespaces only, no controllers:
+    a deleted namespace stays Terminating, as without kube-controller-manager).
     """
 
     def __init__(
@@ -89,6 +90,8 @@ class Lab:
             self._restore(saved)
         else:
             self.ca = pki.create_ca()
+            if self.simulation is not None:
+                self.simulation.set_root_ca(self.ca.cert_pem.decode())
             self._create(MANAGEMENT, {}, self.version, management=True)
             if self.simulation is not None:
                 self.simulation.attach_management(self.management.store)
@@ -355,6 +358,7 @@ class Lab:
             )
             self.clusters[cluster.name] = cluster
         if self.simulation is not None:
+            self.simulation.set_root_ca(self.ca.cert_pem.decode())
             for cluster in self.clusters.values():
                 self.simulation.attach(cluster.name, cluster.store)
             self.simulation.attach_management(self.management.store)

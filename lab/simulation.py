@@ -1,10 +1,11 @@
 """The behaviour of the simulated fleet, as one facade the lab runtime drives.
 
 The runtime owns the stores (one per cluster) and the HTTP side; the Simulation seeds new
-clusters, runs the controllers that make objects act like a real cluster (workloads,
-nodes, Cluster API upgrades) and applies the behavioural faults (nodes-not-ready,
-upgrade-fail). Controllers touch clusters only through ObjectStore writes, so every change
-they make shows up in watches with a fresh resourceVersion.
+clusters, runs the controllers that make objects act like a real cluster (workloads and
+image pulls, nodes, namespaces, endpoints, events, Cluster API upgrades) and applies the
+behavioural faults (nodes-not-ready, upgrade-fail, image-missing). Controllers touch
+clusters only through ObjectStore writes, so every change they make shows up in watches
+with a fresh resourceVersion.
 
 Timers are asyncio `call_later` handles armed by store listeners; nothing polls.
 """
@@ -19,12 +20,15 @@ from typing import Any
 from lab import seed
 from lab.controllers.capi import CapiController
 from lab.controllers.common import CONFIGMAPS, NODES, Timers
+from lab.controllers.endpoints import EndpointController
+from lab.controllers.events import Recorder
+from lab.controllers.namespaces import NamespaceController
 from lab.controllers.nodes import make_not_ready, make_ready, workers
 from lab.controllers.workloads import WorkloadController
 from lab.store import Event, ObjectStore
 from lab.topology import DEFAULT_VERSION
 
-BEHAVIOUR_FAULTS = frozenset({"nodes-not-ready", "upgrade-fail"})
+BEHAVIOUR_FAULTS = frozenset({"nodes-not-ready", "upgrade-fail", "image-missing"})
 
 _KUBERNETES_VERSION = re.compile(r"^kubernetesVersion:\s*(\S+)\s*$", re.MULTILINE)
 
@@ -42,7 +46,10 @@ def control_plane_version(store: ObjectStore) -> str:
 @dataclass
 class _Attached:
     store: ObjectStore
+    timers: Timers
     workloads: WorkloadController
+    namespaces: NamespaceController
+    endpoints: EndpointController
     active: bool = True
 
 
@@ -52,6 +59,7 @@ class Simulation:
         self.upgrade_seconds = upgrade_seconds
         self._clusters: dict[str, _Attached] = {}
         self._capi: CapiController | None = None
+        self.ca_pem = ""  # the CA bundle every namespace's kube-root-ca.crt publishes
         self._stopped = asyncio.Event()  # binds to a loop only when awaited
 
     def seed_cluster(self, store: ObjectStore, *, name: str, version: str, nodes: int) -> None:
@@ -59,9 +67,17 @@ class Simulation:
         seed.seed(store, name=name, version=version, nodes=nodes)
 
     def attach(self, name: str, store: ObjectStore) -> None:
-        """Starts the workload and node controllers for a cluster's store."""
-        workloads = WorkloadController(store, timers=Timers(), rollout_delay=self.rollout_delay)
-        attached = _Attached(store, workloads)
+        """Starts the controllers of a cluster's store (one timer set and recorder each)."""
+        timers, recorder = Timers(), Recorder(store)
+        attached = _Attached(
+            store,
+            timers,
+            WorkloadController(
+                store, timers=timers, rollout_delay=self.rollout_delay, recorder=recorder
+            ),
+            NamespaceController(store, ca_pem=self.ca_pem, timers=timers, delay=self.rollout_delay),
+            EndpointController(store, timers=timers),
+        )
         self._clusters[name] = attached
 
         def on_node(event: Event) -> None:
@@ -69,7 +85,9 @@ class Simulation:
                 self._capi.queue(name)  # MachineDeployment status follows its workers
 
         store.add_listener(on_node)
-        workloads.start()
+        attached.namespaces.start()
+        attached.workloads.start()
+        attached.endpoints.start()
         if self._capi is not None:
             self._capi.queue(name)
 
@@ -78,6 +96,14 @@ class Simulation:
         if attached is not None:
             attached.active = False
             attached.workloads.stop()
+            attached.namespaces.stop()
+            attached.endpoints.stop()
+
+    def set_root_ca(self, ca_pem: str) -> None:
+        """The CA every cluster's root CA publisher distributes; attached clusters follow."""
+        self.ca_pem = ca_pem
+        for attached in self._clusters.values():
+            attached.namespaces.set_ca(ca_pem)
 
     def attach_management(self, store: ObjectStore) -> None:
         """Installs the Cluster API CRDs, admission validators and controllers on mgmt."""
@@ -100,7 +126,8 @@ class Simulation:
 
         KeyError for an unknown cluster, ValueError for an unknown kind or bad params.
         nodes-not-ready flips the first `count` workers (default 1) to NotReady;
-        upgrade-fail stops the cluster's next or ongoing CAPI upgrade at its next step.
+        upgrade-fail stops the cluster's next or ongoing CAPI upgrade at its next step;
+        image-missing makes pulls of `images` (references) fail from the next attempt on.
         """
         attached = self._clusters.get(name)
         if attached is None:
@@ -113,6 +140,15 @@ class Simulation:
             make_not_ready(attached.store, count)
         elif kind == "upgrade-fail":
             self._management().set_upgrade_fail(name, True)
+        elif kind == "image-missing":
+            refs = params.get("images")
+            if (
+                not refs
+                or not isinstance(refs, list)
+                or not all(isinstance(r, str) and r for r in refs)
+            ):
+                raise ValueError("image-missing needs images, a list of image references")
+            attached.workloads.missing_images = frozenset(refs)
         else:
             raise ValueError(
                 f"unknown fault kind {kind!r}; expected one of {sorted(BEHAVIOUR_FAULTS)}"
@@ -128,12 +164,14 @@ class Simulation:
             make_ready(attached.store)
         if kind in (None, "upgrade-fail") and self._capi is not None:
             self._capi.set_upgrade_fail(name, False)
+        if kind in (None, "image-missing"):
+            attached.workloads.missing_images = frozenset()
 
     async def run(self) -> None:
         """Runs until `stop()`; timers armed before it starts fire once it runs."""
         loop = asyncio.get_running_loop()
         for attached in self._clusters.values():
-            attached.workloads.timers.bind(loop)
+            attached.timers.bind(loop)
         if self._capi is not None:
             self._capi.timers.bind(loop)
         await self._stopped.wait()

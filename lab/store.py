@@ -36,6 +36,9 @@ class ResourceKey:
     resource: str
 
 
+_NAMESPACES = ResourceKey("", "namespaces")
+
+
 @dataclass(frozen=True)
 class Event:
     type: str  # ADDED | MODIFIED | DELETED
@@ -199,18 +202,17 @@ class ObjectStore:
         self._admit(key, current, new)
         if dry_run:
             return new
-        if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
+        if new["metadata"].get("deletionTimestamp") and not _finalizers(key, new):
             return self._remove(key, new)
         return self._commit("MODIFIED", key, new)
 
-    def delete(self, key: ResourceKey, namespace: str, name: str, *, hold: bool = False) -> Obj:
-        """Deletes an object, or marks it with deletionTimestamp while finalizers remain.
-
-        `hold=True` marks it even without finalizers (the caller finishes with `purge`, as
-        the namespace controller does). Returns the removed object, or the marked one.
+    def delete(self, key: ResourceKey, namespace: str, name: str) -> Obj:
+        """Deletes an object, or marks it with deletionTimestamp while finalizers remain
+        (for a Namespace, also those in `spec.finalizers`, which the namespace controller
+        removes once its content is gone). Returns the removed object, or the marked one.
         """
         current = self.get(key, namespace, name)
-        if current["metadata"].get("finalizers") or hold:
+        if _finalizers(key, current):
             if current["metadata"].get("deletionTimestamp"):
                 return current
             marked = copy.deepcopy(current)
@@ -218,10 +220,6 @@ class ObjectStore:
             marked["metadata"]["deletionGracePeriodSeconds"] = 0
             return self._commit("MODIFIED", key, marked)
         return self._remove(key, current)
-
-    def purge(self, key: ResourceKey, namespace: str, name: str) -> Obj:
-        """Removes an object now, whatever its finalizers."""
-        return self._remove(key, self.get(key, namespace, name))
 
     # ---- change feed -------------------------------------------------------------------
 
@@ -317,3 +315,9 @@ class ObjectStore:
 
 def _in_namespace(event: Event, namespace: str | None) -> bool:
     return namespace is None or event.object["metadata"].get("namespace", "") == namespace
+
+
+def _finalizers(key: ResourceKey, obj: Obj) -> bool:
+    if obj["metadata"].get("finalizers"):
+        return True
+    return key == _NAMESPACES and bool((obj.get("spec") or {}).get("finalizers"))

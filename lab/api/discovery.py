@@ -13,7 +13,8 @@ from lab.store import Obj, ObjectStore, ResourceKey
 
 AGGREGATED = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 _CONFIGMAPS = ResourceKey("", "configmaps")
-_SUBRESOURCE_VERBS = ["get", "patch", "update"]
+_SUBRESOURCE_VERBS = {"log": ["get"], "finalize": ["update"]}
+_DEFAULT_SUBRESOURCE_VERBS = ["get", "patch", "update"]
 
 
 def cluster_version(store: ObjectStore, fallback: str) -> str:
@@ -46,14 +47,15 @@ def version_info(git_version: str) -> Obj:
     }
 
 
-def _subresource_entries(res: Resource) -> list[tuple[str, str, str, str]]:
-    """(name, group, version, kind) per subresource."""
+def _subresource_entries(res: Resource) -> list[tuple[str, str, str, str, list[str]]]:
+    """(name, group, version, kind, verbs) per subresource."""
     out = []
     for sub in sorted(res.subresources):
+        verbs = _SUBRESOURCE_VERBS.get(sub, _DEFAULT_SUBRESOURCE_VERBS)
         if sub == "scale":
-            out.append((sub, "autoscaling", "v1", "Scale"))
+            out.append((sub, "autoscaling", "v1", "Scale", verbs))
         else:
-            out.append((sub, res.group, res.version, res.kind))
+            out.append((sub, res.group, res.version, res.kind, verbs))
     return out
 
 
@@ -75,13 +77,13 @@ def resource_list(resources: list[Resource], group: str, version: str) -> Obj | 
         if r.categories:
             entry["categories"] = list(r.categories)
         entries.append(entry)
-        for sub, g, v, kind in _subresource_entries(r):
+        for sub, g, v, kind, verbs in _subresource_entries(r):
             sub_entry: Obj = {
                 "name": f"{r.plural}/{sub}",
                 "singularName": "",
                 "namespaced": r.namespaced,
                 "kind": kind,
-                "verbs": _SUBRESOURCE_VERBS,
+                "verbs": verbs,
             }
             if g != r.group or v != r.version:
                 sub_entry.update(group=g, version=v)
@@ -137,9 +139,9 @@ def _aggregated_resource(r: Resource) -> Obj:
         {
             "subresource": sub,
             "responseKind": {"group": g, "version": v, "kind": kind},
-            "verbs": _SUBRESOURCE_VERBS,
+            "verbs": verbs,
         }
-        for sub, g, v, kind in _subresource_entries(r)
+        for sub, g, v, kind, verbs in _subresource_entries(r)
     ]
     if subs:
         entry["subresources"] = subs

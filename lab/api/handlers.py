@@ -7,7 +7,6 @@ mistake and the server turns it into a `Status` body.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import copy
 import json
@@ -18,13 +17,13 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from lab.api import applying, patching, protobuf, registry, tables, validation
+from lab.api import applying, logs, metrics, patching, protobuf, registry, tables, validation
 from lab.api.query import int_param
 from lab.api.registry import NAMESPACES, Resource
 from lab.api.selectors import field_selector, label_selector, selector_string
 from lab.api.watching import serve_watch
 from lab.auth import ALL_VERBS, User
-from lab.store import ApiError, Event, Obj, ObjectStore, ResourceKey
+from lab.store import ApiError, Obj, ObjectStore
 
 # Namespaces a real cluster refuses to delete.
 PROTECTED_NAMESPACES = {"default", "kube-system", "kube-public"}
@@ -201,6 +200,8 @@ class ResourceHandler:
             and verb not in ("list", "watch", "deletecollection")
         ):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if target.subresource == "log":
+            return await logs.serve(self.request, self.store, target.namespace or "", target.name)
         if verb == "get":
             return self._respond(self._get_sub(self._current()))
         if verb == "list":
@@ -253,6 +254,8 @@ class ResourceHandler:
     # ---- reads -------------------------------------------------------------------------
 
     def _current(self) -> Obj:
+        if self.res.group == registry.METRICS:
+            return metrics.find(self.store, self.res, self.target.namespace or "", self.target.name)
         return self.store.get(self.res.key, self.target.namespace or "", self.target.name)
 
     def _find(self) -> Obj | None:
@@ -265,7 +268,11 @@ class ResourceHandler:
 
     def _selected(self) -> list[Obj]:
         matches = self._matcher()
-        return [o for o in self.store.list(self.res.key, self.target.namespace) if matches(o)]
+        if self.res.group == registry.METRICS:
+            items = metrics.collect(self.store, self.res, self.target.namespace)
+        else:
+            items = self.store.list(self.res.key, self.target.namespace)
+        return [o for o in items if matches(o)]
 
     def _list(self) -> web.Response:
         items = self._selected()
@@ -426,6 +433,12 @@ class ResourceHandler:
             return self._write_scale(body)
         obj = self._check_identity(body, name_required=True)
         live = self._current()
+        if self.target.subresource == "finalize":
+            finalized = copy.deepcopy(live)
+            finalized.setdefault("spec", {})["finalizers"] = list(
+                (obj.get("spec") or {}).get("finalizers") or []
+            )
+            return self._respond(self.store.update(self.res.key, finalized, dry_run=self.dry_run))
         self._carry_managed_fields(obj, live)
         sub = self.target.subresource or None
         if sub is None:
@@ -727,57 +740,12 @@ def collect_garbage(store: ObjectStore, owner_uid: str) -> None:
 
 
 def terminate_namespace(store: ObjectStore, name: str) -> Obj:
-    """Marks the namespace Terminating and removes its content, then the namespace itself,
-    in the background (objects with finalizers keep it Terminating until they go)."""
+    """Marks the namespace Terminating and deleted; it stays while `spec.finalizers` holds
+    `kubernetes`, which the namespace controller removes once the content is gone."""
     current = store.get(NAMESPACES, "", name)
     if current["metadata"].get("deletionTimestamp"):
         return current
     terminating = copy.deepcopy(current)
     terminating.setdefault("status", {})["phase"] = "Terminating"
     store.update(NAMESPACES, terminating, subresource="status")
-    marked = store.delete(NAMESPACES, "", name, hold=True)
-    task = asyncio.get_running_loop().create_task(_finalize_namespace(store, name))
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-    return marked
-
-
-_background: set[asyncio.Task[None]] = set()
-
-
-async def _finalize_namespace(store: ObjectStore, name: str) -> None:
-    changed = asyncio.Event()
-
-    def on_event(event: Event) -> None:
-        if event.object["metadata"].get("namespace") == name:
-            changed.set()
-
-    store.add_listener(on_event)
-    try:
-        await asyncio.sleep(0)  # let the Terminating phase be observed first
-        while True:
-            changed.clear()
-            remaining = _namespace_content(store, name)
-            for key, obj in remaining:
-                if not obj["metadata"].get("deletionTimestamp"):
-                    meta = obj["metadata"]
-                    try:
-                        store.delete(key, name, meta["name"])
-                    except ApiError:
-                        continue
-            if not _namespace_content(store, name):
-                break
-            await changed.wait()
-        if store.find(NAMESPACES, "", name) is not None:
-            store.purge(NAMESPACES, "", name)
-    finally:
-        store.remove_listener(on_event)
-
-
-def _namespace_content(store: ObjectStore, name: str) -> list[tuple[ResourceKey, Obj]]:
-    return [
-        (key, obj)
-        for key in list(store.keys())
-        if key != NAMESPACES
-        for obj in store.list(key, name)
-    ]
+    return store.delete(NAMESPACES, "", name)

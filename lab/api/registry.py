@@ -59,11 +59,27 @@ def _r(group: str, plural: str, kind: str, *, ns: bool = True, **kw: object) -> 
 _STATUS = frozenset({"status"})
 _SCALABLE = frozenset({"status", "scale"})
 _CREATE = ("create",)
+_READ = ("get", "list")
+METRICS = "metrics.k8s.io"  # served from the simulation, as metrics-server would
 
 BUILTIN: tuple[Resource, ...] = (
-    _r("", "namespaces", "Namespace", ns=False, short_names=("ns",), subresources=_STATUS),
+    _r(
+        "",
+        "namespaces",
+        "Namespace",
+        ns=False,
+        short_names=("ns",),
+        subresources=frozenset({"status", "finalize"}),
+    ),
     _r("", "nodes", "Node", ns=False, short_names=("no",), subresources=_STATUS),
-    _r("", "pods", "Pod", short_names=("po",), categories=("all",), subresources=_STATUS),
+    _r(
+        "",
+        "pods",
+        "Pod",
+        short_names=("po",),
+        categories=("all",),
+        subresources=frozenset({"status", "log"}),
+    ),
     _r("", "services", "Service", short_names=("svc",), categories=("all",), subresources=_STATUS),
     _r("", "configmaps", "ConfigMap", short_names=("cm",)),
     _r("", "secrets", "Secret"),
@@ -113,6 +129,7 @@ BUILTIN: tuple[Resource, ...] = (
     _r("networking.k8s.io", "networkpolicies", "NetworkPolicy", short_names=("netpol",)),
     _r("networking.k8s.io", "ingresses", "Ingress", short_names=("ing",), subresources=_STATUS),
     _r("coordination.k8s.io", "leases", "Lease"),
+    _r("discovery.k8s.io", "endpointslices", "EndpointSlice"),
     _r(
         "policy",
         "poddisruptionbudgets",
@@ -144,6 +161,8 @@ BUILTIN: tuple[Resource, ...] = (
         categories=("api-extensions",),
         subresources=_STATUS,
     ),
+    Resource(METRICS, "v1beta1", "nodes", "NodeMetrics", False, verbs=_READ, singular=""),
+    Resource(METRICS, "v1beta1", "pods", "PodMetrics", True, verbs=_READ, singular=""),
 )
 
 # Group/versions that exist as resources but are not stored (reviews are computed).

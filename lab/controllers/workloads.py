@@ -4,10 +4,14 @@ A Deployment owns one ReplicaSet per pod template (named `<deployment>-<template
 pods labelled `pod-template-hash`), and rolls from old to new with the RollingUpdate
 budget (maxSurge / maxUnavailable, Kubernetes defaults 25%) or Recreate. A DaemonSet keeps
 one pod per node and replaces them `maxUnavailable` at a time. Pods start `rollout_delay`
-seconds after creation; an image tagged `broken` or `broken-*` never starts
-(ImagePullBackOff), so its rollout stalls and, once `progressDeadlineSeconds` pass without
-progress, the Deployment's Progressing condition turns False (ProgressDeadlineExceeded).
-Pods on a NotReady node are not ready.
+seconds after creation, once their images are pulled (lab/controllers/images.py): a pod
+whose image is unparseable or missing never starts (InvalidImageName, or ErrImagePull then
+ImagePullBackOff with the kubelet's retries), so its rollout stalls and, once
+`progressDeadlineSeconds` pass without progress, the Deployment's Progressing condition
+turns False (ProgressDeadlineExceeded). Pods on a NotReady node are not ready.
+
+The controllers record the Events their upstream counterparts do (scheduler, kubelet,
+replicaset/deployment/daemonset controllers, node lifecycle) when given a `Recorder`.
 
 Status is computed from the pods alone, so every reconcile is idempotent and writes
 nothing when nothing changed. Reconciles run from the loop (never inside a store write),
@@ -22,8 +26,10 @@ import itertools
 import math
 import random
 import time
+import zlib
 from typing import Any
 
+from lab.controllers import images
 from lab.controllers.common import (
     DAEMONSETS,
     DEPLOYMENTS,
@@ -41,23 +47,12 @@ from lab.controllers.common import (
     set_condition,
     write_status,
 )
+from lab.controllers.events import NORMAL, WARNING, Recorder
 from lab.store import ApiError, Event, Obj, ObjectStore, now_iso
 
 DEFAULT_PROGRESS_DEADLINE = 600
 _REVISION = "deployment.kubernetes.io/revision"
 _SUFFIX = "bcdfghjklmnpqrstvwxz2456789"
-
-
-def is_broken_image(image: str) -> bool:
-    """`nginx:broken`, `repo/app:broken-1`: the lab's never-pullable images."""
-    name = image.rsplit("/", 1)[-1]
-    tag = name.split(":", 1)[1] if ":" in name else ""
-    return tag == "broken" or tag.startswith("broken-")
-
-
-def template_broken(template: Obj) -> bool:
-    containers = template.get("spec", {}).get("containers", [])
-    return any(is_broken_image(c.get("image", "")) for c in containers)
 
 
 def pod_ready(pod: Obj) -> bool:
@@ -77,7 +72,8 @@ class WorkloadController:
     """Workload controllers of one cluster.
 
     With `instant=True` pods are created already running: used to seed settled clusters
-    without waiting for timers.
+    without waiting for timers. `missing_images` lists references whose pulls fail (the
+    image-missing fault), as written or normalized.
     """
 
     def __init__(
@@ -87,11 +83,16 @@ class WorkloadController:
         timers: Timers | None = None,
         rollout_delay: float = 0.5,
         instant: bool = False,
+        recorder: Recorder | None = None,
     ) -> None:
         self.store = store
         self.timers = timers or Timers()
         self.rollout_delay = rollout_delay
         self.instant = instant
+        self.recorder = recorder
+        self.missing_images: frozenset[str] = frozenset()
+        self._pull_failures: dict[tuple[str, str], int] = {}  # pod -> failed pulls so far
+        self._node_ready: dict[str, bool] = {}
         self._rng = random.Random(store.cluster)
         self._ip = itertools.count(2)
         self._active = False
@@ -135,6 +136,11 @@ class WorkloadController:
         elif event.key == PODS:
             if event.type == "ADDED" and "phase" not in obj.get("status", {}):
                 self._queue_pod(obj)
+            elif event.type == "DELETED":
+                key = (meta["namespace"], meta["name"])
+                self._pull_failures.pop(key, None)
+                for step in ("start", "backoff", "pull"):
+                    self.timers.cancel((step, *key))
             self._queue_owner(obj)
         elif event.key == NODES:
             name = meta["name"]
@@ -279,9 +285,11 @@ class WorkloadController:
                 if self.store.find(PODS, p["metadata"]["namespace"], p["metadata"]["name"])
             ]
             if rs["spec"].get("replicas") != len(live):
+                before = int(rs["spec"].get("replicas", 0))
                 rs = copy.deepcopy(rs)
                 rs["spec"]["replicas"] = len(live)
                 rs = self.store.update(REPLICASETS, rs)
+                self._scaled_event(rs, before, len(live))
             ready = sum(pod_ready(p) for p in live)
             status = {
                 "replicas": len(live),
@@ -395,6 +403,21 @@ class WorkloadController:
             cond.setdefault("lastUpdateTime", cond["lastTransitionTime"])
         write_status(self.store, DEPLOYMENTS, d, status)
 
+    def _scaled_event(self, rs: Obj, before: int, after: int) -> None:
+        ref = controller_of(rs)
+        owner = (
+            self.store.find(DEPLOYMENTS, rs["metadata"]["namespace"], ref["name"]) if ref else None
+        )
+        if owner is not None:
+            self._record(
+                owner,
+                NORMAL,
+                "ScalingReplicaSet",
+                f"Scaled {'up' if after > before else 'down'} replica set "
+                f"{rs['metadata']['name']} from {before} to {after}",
+                component="deployment-controller",
+            )
+
     # ---- daemonsets --------------------------------------------------------------------
 
     def reconcile_daemonset(self, ns: str, name: str) -> None:
@@ -500,11 +523,38 @@ class WorkloadController:
             if node is None:
                 self._assign_node(pod)
             pod["status"] = self._started_status(pod)
-        return self.store.create(PODS, pod)  # without status, the ADDED event schedules it
+        created = self.store.create(PODS, pod)  # without status, the ADDED event schedules it
+        self._record(
+            owner,
+            NORMAL,
+            "SuccessfulCreate",
+            f"Created pod: {created['metadata']['name']}",
+            component=_controller_name(ref["kind"]),
+        )
+        return created
 
     def _delete_pod(self, pod: Obj) -> None:
-        with contextlib.suppress(ApiError):  # already gone
+        try:
             self.store.delete(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"])
+        except ApiError:
+            return  # already gone
+        ref = controller_of(pod)
+        key = {"ReplicaSet": REPLICASETS, "DaemonSet": DAEMONSETS}.get(ref["kind"]) if ref else None
+        owner = (
+            self.store.find(key, pod["metadata"]["namespace"], ref["name"]) if key and ref else None
+        )
+        if owner is not None and ref is not None:
+            self._record(
+                owner,
+                NORMAL,
+                "SuccessfulDelete",
+                f"Deleted pod: {pod['metadata']['name']}",
+                component=_controller_name(ref["kind"]),
+            )
+
+    def _record(self, obj: Obj, type_: str, reason: str, message: str, **kw: str) -> None:
+        if self.recorder is not None:
+            self.recorder.record(obj, type_, reason, message, **kw)
 
     def _schedule_pod(self, ns: str, name: str) -> None:
         """Binds a new pod to a node and starts its containers after `rollout_delay`."""
@@ -521,9 +571,25 @@ class WorkloadController:
         if not pod["spec"].get("nodeName"):
             pod = copy.deepcopy(pod)
             if not self._assign_node(pod):
-                write_status(self.store, PODS, pod, _unschedulable_status(status))
+                unschedulable = _unschedulable_status(status)
+                if status != unschedulable:
+                    self._record(
+                        pod,
+                        WARNING,
+                        "FailedScheduling",
+                        unschedulable["conditions"][0]["message"],
+                        component="default-scheduler",
+                    )
+                write_status(self.store, PODS, pod, unschedulable)
                 return
             pod = self.store.update(PODS, pod)
+            self._record(
+                pod,
+                NORMAL,
+                "Scheduled",
+                f"Successfully assigned {ns}/{name} to {pod['spec']['nodeName']}",
+                component="default-scheduler",
+            )
         write_status(self.store, PODS, pod, self._pending_status(pod))
         self._arm_start(ns, name)
 
@@ -550,17 +616,117 @@ class WorkloadController:
         return True
 
     def _start_pod(self, ns: str, name: str) -> None:
+        """The kubelet pulls each container's image and starts it, or reports the failure
+        (a failed pull backs off and retries, as the kubelet's image manager does)."""
         pod = self.store.find(PODS, ns, name)
         if pod is None:
             return
-        write_status(self.store, PODS, pod, self._started_status(pod))
+        waiting: dict[str, Obj] = {}
+        failed_pull = False
+        for c in pod["spec"].get("containers", []):
+            image, path = c.get("image", ""), f"spec.containers{{{c['name']}}}"
+            ref = images.parse(image)
+            if isinstance(ref, str):
+                message = images.invalid_message(image, ref)
+                waiting[c["name"]] = {"reason": images.INVALID, "message": message}
+                self._kubelet_event(pod, WARNING, "InspectFailed", message, path)
+                self._kubelet_event(pod, WARNING, "Failed", f"Error: {images.INVALID}", path)
+                continue
+            self._kubelet_event(pod, NORMAL, "Pulling", f'Pulling image "{image}"', path)
+            if images.missing(image, ref, self.missing_images):
+                error = images.pull_error(ref)
+                waiting[c["name"]] = {"reason": images.PULL_ERROR, "message": error}
+                failed_pull = True
+                self._kubelet_event(
+                    pod, WARNING, "Failed", f'Failed to pull image "{image}": {error}', path
+                )
+                self._kubelet_event(pod, WARNING, "Failed", f"Error: {images.PULL_ERROR}", path)
+                continue
+            took = f"{self.rollout_delay:.3g}s"
+            size = zlib.crc32(ref.normalized.encode()) % 90_000_000 + 5_000_000
+            self._kubelet_event(
+                pod,
+                NORMAL,
+                "Pulled",
+                f'Successfully pulled image "{image}" in {took} ({took} including waiting). '
+                f"Image size: {size} bytes.",
+                path,
+            )
+            self._kubelet_event(pod, NORMAL, "Created", f"Created container: {c['name']}", path)
+            self._kubelet_event(pod, NORMAL, "Started", f"Started container {c['name']}", path)
+        write_status(self.store, PODS, pod, self._started_status(pod, waiting=waiting))
+        if failed_pull:
+            key = (ns, name)
+            failures = self._pull_failures.get(key, 0) + 1
+            self._pull_failures[key] = failures
+            self.timers.later(
+                ("backoff", *key), self.rollout_delay, lambda: self._back_off(ns, name)
+            )
+            delay = min(images.BACKOFF_INITIAL * 2 ** (failures - 1), images.BACKOFF_MAX)
+            self.timers.later(("pull", *key), delay, lambda: self._start_pod(ns, name))
+        else:
+            self._pull_failures.pop((ns, name), None)
+
+    def _back_off(self, ns: str, name: str) -> None:
+        """After a failed pull the kubelet waits: ErrImagePull becomes ImagePullBackOff."""
+        pod = self.store.find(PODS, ns, name)
+        if pod is None:
+            return
+        status = copy.deepcopy(pod.get("status", {}))
+        for cs in status.get("containerStatuses", []):
+            waiting = cs.get("state", {}).get("waiting", {})
+            if waiting.get("reason") != images.PULL_ERROR:
+                continue
+            image, path = cs["image"], f"spec.containers{{{cs['name']}}}"
+            waiting.update(
+                reason=images.PULL_BACKOFF,
+                message=f'Back-off pulling image "{image}": {images.PULL_ERROR}: '
+                f"{waiting.get('message', '')}",
+            )
+            self._kubelet_event(pod, NORMAL, "BackOff", f'Back-off pulling image "{image}"', path)
+            self._kubelet_event(pod, WARNING, "Failed", f"Error: {images.PULL_BACKOFF}", path)
+        write_status(self.store, PODS, pod, status)
+
+    def _kubelet_event(self, pod: Obj, type_: str, reason: str, message: str, path: str) -> None:
+        self._record(
+            pod,
+            type_,
+            reason,
+            message,
+            component="kubelet",
+            host=pod["spec"].get("nodeName", ""),
+            field_path=path,
+        )
 
     def _sync_node(self, node_name: str) -> None:
         """Node readiness changed: pods there follow, unscheduled pods get another chance."""
         node = self.store.find(NODES, "", node_name)
+        ready = node_ready(node)
+        was_ready = self._node_ready.get(node_name, True)
+        if node is None:
+            self._node_ready.pop(node_name, None)
+        else:
+            self._node_ready[node_name] = ready
+            if ready != was_ready:
+                state = "NodeReady" if ready else "NodeNotReady"
+                self._record(
+                    node,
+                    NORMAL,
+                    state,
+                    f"Node {node_name} status is now: {state}",
+                    component="node-controller",
+                )
         for pod in self.store.list(PODS):
             status = pod.get("status", {})
             if pod["spec"].get("nodeName") == node_name and status.get("phase") == "Running":
+                if node is not None and not ready and was_ready:
+                    self._record(
+                        pod,
+                        WARNING,
+                        "NodeNotReady",
+                        "Node is not ready",
+                        component="node-controller",
+                    )
                 write_status(self.store, PODS, pod, self._started_status(pod, node=node))
             elif status.get("phase") == "Pending" and not pod["spec"].get("nodeName"):
                 self._queue_pod(pod)
@@ -606,14 +772,20 @@ class WorkloadController:
             ],
         }
 
-    def _started_status(self, pod: Obj, *, node: Obj | None = None) -> Obj:
-        """Running (ready if its node is), or stuck in ImagePullBackOff for broken images."""
+    def _started_status(
+        self, pod: Obj, *, node: Obj | None = None, waiting: dict[str, Obj] | None = None
+    ) -> Obj:
+        """Running (ready if its node is), or Pending with the `waiting` containers (by
+        name: their waiting reason and message) not started."""
         node = node or self.store.find(NODES, "", pod["spec"].get("nodeName", ""))
+        waiting = waiting or {}
         containers = pod["spec"].get("containers", [])
-        broken = template_broken({"spec": pod["spec"]})
         previous = pod.get("status", {})
+        old_states = {
+            cs["name"]: cs.get("state", {}) for cs in previous.get("containerStatuses", [])
+        }
         started = previous.get("startTime") or now_iso()
-        ready = not broken and node_ready(node)
+        ready = not waiting and node_ready(node)
         old_conds = {c["type"]: c for c in previous.get("conditions", [])}
 
         def cond(type_: str, ok: bool, reason: str = "") -> Obj:
@@ -626,30 +798,30 @@ class WorkloadController:
         statuses = []
         for c in containers:
             image = c.get("image", "")
-            if is_broken_image(image):
-                state: Obj = {
-                    "waiting": {
-                        "reason": "ImagePullBackOff",
-                        "message": f'Back-off pulling image "{image}"',
-                    }
-                }
+            if c["name"] in waiting:
+                state: Obj = {"waiting": dict(waiting[c["name"]])}
             else:
-                state = {"running": {"startedAt": started}}
+                running = old_states.get(c["name"], {}).get("running")
+                state = {"running": running or {"startedAt": now_iso()}}
+            ref = images.parse(image)
+            normalized = ref.normalized if isinstance(ref, images.Reference) else image
+            up = c["name"] not in waiting
             statuses.append(
                 {
                     "name": c["name"],
                     "image": image,
-                    "imageID": ""
-                    if is_broken_image(image)
-                    else f"docker.io/library/{image}@sha256:{safe_hash(image, 16)}",
-                    "ready": ready and not is_broken_image(image),
+                    "imageID": f"{normalized.split('@')[0].rsplit(':', 1)[0]}"
+                    f"@sha256:{safe_hash(image, 16)}"
+                    if up
+                    else "",
+                    "ready": ready,
                     "restartCount": 0,
-                    "started": not is_broken_image(image),
+                    "started": up,
                     "state": state,
                 }
             )
         return {
-            "phase": "Pending" if broken else "Running",
+            "phase": "Pending" if waiting else "Running",
             "hostIP": self._host_ip(pod),
             "podIP": previous.get("podIP")
             or f"10.244.{next(self._ip) % 250}.{self._rng.randint(2, 250)}",
@@ -706,3 +878,9 @@ def _unschedulable_status(previous: Obj) -> Obj:
 
 def _label(obj: Obj, key: str) -> str | None:
     return obj["metadata"].get("labels", {}).get(key)
+
+
+def _controller_name(owner_kind: str) -> str:
+    return {"ReplicaSet": "replicaset-controller", "DaemonSet": "daemonset-controller"}.get(
+        owner_kind, "controller-manager"
+    )
