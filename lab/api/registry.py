@@ -31,6 +31,7 @@ class Resource:
     singular: str = ""
     printer_columns: tuple[Obj, ...] = ()  # CRD additionalPrinterColumns
     versions: tuple[str, ...] = field(default=(), compare=False)  # all served versions
+    schema: Obj | None = field(default=None, compare=False, hash=False)  # CRD openAPIV3Schema
 
     @property
     def custom(self) -> bool:
@@ -193,6 +194,7 @@ def crd_resources(crd: Obj) -> list[Resource]:
                 singular=names.get("singular") or names.get("kind", "").lower(),
                 printer_columns=tuple(v.get("additionalPrinterColumns") or ()),
                 versions=all_versions,
+                schema=(v.get("schema") or {}).get("openAPIV3Schema"),
             )
         )
     return out

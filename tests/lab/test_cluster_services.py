@@ -232,11 +232,40 @@ def test_top_nodes_and_pods(kubectl: Kubectl) -> None:
     assert "coredns" in pods and "kube-proxy" in pods
 
 
+GADGET_CRD = """
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: gadgets.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: gadgets, singular: gadget, kind: Gadget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              size: {type: integer, description: How big the gadget is.}
+"""
+
+
 def test_explain_shows_builtin_and_crd_schemas(kubectl: Kubectl) -> None:
     out = kubectl.ok("explain", "deployment.spec.replicas")
     assert "KIND:       Deployment" in out and "<integer>" in out
+    assert "Number of desired pods." in out
     out = kubectl.ok("explain", "pods.spec.containers")
     assert "image" in out and "<[]Container>" in out
+    kubectl.ok("apply", "-f", "-", stdin=GADGET_CRD)
+    eventually(
+        lambda: "How big the gadget is." in kubectl("explain", "gadgets.spec.size").stdout,
+        "the CRD's schema in kubectl explain",
+    )
 
 
 def test_create_generators_send_protobuf(kubectl: Kubectl) -> None:
