@@ -8,55 +8,28 @@ it names the cluster and status, never headers or tokens.
 from __future__ import annotations
 
 import json
-import os
 import threading
-from pathlib import Path
 from typing import Any
 
 import urllib3
-import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from temporalio.exceptions import ApplicationError
 
-from fleet.config import Settings
+from fleet import kubeconfig
 from fleet.models import CredentialRef
 
 # Seconds for one API request: (connect, read). Activities retry; one call must not hang.
 REQUEST_TIMEOUT = (5.0, 30.0)
 
 _lock = threading.Lock()
-_clients: dict[tuple[str, float, str], client.ApiClient] = {}
-# The parsed content of each kubeconfig, with the mtime it was read at. Parsing is the
-# costly part of building a client (a 200-cluster file takes ~0.25 s with the pure-Python
-# loader), so a file is parsed once per change, with libyaml when available.
-_parsed: dict[str, tuple[float, dict[str, Any]]] = {}
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def _kubeconfig_dict(path: str, mtime: float) -> dict[str, Any]:
-    """The parsed kubeconfig; on a change, forgets clients built from the old content."""
-    cached = _parsed.get(path)
-    if cached is not None and cached[0] == mtime:
-        return cached[1]
-    with open(path) as f:
-        content = yaml.load(f, Loader=_YAML_LOADER) or {}
-    for key in [k for k in _clients if k[0] == path and k[1] != mtime]:
-        del _clients[key]
-    _parsed[path] = (mtime, content)
-    return content
-
-
-def kubeconfig_path(ref: CredentialRef) -> str:
-    """The kubeconfig file a reference points at, falling back to the worker's default."""
-    if ref.kubeconfig:
-        return os.path.expanduser(ref.kubeconfig)
-    default = Settings.from_env().kubeconfig or os.environ.get("KUBECONFIG", "")
-    return os.path.expanduser(default or "~/.kube/config")
+# Clients by (kubeconfig source, the files' mtimes, context): rebuilt when a file changes.
+_clients: dict[tuple[str, kubeconfig.Stamp, str], client.ApiClient] = {}
 
 
 def api_client(ref: CredentialRef) -> client.ApiClient:
-    """A cached API client for the reference; rebuilt when the kubeconfig file changes.
+    """A cached API client for the reference, its kubeconfig resolved as fleet/kubeconfig.py
+    documents (a `KUBECONFIG` list merges as kubectl merges it).
 
     Raises a non-retryable ApplicationError when the reference cannot be resolved
     (unknown kind, missing file, unknown context): retrying cannot fix it.
@@ -65,38 +38,40 @@ def api_client(ref: CredentialRef) -> client.ApiClient:
         raise ApplicationError(
             f"unsupported credential kind {ref.kind!r}", type="BadCredentialRef", non_retryable=True
         )
-    path = kubeconfig_path(ref)
+    source = kubeconfig.source_of(ref.kubeconfig)
     try:
-        mtime = Path(path).stat().st_mtime
-    except OSError:
-        raise ApplicationError(
-            f"kubeconfig {path} does not exist on the worker",
-            type="BadCredentialRef",
-            non_retryable=True,
-        ) from None
-    key = (path, mtime, ref.context)
+        stamp = kubeconfig.stamp(source)
+    except kubeconfig.KubeconfigError as exc:
+        raise _bad_ref(f"kubeconfig {exc} on the worker") from None
+    key = (source, stamp, ref.context)
     with _lock:
         cached = _clients.get(key)
         if cached is not None:
             return cached
+        for old in [k for k in _clients if k[0] == source and k[1] != stamp]:
+            del _clients[old]
         try:
             configuration = client.Configuration()
             config.load_kube_config_from_dict(
-                _kubeconfig_dict(path, mtime),
+                kubeconfig.load(source),
                 context=ref.context,
                 client_configuration=configuration,
                 persist_config=False,
             )
-        except (config.ConfigException, OSError, yaml.YAMLError) as exc:
-            raise ApplicationError(
-                f"context {ref.context!r} not usable in {path}: {_first_line(exc)}",
-                type="BadCredentialRef",
-                non_retryable=True,
+        except kubeconfig.KubeconfigError as exc:
+            raise _bad_ref(f"kubeconfig {exc}") from None
+        except (config.ConfigException, OSError) as exc:
+            raise _bad_ref(
+                f"context {ref.context!r} not usable in {source}: {_first_line(exc)}"
             ) from None
         configuration.retries = urllib3.Retry(total=0)  # Temporal retries, not urllib3
         api = client.ApiClient(configuration)
         _clients[key] = api
         return api
+
+
+def _bad_ref(message: str) -> ApplicationError:
+    return ApplicationError(message, type="BadCredentialRef", non_retryable=True)
 
 
 def api_error_message(cluster: str, exc: Exception) -> str:

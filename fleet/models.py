@@ -40,9 +40,9 @@ class Health(StrEnum):
 class CredentialRef(Model):
     """Where a worker finds the credential for a cluster; resolved only inside activities.
 
-    `kind="kubeconfig"`: a kubeconfig file on the worker's host (empty `kubeconfig` means
-    the worker's default: `FLOTILLA_KUBECONFIG`, then `KUBECONFIG`, then ~/.kube/config)
-    and a context in it.
+    `kind="kubeconfig"`: a kubeconfig file (or `:`-separated list) on the worker's host and
+    a context in it; an empty `kubeconfig` means the worker's default, in the order
+    fleet/kubeconfig.py documents.
     """
 
     kind: str = "kubeconfig"

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 
-import yaml
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 
 from activities.inventory import fetch_records, get_record
-from fleet import search
+from fleet import kubeconfig, search
 from fleet.config import Settings
 from fleet.ids import cluster_name_error, labels_error, offboard_id, onboard_id
 from fleet.models import (
@@ -126,10 +125,12 @@ def requests_from_kubeconfig(
     """One OnboardRequest per context of a kubeconfig (or the given `contexts`). The
     cluster name is the context name without `strip_prefix` (`lab-` for the lab);
     `labels` maps cluster names to labels. With `management`, each cluster's Cluster API
-    objects are looked up there under the cluster's name. Reads context names only."""
-    with open(path) as f:
-        config = yaml.safe_load(f) or {}
-    available = [c["name"] for c in config.get("contexts") or []]
+    objects are looked up there under the cluster's name. Reads context names only; `path`
+    may be a `:`-separated list, merged as kubectl does."""
+    try:
+        available = kubeconfig.contexts(kubeconfig.load(path))
+    except kubeconfig.KubeconfigError as exc:
+        raise ValueError(str(exc)) from None
     chosen = contexts or available
     unknown = sorted(set(chosen) - set(available))
     if unknown:
