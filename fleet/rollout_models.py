@@ -112,10 +112,20 @@ class RolloutSpec(Model):
     def _one_text(cls, value: object) -> object:
         return [value] if isinstance(value, str) else value
 
+    @field_validator("waves")
+    @classmethod
+    def _waves(cls, value: list[str]) -> list[str]:
+        parse_waves(value)
+        return value
+
+    @field_validator("selector")
+    @classmethod
+    def _selector(cls, value: str) -> str:
+        parse_selector(value)
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> RolloutSpec:
-        parse_selector(self.selector)
-        parse_waves(self.waves)
         problems = self.operation.problems()
         if self.options.auto_rollback and not self.operation.undoable:
             problems.append(f"auto_rollback: {self.operation.kind} changes cannot be undone")

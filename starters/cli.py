@@ -32,6 +32,7 @@ from fleet.models import (
     OnboardRequest,
     RecordsQuery,
 )
+from fleet.rollout_models import Outcome
 from fleet.selectors import parse_selector
 from starters import kubeconfigs, ops, render
 from starters.errors import USAGE, CliError, translate, usage
@@ -483,10 +484,9 @@ def ops_watch(
 
     async def go() -> None:
         op = await ops.watch_operation(await _client(), workflow_id, console=out)
-        if op["status"] not in ("COMPLETED", "CONTINUED_AS_NEW"):
-            raise CliError(
-                f"{workflow_id} {op['status'].lower()}: {op.get('failure') or ''}".rstrip(": ")
-            )
+        if op["outcome"] != Outcome.SUCCEEDED.value:
+            why = op.get("failure") or (op.get("progress") or {}).get("halt_reason") or ""
+            raise CliError(f"{workflow_id} {op['outcome']}: {why}".rstrip(": "))
 
     _run(go)
 

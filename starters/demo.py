@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable
 from rich.console import Console
 from temporalio.client import Client
 
+from fleet.addon_target import AddonTarget
 from fleet.ids import HEALTH_SCHEDULE_ID
 from fleet.models import CredentialRef, ManagementRef, RecordsQuery, SweepRequest, SweepResult
-from fleet.addon_target import AddonTarget
 from fleet.rollout_models import RolloutSpec
 from starters import inventory, ops, render, rollouts
 from starters.errors import CliError

@@ -15,23 +15,56 @@ from rich.console import Console
 from rich.live import Live
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
 from fleet import search
+from fleet.rollout_models import Outcome
 from starters.errors import CliError, failure_message, usage
 from starters.render import operation_view
+from workflows.registry import OPERATIONS
 
 CLOSED_OK = {WorkflowExecutionStatus.COMPLETED, WorkflowExecutionStatus.CONTINUED_AS_NEW}
-_KIND_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789:-_")
+# Operation kinds besides each registered rollout kind's `rollout:<kind>`.
+BASE_KINDS = ("onboard", "offboard", "health")
+_BY_STATUS = {
+    WorkflowExecutionStatus.RUNNING: Outcome.RUNNING,
+    WorkflowExecutionStatus.CONTINUED_AS_NEW: Outcome.RUNNING,
+    WorkflowExecutionStatus.COMPLETED: Outcome.SUCCEEDED,
+    WorkflowExecutionStatus.FAILED: Outcome.FAILED,
+    WorkflowExecutionStatus.CANCELED: Outcome.CANCELED,
+    WorkflowExecutionStatus.TERMINATED: Outcome.TERMINATED,
+    WorkflowExecutionStatus.TIMED_OUT: Outcome.TIMED_OUT,
+}
+
+
+def known_kinds() -> list[str]:
+    rollouts = [f"rollout:{o.kind}" for o in OPERATIONS]
+    return [*BASE_KINDS, *rollouts, *(f"{k}/cluster" for k in rollouts)]
+
+
+def outcome(status: WorkflowExecutionStatus | None, recorded: str | None) -> Outcome:
+    """The operation's outcome: what the run recorded (FlotillaOutcome) when it completed,
+    else what Temporal's status means. COMPLETED alone is not success: a halted rollout
+    completes too."""
+    status = status or WorkflowExecutionStatus.RUNNING
+    if status == WorkflowExecutionStatus.COMPLETED and recorded:
+        return Outcome(recorded)
+    return _BY_STATUS.get(status, Outcome.FAILED)
 
 
 def list_query(*, kind: str = "", running: bool = False) -> str:
-    """The visibility query for `ops list`."""
-    clauses = [f"{search.KIND.name} != 'cluster'"]
+    """The visibility query for `ops list`: top-level operations unless `kind` names the
+    per-cluster children (`rollout:k8s/cluster`)."""
+    clauses = [f"{search.KIND.name} != 'cluster'", "ParentWorkflowId IS NULL"]
     if kind:
-        if not set(kind) <= _KIND_CHARS:
-            raise usage(f"bad operation kind {kind!r} (e.g. onboard, health, rollout:k8s)")
+        if kind not in known_kinds():
+            raise usage(f"unknown operation kind {kind!r}; one of {', '.join(known_kinds())}")
         clauses = [f"{search.KIND.name} = '{kind}'"]
     if running:
         clauses.append("ExecutionStatus = 'Running'")
@@ -49,6 +82,7 @@ async def list_operations(
                 "id": wf.id,
                 "type": wf.workflow_type,
                 "kind": attrs.get(search.KIND),
+                "outcome": outcome(wf.status, attrs.get(search.OUTCOME)).value,
                 "status": wf.status.name if wf.status else "UNKNOWN",
                 "started": wf.start_time,
                 "closed": wf.close_time,
@@ -74,11 +108,12 @@ async def describe_operation(client: Client, workflow_id: str) -> dict[str, Any]
         "run_id": desc.run_id,
         "type": desc.workflow_type,
         "kind": attrs.get(search.KIND),
+        "outcome": outcome(status, attrs.get(search.OUTCOME)).value,
         "status": status.name,
         "started": desc.start_time,
         "closed": desc.close_time,
         "clusters": list(attrs.get(search.CLUSTERS) or []),
-        "summary": await desc.static_summary(),
+        "summary": await desc.static_summary() or await _first_summary(client, desc),
         "details": await _current_details(handle),
         "progress": await _progress(handle),
         "pending_activities": [
@@ -109,22 +144,34 @@ async def watch_operation(
     if not console.is_terminal:
         seen = None
         while True:
-            line = (op["status"], "; ".join((op.get("details") or "").splitlines()))
+            line = (op["outcome"], "; ".join((op.get("details") or "").splitlines()))
             if line != seen:
                 console.print(f"{op['id']}: {line[0]} {line[1]}".rstrip(), highlight=False)
                 seen = line
-            if op["status"] != "RUNNING":
+            if op["outcome"] != Outcome.RUNNING.value:
                 break
             await asyncio.sleep(interval)
             op = await describe_operation(client, workflow_id)
         console.print(operation_view(op))
         return op
     with Live(operation_view(op), console=console, refresh_per_second=4) as live:
-        while op["status"] == "RUNNING":
+        while op["outcome"] == Outcome.RUNNING.value:
             await asyncio.sleep(interval)
             op = await describe_operation(client, workflow_id)
             live.update(operation_view(op))
     return op
+
+
+async def _first_summary(client: Client, desc: WorkflowExecutionDescription) -> str:
+    """The static summary of the first run: a run continued-as-new carries none itself."""
+    first_run = desc.raw_description.workflow_execution_info.first_run_id
+    if not first_run or first_run == desc.run_id:
+        return ""
+    handle = client.get_workflow_handle(desc.id, run_id=first_run)
+    try:
+        return await (await handle.describe()).static_summary() or ""
+    except RPCError:
+        return ""
 
 
 async def _current_details(handle: WorkflowHandle[Any, Any]) -> str:

@@ -33,6 +33,13 @@ STATUS_STYLE = {
     "degraded": "yellow",
     "unreachable": "red",
     "succeeded": "green",
+    "completed-with-skips": "yellow",
+    "halted": "red",
+    "aborted": "red",
+    "rolled-back": "yellow",
+    "canceled": "yellow",
+    "terminated": "red",
+    "timed-out": "red",
     "failed": "red",
     "running": "cyan",
     "pending": "dim",
@@ -119,13 +126,13 @@ def cluster_detail(record: ClusterRecord) -> Table:
 def operations_table(rows: Iterable[Mapping[str, Any]]) -> Table:
     rows = list(rows)
     table = Table(title=f"{len(rows)} operation(s)", title_justify="left")
-    for column in ("ID", "KIND", "STATUS", "STARTED", "CLOSED", "CLUSTERS"):
+    for column in ("ID", "KIND", "OUTCOME", "STARTED", "CLOSED", "CLUSTERS"):
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(
             row["id"],
             cell(row.get("kind")),
-            styled(row["status"]),
+            styled(row["outcome"]),
             cell(row.get("started")),
             cell(row.get("closed")),
             cell(row.get("clusters")),
@@ -138,9 +145,9 @@ def operation_view(op: Mapping[str, Any]) -> RenderableType:
     header = Table.grid(padding=(0, 2))
     header.add_column(style="bold")
     header.add_column()
-    for key in ("id", "type", "kind", "status", "started", "closed", "summary", "details"):
+    for key in ("id", "type", "kind", "outcome", "started", "closed", "summary", "details"):
         if op.get(key):
-            header.add_row(key, styled(op[key]) if key == "status" else cell(op[key]))
+            header.add_row(key, styled(op[key]) if key == "outcome" else cell(op[key]))
     if op.get("clusters"):
         header.add_row("clusters", cell(op["clusters"]))
     parts: list[RenderableType] = [header]

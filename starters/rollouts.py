@@ -68,6 +68,14 @@ async def make_plan(client: Client, spec: RolloutSpec) -> Plan:
     return build_plan(spec, records)
 
 
+class NoWorker(CliError):
+    """Nothing would run the workflow: no worker polls the task queue."""
+
+
+class PlanRefused(CliError):
+    """The live checks found problems; the message lists them."""
+
+
 async def require_worker(client: Client, task_queue: str) -> None:
     """Raises CliError at once when no worker has polled `task_queue` lately, instead of
     leaving a run to wait for one."""
@@ -79,7 +87,7 @@ async def require_worker(client: Client, task_queue: str) -> None:
         )
     )
     if not response.pollers:
-        raise CliError(
+        raise NoWorker(
             f"no worker is polling task queue {task_queue!r}; start one "
             "(`flotilla up`, or `python worker.py` with FLOTILLA_TASK_QUEUE) and retry"
         )
@@ -103,14 +111,14 @@ async def check_plan(client: Client, plan: Plan, *, task_queue: str | None = Non
         )
     except WorkflowFailureError as exc:
         if isinstance(exc.cause, WorkflowTimeoutError):
-            raise CliError(
+            raise NoWorker(
                 f"the plan check got no answer in {CHECK_TIMEOUT.total_seconds():.0f}s: "
                 f"is a worker polling task queue {queue!r}?"
             ) from None
         raise
     if result.problems:
         listed = "; ".join(f"{name}: {text}" for name, text in sorted(result.problems.items()))
-        raise CliError(f"plan refused, nothing was changed: {listed}")
+        raise PlanRefused(f"plan refused, nothing was changed: {listed}")
 
 
 async def start_rollout(

@@ -40,37 +40,22 @@ from temporalio.client import (
     Client,
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
-    WorkflowFailureError,
     WorkflowUpdateFailedError,
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from fleet.config import Settings
 from fleet.connect import connect
-from fleet.rollout_models import (
-    AddonTarget,
-    ApproveRequest,
-    ControlRequest,
-    K8sTarget,
-    Operation,
-    RolloutOptions,
-    RolloutSpec,
-)
-from fleet.selectors import SelectorError, parse_selector
-from fleet.versions import VersionError, parse_version
-from fleet.waves import PlanError
+from fleet.rollout_models import ApproveRequest, ControlRequest, RolloutSpec
+from fleet.wave_specs import PlanError
 from starters import rollouts
-from starters.cli_rollout import parse_duration
 from starters.errors import CliError, failure_message, usage
 from starters.webhook_models import (
     START_BODY,
-    AddonStart,
     ApproveBody,
     ControlBody,
     ControlResponse,
     ErrorResponse,
     Health,
-    K8sStart,
     OperationResponse,
     StartResponse,
 )
@@ -90,6 +75,7 @@ from starters.webhook_signing import (
     canonical,
     signature,
 )
+from workflows.registry import OPERATIONS
 
 log = logging.getLogger("flotilla.webhook")
 
@@ -316,18 +302,12 @@ class Api:
             plan = await rollouts.make_plan(client, spec)
         except PlanError as exc:
             raise HttpError(422, f"plan refused: {exc}") from None
-        check = rollouts.check_plan(client, plan, task_queue=self._task_queue)
         try:
-            await asyncio.wait_for(check, CHECK_TIMEOUT)
-        except WorkflowFailureError as exc:
-            raise HttpError(422, failure_message(exc)) from None
-        except TimeoutError:
-            queue = self._task_queue or Settings.from_env().task_queue
-            raise HttpError(
-                503,
-                f"the plan check got no answer in {CHECK_TIMEOUT:.0f}s: is a worker "
-                f"polling task queue {queue!r}?",
-            ) from None
+            await rollouts.check_plan(client, plan, task_queue=self._task_queue)
+        except rollouts.PlanRefused as exc:
+            raise HttpError(422, exc.message) from None
+        except rollouts.NoWorker as exc:
+            raise HttpError(503, exc.message) from None
         try:
             handle = await rollouts.start_rollout(client, plan, task_queue=self._task_queue)
         except CliError as exc:  # a concurrent delivery of the same key started it first
@@ -465,50 +445,26 @@ def _summary(exc: ValidationError) -> str:
     """All validation errors on one line: `field: message; other: message`."""
     parts = []
     for error in exc.errors():
-        # Union members (k8s, addon) come first in the location; drop the tag.
-        location = [str(p) for p in error["loc"] if p not in ("k8s", "addon")]
+        # Union members (the operation kinds) come first in the location; drop the tag.
+        kinds = {operation.kind for operation in OPERATIONS}
+        location = [str(p) for p in error["loc"] if p not in kinds]
         where = ".".join(location) or "body"
         parts.append(f"{where}: {error['msg']}")
     return "invalid request: " + "; ".join(parts)
 
 
-def _spec(body: K8sStart | AddonStart, key: str) -> RolloutSpec:
+def _spec(body: Any, key: str) -> RolloutSpec:
+    """The spec of a start body (StartRequest); 422 naming every problem."""
     try:
-        parse_selector(body.selector)
-    except SelectorError as exc:
-        raise HttpError(422, f"bad label selector: {exc}") from None
-    try:
-        operation: Operation
-        if isinstance(body, K8sStart):
-            parse_version(body.to)
-            operation = K8sTarget(version=body.to)
-        else:
-            operation = AddonTarget(
-                name=body.name,
-                namespace=body.namespace,
-                workload=body.workload,
-                container=body.container,
-                image=body.image,
-            )
-        options = RolloutOptions(
-            max_concurrent=body.max_concurrent,
-            failure_budget=body.failure_budget,
-            wave_failure_budget=body.wave_failure_budget,
-            soak_seconds=parse_duration(body.soak),
-            approve_between=body.approve_between,
-            skip_unreachable=body.skip_unreachable,
-            window=body.window,
-            health_gates=body.health_gates,
-            auto_rollback=isinstance(body, AddonStart) and body.auto_rollback,
-            cluster_timeout_seconds=parse_duration(body.cluster_timeout),
+        return RolloutSpec(
+            id=key,
+            selector=body.selector,
+            waves=body.waves,
+            operation=body.operation,
+            options=body.options,
         )
-    except (CliError, VersionError) as exc:
-        raise HttpError(422, f"invalid request: {exc}") from None
     except ValidationError as exc:
         raise HttpError(422, _summary(exc)) from None
-    return RolloutSpec(
-        id=key, selector=body.selector, waves=[body.waves], operation=operation, options=options
-    )
 
 
 def _rollout_id(text: str) -> str:

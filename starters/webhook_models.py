@@ -1,58 +1,48 @@
 """Request and response bodies of the webhook API (starters/webhook.py).
 
-Start requests take the fields of `flotilla upgrade|addon start`, by the same names (the
-CLI's `--kind` of a workload is `workload` here, as `kind` says k8s or addon). Unknown
-fields are refused, so a typo in a pipeline fails loudly instead of being ignored.
+A start request is a rollout spec: `operation` (the kind and its target's fields, e.g.
+`{"kind": "k8s", "version": "v1.31.2"}`), `selector`, `waves` and `options` (RolloutOptions:
+the same options as the CLI's flags, by field name). Unknown fields are refused, so a typo
+in a pipeline fails loudly instead of being ignored.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
+
+from fleet.rollout_models import RolloutOptions
+from workflows.registry import OPERATIONS
 
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class _StartBase(Body):
-    selector: str = ""
-    waves: str = "canary:1,50%,rest"
-    max_concurrent: int = Field(default=5, ge=1, le=500)
-    failure_budget: str = "0"
-    wave_failure_budget: str = ""
-    soak: str = "0"  # 0, 30s, 10m, 1h
-    approve_between: bool = False
-    skip_unreachable: bool = True
-    window: str = ""
-    health_gates: bool = True
+def _start_request() -> type[Body]:
+    """POST /v1/rollouts: a rollout spec without its id (the Idempotency-Key is the id).
+    Made from the registered operation kinds' targets and RolloutOptions, so the body and
+    its OpenAPI schema follow them."""
+    targets = tuple(operation.target for operation in OPERATIONS)
+    target: Any = Annotated[Union[targets], Field(discriminator="kind")]  # noqa: UP007
+    return create_model(
+        "StartRequest",
+        __base__=Body,
+        __doc__=_start_request.__doc__,
+        operation=(target, Field(description="What to change: `kind` and that kind's fields.")),
+        selector=(str, Field(default="", description="Label selector of clusters.")),
+        waves=(
+            str | list[str],
+            Field(default="canary:1,50%,rest", description="Waves, e.g. canary:1,50%,rest."),
+        ),
+        options=(RolloutOptions, Field(default_factory=RolloutOptions)),
+    )
 
 
-class K8sStart(_StartBase):
-    """POST /v1/rollouts for a Kubernetes upgrade (`flotilla upgrade start`)."""
-
-    kind: Literal["k8s"]
-    to: str  # target version, e.g. v1.31.2
-    cluster_timeout: str = "30m"
-
-
-class AddonStart(_StartBase):
-    """POST /v1/rollouts for an add-on image (`flotilla addon start`)."""
-
-    kind: Literal["addon"]
-    name: str = Field(min_length=1)
-    image: str = Field(min_length=1)
-    namespace: str = "kube-system"
-    workload: Literal["deployment", "daemonset"] = "deployment"
-    container: str = ""
-    cluster_timeout: str = "10m"
-    auto_rollback: bool = False
-
-
-StartBody = Annotated[K8sStart | AddonStart, Field(discriminator="kind")]
-START_BODY: TypeAdapter[K8sStart | AddonStart] = TypeAdapter(StartBody)
+StartRequest = _start_request()
+START_BODY: TypeAdapter[Any] = TypeAdapter(StartRequest)
 
 
 class StartResponse(BaseModel):

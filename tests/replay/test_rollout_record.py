@@ -68,7 +68,9 @@ async def test_record_engine_controls(engine: Engine) -> None:
     await release(engine.client, handle.id, f"{suite}-00")
     await rollouts.control(engine.client, handle.id, "resume", ControlRequest(who="rec"))
     await wait_progress(handle, lambda p: p.waves[1].status == WaveStatus.AWAITING_APPROVAL)
-    await rollouts.control(engine.client, handle.id, "approve", ApproveRequest(who="rec"))
+    await rollouts.control(
+        engine.client, handle.id, "approve", ApproveRequest(who="rec", wave="rest")
+    )
     report = await handle.result()
     assert report.status == RunStatus.COMPLETED
     await save(engine.client, handle.id, "Rollout-controls-run1", handle.first_execution_run_id)

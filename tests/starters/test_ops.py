@@ -96,7 +96,7 @@ async def start_sample(sample: SampleWorker) -> WorkflowHandle[SampleOperation, 
 async def wait_listed(aflotilla: ARun, address: str, workflow_id: str) -> list[dict[str, object]]:
     """Visibility is eventually consistent: poll `ops list` until the run appears."""
     for _ in range(100):
-        result = await aflotilla("ops", "list", "--kind", "sample", "-o", "json", address=address)
+        result = await aflotilla("ops", "list", "-o", "json", address=address)
         assert result.returncode == 0, result.stderr
         rows: list[dict[str, object]] = json.loads(result.stdout)
         if any(r["id"] == workflow_id for r in rows):
@@ -110,7 +110,7 @@ async def test_ops_list_show_and_watch_success(
     handle = await start_sample(sample_worker)
     rows = await wait_listed(aflotilla, temporal_address, handle.id)
     row = next(r for r in rows if r["id"] == handle.id)
-    assert row["kind"] == "sample" and row["status"] == "RUNNING"
+    assert row["kind"] == "sample" and row["status"] == "RUNNING" and row["outcome"] == "running"
     assert row["clusters"] == CLUSTERS
 
     shown = await aflotilla("ops", "show", handle.id, "-o", "json", address=temporal_address)
@@ -144,7 +144,7 @@ async def test_ops_list_show_and_watch_success(
             await watch.wait()
     assert watch.returncode == 0, stderr
     text = (first + stdout + stderr).decode()
-    assert "COMPLETED" in text and "Traceback" not in text
+    assert "succeeded" in text and "Traceback" not in text
 
 
 async def test_ops_watch_failed_run_exits_1(
@@ -158,3 +158,10 @@ async def test_ops_watch_failed_run_exits_1(
     shown_run = await aflotilla("ops", "show", handle.id, "-o", "json", address=temporal_address)
     shown = json.loads(shown_run.stdout)
     assert shown["status"] == "FAILED" and "ClusterLocked" in shown["failure"]
+    assert shown["outcome"] == "failed"
+
+
+async def test_ops_list_refuses_an_unknown_kind(aflotilla: ARun, temporal_address: str) -> None:
+    result = await aflotilla("ops", "list", "--kind", "bogus", address=temporal_address)
+    line = assert_one_line_error(result, 2)
+    assert "unknown operation kind 'bogus'" in line and "rollout:k8s" in line

@@ -149,14 +149,12 @@ async def suite(worker: RunningWorker, lab: Any) -> AsyncIterator[str]:
                 await asyncio.to_thread(lab.admin.remove_cluster, name)
 
 
-def addon(selector: str, **fields: Any) -> dict[str, Any]:
+def addon(selector: str, name: str = "coredns", **options: Any) -> dict[str, Any]:
     return {
-        "kind": "addon",
-        "name": "coredns",
-        "image": IMAGE,
+        "operation": {"kind": "addon", "name": name, "image": IMAGE},
         "selector": selector,
         "waves": "canary:1,rest",
-        **fields,
+        "options": options,
     }
 
 
@@ -274,7 +272,8 @@ async def test_the_documented_curl_signing_works(offline: Hook) -> None:
     [function] = re.findall(r"```sh\n(# flotilla_call .*?)```", docs, re.DOTALL)
     calls = """
         flotilla_call GET /v1/operations/rollout:k8s:ci-1; echo
-        flotilla_call POST /v1/rollouts '{"kind": "k8s", "to": "v1.31.2"}' ci-1; echo
+        flotilla_call POST /v1/rollouts '{"operation": {"kind": "k8s", "version": "v1.31.2"}}' ci-1
+        echo
         FLOTILLA_WEBHOOK_SECRET=other flotilla_call GET /v1/operations/rollout:k8s:ci-1
     """
     env = {"PATH": os.environ["PATH"], "FLOTILLA_URL": offline.url}
@@ -317,13 +316,14 @@ async def test_bad_requests_answer_one_line(offline: Hook, auth: str) -> None:
         (addon("a=b"), None, 400, "missing Idempotency-Key"),
         (addon("a=b"), "has/slash", 400, "bad Idempotency-Key"),
         (b"{not json", "k1", 400, "malformed JSON"),
-        ({"kind": "k8s"}, "k1", 422, "to: Field required"),
-        ({"kind": "helm"}, "k1", 422, "does not match any of the expected tags"),
+        ({"operation": {"kind": "k8s"}}, "k1", 422, "operation.version: Field required"),
+        ({"operation": {"kind": "helm"}}, "k1", 422, "does not match any of the expected tags"),
         (addon("a=b", approve_betwen=True), "k1", 422, "approve_betwen: Extra inputs"),
-        (addon("a=b", max_concurrent=0), "k1", 422, "max_concurrent"),
+        (addon("a=b", max_concurrent=0), "k1", 422, "options.max_concurrent"),
         (addon("a=b", soak="forever"), "k1", 422, "bad duration"),
-        (addon("env in (eu"), "k1", 422, "bad label selector"),
-        ({"kind": "k8s", "to": "v1.31"}, "k1", 422, "not a Kubernetes version"),
+        (addon("env in (eu"), "k1", 422, "selector: "),
+        ({"operation": {"kind": "k8s", "version": "v1.31"}}, "k1", 422, "not a Kubernetes"),
+        (addon("a=b", name="x", cluster_timeout="0"), "k1", 422, "options.cluster_timeout"),
     ]
     for body, key, code, expected in cases:
         status, answer = await offline.call("POST", "/v1/rollouts", body, key=key, auth=auth)
@@ -380,7 +380,8 @@ async def test_openapi_describes_every_route(offline: Hook) -> None:
     components = schema["components"]["schemas"]
     for name, definition in expected.pop("$defs").items():
         assert components[name] == definition, name
-    assert start["requestBody"]["content"]["application/json"]["schema"] == expected
+    body = start["requestBody"]["content"]["application/json"]["schema"]
+    assert components[body["$ref"].rsplit("/", 1)[1]] == expected
     approve = components[ApproveBody.__name__]
     assert "wave" in approve["required"]
 
@@ -405,9 +406,12 @@ async def test_bad_plans_are_refused_before_anything_starts(
     key = uuid.uuid4().hex[:10]
     cases = [
         (addon("suite=nobody"), "plan refused: no clusters matching"),
-        ({"kind": "k8s", "to": "v1.33.0", "selector": f"suite={suite}"}, "plan refused"),
-        # Only the engine's live preflight (the dry run on the worker) can tell this one.
-        (addon(f"suite={suite}", name="no-such-addon"), "PlanRefused"),
+        (
+            {"operation": {"kind": "k8s", "version": "v1.33.0"}, "selector": f"suite={suite}"},
+            "plan refused",
+        ),
+        # Only the operation's live preflight (on the worker) can tell this one.
+        (addon(f"suite={suite}", name="no-such-addon"), "plan refused, nothing was changed"),
     ]
     for body, expected in cases:
         status, answer = await hook.call("POST", "/v1/rollouts", body, key=key)

@@ -201,7 +201,9 @@ async def test_approval_gates_wave_two_and_is_recorded(worker: RunningWorker, la
         handle = await start(fleet, "canary:1,rest", approve_between=True)
         await wait_for(fleet, handle, lambda p: p.clusters[0].status == ClusterStatus.RUNNING)
         await refused(
-            rollouts.control(worker.client, handle.id, "approve", ApproveRequest(who="ana")),
+            rollouts.control(
+                worker.client, handle.id, "approve", ApproveRequest(who="ana", wave="rest")
+            ),
             "is not waiting for an approval",
         )
         lab.admin.clear(canary)
@@ -216,7 +218,10 @@ async def test_approval_gates_wave_two_and_is_recorded(worker: RunningWorker, la
         await never_started(fleet, handle.id, wave_two)
         assert await images(lab, fleet.names) == [NEW, OLD, OLD]
         await rollouts.control(
-            worker.client, handle.id, "approve", ApproveRequest(who="ana", note="canary fine")
+            worker.client,
+            handle.id,
+            "approve",
+            ApproveRequest(who="ana", wave="rest", note="canary fine"),
         )
         report = await handle.result()
         assert report.status == RunStatus.COMPLETED
@@ -266,7 +271,9 @@ async def test_joined_cluster_is_not_rolled_and_left_ones_are_skipped(
         moved = lab_request(lab, relabelled, **LABELS, suite=f"{fleet.id}-moved")
         await onboard(worker.client, moved, task_queue=fleet.queue)
         await eventually(lambda: fleet.listed_as(lambda listed: listed == {canary, last, joined}))
-        await rollouts.control(worker.client, handle.id, "approve", ApproveRequest(who="ana"))
+        await rollouts.control(
+            worker.client, handle.id, "approve", ApproveRequest(who="ana", wave="rest")
+        )
         report = await handle.result()
         assert report.status == RunStatus.COMPLETED, report.halt_reason
         assert statuses(report) == [
