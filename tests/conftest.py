@@ -53,6 +53,12 @@ def client(temporal_env: WorkflowEnvironment) -> Client:
     return temporal_env.client
 
 
+@pytest.fixture(scope="session")
+def temporal_address(client: Client) -> str:
+    """host:port of the session's dev server, for CLI subprocesses."""
+    return str(client.service_client.config.target_host)
+
+
 @dataclass
 class RunningWorker:
     client: Client

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client
 
 FLOTILLA = str(Path(sys.executable).parent / "flotilla")
 TEMPORAL = str(Path(sys.executable).parent / "temporal")
@@ -73,9 +72,3 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int) -
     assert lines[0].startswith("flotilla: "), lines[0]
     assert "Traceback" not in result.stdout + result.stderr
     return lines[0]
-
-
-@pytest.fixture(scope="session")
-def temporal_address(client: Client) -> str:
-    """host:port of the session's dev server, for CLI subprocesses."""
-    return str(client.service_client.config.target_host)
