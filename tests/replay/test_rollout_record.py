@@ -25,6 +25,8 @@ from fleet.rollout_models import (
     ApproveRequest,
     ClusterStatus,
     ControlRequest,
+    PlanCheckRequest,
+    RolloutSpec,
     RunStatus,
     SkipRequest,
     WaveStatus,
@@ -40,6 +42,7 @@ from tests.workflows.rollout_support import (
     wait_progress,
 )
 from tests.workflows.rollout_support import start as start_scripted
+from workflows.plan_check import PlanCheck
 
 HISTORIES = Path(__file__).parent / "histories"
 
@@ -79,6 +82,17 @@ async def test_record_engine_controls(engine: Engine) -> None:
 
 async def test_record_lab_rollouts(worker: RunningWorker, lab: Any) -> None:
     async with lab_tests.suite_clusters(worker, lab, 1) as names:
+        spec = RolloutSpec(
+            id="rec-check",
+            selector=f"suite={names[0].rsplit('-', 1)[0]}",
+            operation=K8sTarget(version=lab_tests.NEW),
+        )
+        plan = await rollouts.make_plan(worker.client, spec)
+        check_id = f"plan-check-{names[0]}"
+        await worker.client.execute_workflow(
+            PlanCheck.run, PlanCheckRequest(plan=plan), id=check_id, task_queue=worker.task_queue
+        )
+        await save(worker.client, check_id, "PlanCheck")
         handle = await lab_tests.start(worker, names, K8sTarget(version=lab_tests.NEW), "rest")
         assert (await handle.result()).status == RunStatus.COMPLETED
         await save(worker.client, handle.id, "Rollout-k8s")
