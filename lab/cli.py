@@ -136,6 +136,8 @@ def _fault(args: argparse.Namespace) -> None:
             params[name] = getattr(args, name)
     if args.codes is not None:
         params["codes"] = args.codes
+    if args.image:
+        params["images"] = args.image
     result = _admin(args.dir).fault(args.cluster, args.kind, **params)
     print(f"{args.cluster}: faults {_faults_line(result)}")
 
@@ -228,12 +230,17 @@ def parser() -> argparse.ArgumentParser:
 
     fault = command("fault", "inject a fault into a cluster")
     fault.add_argument("cluster")
-    fault.add_argument("kind", help="dark | slow | flaky | nodes-not-ready | upgrade-fail")
+    fault.add_argument(
+        "kind", help="dark | slow | flaky | nodes-not-ready | upgrade-fail | image-missing"
+    )
     fault.add_argument("--mode", choices=["refuse", "hang"], help="dark: refuse or hang")
     fault.add_argument("--latency-ms", type=int, help="slow: added latency")
     fault.add_argument("--rate", type=float, help="flaky: share of failing requests 0..1")
     fault.add_argument("--codes", type=_codes, help="flaky: e.g. 500,503,429")
     fault.add_argument("--count", type=int, help="nodes-not-ready: how many workers")
+    fault.add_argument(
+        "--image", action="append", help="image-missing: a reference whose pulls fail, repeatable"
+    )
     fault.set_defaults(run=_fault)
 
     clear = command("clear", "clear one fault kind or all faults of a cluster")

@@ -178,3 +178,20 @@ def test_kubectl_rollouts_against_the_simulated_controllers(lab: LabProcess) -> 
     assert "exceeded its progress deadline" in stalled.stderr
     pods = ok("get", "pods", "-l", "app=web")
     assert "ImagePullBackOff" in pods
+
+
+def test_image_missing_fault_stalls_a_daemonset_rollout(lab: LabProcess) -> None:
+    def k(*args: str) -> subprocess.CompletedProcess[str]:
+        return kubectl(lab.kubeconfig, "lab-ap-prod-1", "-n", "kube-system", *args)
+
+    image = "registry.k8s.io/kube-proxy:v9.9.9"
+    fault = lab_cli(
+        "fault", "ap-prod-1", "image-missing", "--image", image, directory=lab.directory
+    )
+    assert fault.returncode == 0 and "image-missing" in fault.stdout, fault.stderr
+    assert k("set", "image", "daemonset/kube-proxy", f"kube-proxy={image}").returncode == 0
+    stalled = k("rollout", "status", "daemonset/kube-proxy", "--timeout=3s")
+    assert stalled.returncode != 0
+    pods = k("get", "pods", "-l", "k8s-app=kube-proxy")
+    assert "ErrImagePull" in pods.stdout or "ImagePullBackOff" in pods.stdout
+    assert lab_cli("clear", "ap-prod-1", "image-missing", directory=lab.directory).returncode == 0
