@@ -36,6 +36,7 @@ from fleet.models import ClusterRef, CredentialRef, Health, ManagementRef, Onboa
 from fleet.rollout_models import (
     CapiRequest,
     ClusterStatus,
+    Outcome,
     Plan,
     PlannedCluster,
     RolloutOptions,
@@ -45,7 +46,10 @@ from fleet.rollout_models import (
 from lab.testing import LabProcess
 from starters import rollouts
 from starters.inventory import onboard
-from workflows.cluster_task import AFTER_SETTLE, SETTLE_POLL
+from workflows.cluster_task import SETTLE_POLL
+
+# The rollout's default after-change settle period (RolloutOptions.settle).
+AFTER_SETTLE = RolloutOptions().settle
 
 OLD, MID, NEW = "v1.30.6", "v1.31.2", "v1.32.0"
 
@@ -72,7 +76,7 @@ def straight_cluster(cluster: PlannedCluster, version: str, gates: bool) -> None
 
 def settle(env: ActivityEnvironment, ref: ClusterRef) -> None:
     """The rollout's after-change gate, as a script: re-read until healthy, same bounds."""
-    deadline = time.monotonic() + AFTER_SETTLE.total_seconds()
+    deadline = time.monotonic() + AFTER_SETTLE
     while env.run(health.check_cluster_health, ref).health != Health.HEALTHY:
         assert time.monotonic() < deadline, f"{ref.name} did not settle"
         time.sleep(SETTLE_POLL.total_seconds())
@@ -148,7 +152,7 @@ async def measure(
         options=RolloutOptions(
             max_concurrent=args.max_concurrent,
             health_gates=args.health_gates,
-            cluster_timeout_seconds=600,
+            cluster_timeout=600,
         ),
     )
     plan = await rollouts.make_plan(env.client, spec)
@@ -157,12 +161,12 @@ async def measure(
         handle = await rollouts.start_rollout(env.client, plan, task_queue=queue)
         report = await handle.result()
         wall = time.perf_counter() - started
-    if report.status.value != "completed" or report.count(ClusterStatus.SUCCEEDED) != len(
+    if report.outcome != Outcome.SUCCEEDED or report.count(ClusterStatus.SUCCEEDED) != len(
         plan.cluster_names()
     ):  # the lower bound assumes every cluster now runs MID
         problems = [(o.name, o.status.value, o.reason) for o in report.outcomes if o.reason]
         raise SystemExit(
-            f"rollout {report.status.value}: {report.halt_reason or ''} {problems[:5]}"
+            f"rollout {report.outcome.value}: {report.halt_reason or ''} {problems[:5]}"
         )
     runs = [wf async for wf in env.client.list_workflows(f'WorkflowId = "{handle.id}"')]
     lengths = sorted(r.history_length for r in runs)
