@@ -23,6 +23,7 @@ from fleet.rollout_models import (
     ApproveRequest,
     ClusterStatus,
     ControlRequest,
+    Outcome,
     RolloutOptions,
     RolloutReport,
     RolloutSpec,
@@ -222,6 +223,32 @@ async def test_broken_image_fails_canary_and_auto_rollback_restores_it(
         assert second.status == ClusterStatus.NOT_STARTED
         assert "ProgressDeadlineExceeded" in report.halt_reason
         assert await asyncio.to_thread(coredns_image, lab, names[0]) == COREDNS
+        await assert_unlocked(worker, names)
+
+
+async def test_an_image_that_cannot_be_pulled_halts_the_canary(
+    worker: RunningWorker, lab: Any
+) -> None:
+    """The lab pulls images: a valid reference its registry does not have leaves the new
+    pods in ImagePullBackOff, so the canary fails and nothing else is touched."""
+    missing = f"{COREDNS}-gone-{uuid.uuid4().hex[:4]}"
+    async with suite_clusters(worker, lab, 2) as names:
+        apps = k8s.AppsV1Api(cluster_api(lab, names[0]))
+        patch = {"spec": {"progressDeadlineSeconds": 2}}
+        await asyncio.to_thread(apps.patch_namespaced_deployment, "coredns", "kube-system", patch)
+        await eventually(lambda: asyncio.to_thread(_settled, apps))
+        for name in names:
+            lab.admin.fault(name, "image-missing", images=[missing])
+        handle = await start(
+            worker, names, AddonTarget(name="coredns", image=missing), "canary:1,rest"
+        )
+        report = await handle.result()
+        canary, second = report.outcomes
+        assert report.outcome == Outcome.HALTED, report
+        assert canary.status == ClusterStatus.FAILED and canary.to_version == missing
+        assert "ProgressDeadlineExceeded" in canary.reason or "ImagePull" in canary.reason
+        assert second.status == ClusterStatus.NOT_STARTED
+        assert await asyncio.to_thread(coredns_image, lab, names[1]) == COREDNS
         await assert_unlocked(worker, names)
 
 
