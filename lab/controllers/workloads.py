@@ -563,7 +563,7 @@ class WorkloadController:
             return
         status = pod.get("status", {})
         if status.get("containerStatuses"):
-            if status.get("phase") == "Pending" and _creating(pod):
+            if status.get("phase") == "Pending" and _waiting(pod, _RETRIED):
                 self._arm_start(ns, name)  # resumed after a restore
             return
         if status.get("phase") not in (None, "Pending"):
@@ -623,7 +623,14 @@ class WorkloadController:
             return
         waiting: dict[str, Obj] = {}
         failed_pull = False
+        running = {
+            cs["name"]
+            for cs in pod.get("status", {}).get("containerStatuses", [])
+            if "running" in cs.get("state", {})
+        }
         for c in pod["spec"].get("containers", []):
+            if c["name"] in running:
+                continue  # a retry pulls only what failed
             image, path = c.get("image", ""), f"spec.containers{{{c['name']}}}"
             ref = images.parse(image)
             if isinstance(ref, str):
@@ -851,9 +858,13 @@ def _cond(type_: str, status: str, now: str, reason: str = "") -> Obj:
     return cond
 
 
-def _creating(pod: Obj) -> bool:
+# Waiting reasons after which the kubelet tries again (a restored pod resumes there).
+_RETRIED = frozenset({"ContainerCreating", images.PULL_ERROR, images.PULL_BACKOFF})
+
+
+def _waiting(pod: Obj, reasons: frozenset[str]) -> bool:
     return any(
-        cs.get("state", {}).get("waiting", {}).get("reason") == "ContainerCreating"
+        cs.get("state", {}).get("waiting", {}).get("reason") in reasons
         for cs in pod.get("status", {}).get("containerStatuses", [])
     )
 
