@@ -31,8 +31,20 @@ class Recorder:
         self.store = store
         self.limit = limit
         self.ttl = ttl
-        # aggregation key -> (namespace, name, monotonic time recorded), oldest first
+        # aggregation key -> (namespace, name, monotonic time recorded), oldest first;
+        # events restored from a state file count from now
         self._recent: OrderedDict[_Key, tuple[str, str, float]] = OrderedDict()
+        now = time.monotonic()
+        for event in sorted(store.list(EVENTS), key=lambda e: e.get("lastTimestamp") or ""):
+            involved, source = event.get("involvedObject") or {}, event.get("source") or {}
+            key = (
+                involved.get("uid", ""),
+                event.get("type", ""),
+                event.get("reason", ""),
+                event.get("message", ""),
+                source.get("component", "") + involved.get("fieldPath", ""),
+            )
+            self._recent[key] = (event["metadata"]["namespace"], event["metadata"]["name"], now)
 
     def record(
         self,
