@@ -15,11 +15,12 @@ from temporalio.client import Client
 
 from fleet.addon_target import AddonTarget
 from fleet.ids import HEALTH_SCHEDULE_ID
-from fleet.models import CredentialRef, ManagementRef, RecordsQuery, SweepRequest, SweepResult
+from fleet.models import CredentialRef, ManagementRef, RecordsQuery, SweepRequest
 from fleet.rollout_models import RolloutSpec
 from starters import inventory, ops, render, rollouts
 from starters.errors import CliError
 from starters.stack import Stack
+from workflows.health import FleetHealthSweep
 
 DEMO_IMAGE = "registry.k8s.io/coredns/coredns:v1.11.4"
 
@@ -68,11 +69,10 @@ async def run(stack: Stack, *, console: Console, exit_when_done: bool) -> bool:
 
     console.rule("2. fleet health sweep")
     sweep = await client.execute_workflow(
-        "FleetHealthSweep",
+        FleetHealthSweep.run,
         SweepRequest(),
         id=f"{HEALTH_SCHEDULE_ID}-demo-{uuid.uuid4().hex[:6]}",
         task_queue=stack.options.task_queue,
-        result_type=SweepResult,
         static_summary="Fleet health sweep (demo)",
     )
     console.print(

@@ -22,12 +22,13 @@ from temporalio.service import RPCError
 from fleet.config import Settings
 from fleet.ids import HEALTH_SCHEDULE_ID
 from fleet.models import SweepRequest
+from workflows.health import FleetHealthSweep
 
 
 def health_schedule(interval_seconds: int, task_queue: str) -> Schedule:
     return Schedule(
         action=ScheduleActionStartWorkflow(
-            "FleetHealthSweep",
+            FleetHealthSweep.run,
             SweepRequest(),
             id=HEALTH_SCHEDULE_ID,
             task_queue=task_queue,

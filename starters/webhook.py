@@ -44,10 +44,11 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from fleet import search
 from fleet.connect import connect
-from fleet.rollout_models import ApproveRequest, ControlRequest, RolloutSpec
+from fleet.rollout_models import ApproveRequest, ControlRequest, Outcome, RolloutSpec
 from fleet.wave_specs import PlanError
-from starters import rollouts
+from starters import ops, rollouts
 from starters.errors import CliError, failure_message, usage
 from starters.webhook_models import (
     START_BODY,
@@ -76,6 +77,7 @@ from starters.webhook_signing import (
     signature,
 )
 from workflows.registry import OPERATIONS
+from workflows.rollout import Rollout
 
 log = logging.getLogger("flotilla.webhook")
 
@@ -326,7 +328,8 @@ class Api:
         response = StartResponse(
             workflow_id=handle.id,
             run_id=run_id,
-            status=WorkflowExecutionStatus.RUNNING.name,
+            status=Outcome.RUNNING.value,
+            temporal_status=WorkflowExecutionStatus.RUNNING.name,
             created=True,
             clusters=plan.cluster_names(),
         )
@@ -339,7 +342,8 @@ class Api:
         handle = client.get_workflow_handle(desc.id, run_id=desc.run_id)
         progress: Any = None
         with contextlib.suppress(Exception):  # no such query or no worker: status only
-            progress = await asyncio.wait_for(handle.query("progress"), QUERY_TIMEOUT)
+            found = await asyncio.wait_for(handle.query(Rollout.progress), QUERY_TIMEOUT)
+            progress = found.model_dump(mode="json")
         result: Any = None
         if desc.status == WorkflowExecutionStatus.COMPLETED:
             with contextlib.suppress(Exception):
@@ -349,8 +353,9 @@ class Api:
             run_id=desc.run_id,
             first_run_id=_first_run_id(desc),
             type=desc.workflow_type,
-            status=_status(desc),
-            progress=progress if isinstance(progress, dict) else None,
+            status=_outcome(desc),
+            temporal_status=_status(desc),
+            progress=progress,
             result=result,
         )
         return _json(response, 200)
@@ -499,7 +504,11 @@ async def _describe(client: Client, workflow_id: str) -> WorkflowExecutionDescri
 
 def _started(desc: WorkflowExecutionDescription, *, created: bool) -> StartResponse:
     return StartResponse(
-        workflow_id=desc.id, run_id=_first_run_id(desc), status=_status(desc), created=created
+        workflow_id=desc.id,
+        run_id=_first_run_id(desc),
+        status=_outcome(desc),
+        temporal_status=_status(desc),
+        created=created,
     )
 
 
@@ -510,6 +519,11 @@ def _first_run_id(desc: WorkflowExecutionDescription) -> str:
 
 def _status(desc: WorkflowExecutionDescription) -> str:
     return (desc.status or WorkflowExecutionStatus.RUNNING).name
+
+
+def _outcome(desc: WorkflowExecutionDescription) -> str:
+    """The run's outcome (starters/ops.py): what to trust, unlike Temporal's COMPLETED."""
+    return ops.outcome(desc.status, desc.typed_search_attributes.get(search.OUTCOME)).value
 
 
 def _ids(desc: WorkflowExecutionDescription) -> str:

@@ -52,7 +52,10 @@ class StartResponse(BaseModel):
 
     workflow_id: str
     run_id: str
-    status: str  # RUNNING, COMPLETED, FAILED... (Temporal's execution status)
+    # The outcome: running, succeeded, completed-with-skips, halted, aborted, rolled-back,
+    # failed... (what to trust: Temporal's COMPLETED also covers a halted rollout).
+    status: str
+    temporal_status: str  # RUNNING, COMPLETED, FAILED... (Temporal's execution status)
     created: bool
     clusters: list[str] = Field(default_factory=list)  # planned clusters (on creation)
 
@@ -92,7 +95,8 @@ class OperationResponse(BaseModel):
     run_id: str
     first_run_id: str
     type: str
-    status: str
+    status: str  # the outcome, as in StartResponse
+    temporal_status: str
     progress: dict[str, Any] | None = None
     result: Any = None
 

@@ -451,7 +451,7 @@ async def test_idempotent_start_and_itsm_approval(hook: Hook, suite: str, client
     )
 
     op = await awaiting_approval(hook, workflow_id)
-    assert op["status"] == "RUNNING" and op["type"] == "Rollout"
+    assert op["status"] == "running" and op["type"] == "Rollout"
     assert [w["name"] for w in op["progress"]["waves"]] == ["canary", "rest"]
 
     control = f"/v1/operations/{workflow_id}"
@@ -483,11 +483,12 @@ async def test_idempotent_start_and_itsm_approval(hook: Hook, suite: str, client
     assert status == 200, late
     assert (late["run_id"], late["status"], late["created"]) == (
         first["run_id"],
-        "COMPLETED",
+        "succeeded",
         False,
     )
     status, op = await hook.call("GET", f"/v1/operations/{workflow_id}")
-    assert (status, op["status"], op["first_run_id"]) == (200, "COMPLETED", first["run_id"])
+    assert (status, op["status"], op["first_run_id"]) == (200, "succeeded", first["run_id"])
+    assert op["temporal_status"] == "COMPLETED"
     assert op["result"]["approvals"][0]["who"] == "alice@example.com"
     status, answer = await hook.call("POST", f"{control}/approve", {**approval, "wave": "rest"})
     assert status == 409 and "completed" in one_line(answer)
@@ -541,7 +542,7 @@ async def test_captured_requests_start_and_control_nothing(
         )
         assert status == 401 and "bad X-Flotilla-Signature" in one_line(answer), action
     status, op = await hook.call("GET", f"/v1/operations/{workflow_id}")
-    assert status == 200 and op["status"] == "RUNNING"
+    assert status == 200 and op["status"] == "running"
     progress = op["progress"]
     assert (progress["paused"], progress["controls"], progress["approvals"]) == (False, [], [])
 
@@ -549,6 +550,9 @@ async def test_captured_requests_start_and_control_nothing(
     assert status == 200, answer
     report = await client.get_workflow_handle(workflow_id, result_type=RolloutReport).result()
     assert report.status == RunStatus.ABORTED, report
+    # Temporal says COMPLETED; the webhook says what happened.
+    status, op = await hook.call("GET", f"/v1/operations/{workflow_id}")
+    assert (status, op["status"], op["temporal_status"]) == (200, "aborted", "COMPLETED"), op
 
 
 async def chain_histories(client: Client, workflow_id: str, run_id: str) -> list[bytes]:
