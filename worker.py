@@ -22,7 +22,7 @@ from temporalio.worker import Worker
 
 from activities import access, baseline, health, inventory
 from fleet.config import Settings
-from workflows.cluster import ClusterEntity
+from workflows.cluster import ClusterEntity, ClusterIdentity
 from workflows.health import FleetHealthSweep
 from workflows.offboarding import Offboard
 from workflows.onboarding import Onboard
@@ -31,7 +31,15 @@ from workflows.registry import OPERATIONS
 from workflows.rollout import Rollout
 
 # What every worker runs besides the operation kinds of the registry.
-WORKFLOWS: list[type] = [ClusterEntity, Onboard, Offboard, FleetHealthSweep, Rollout, PlanCheck]
+WORKFLOWS: list[type] = [
+    ClusterEntity,
+    ClusterIdentity,
+    Onboard,
+    Offboard,
+    FleetHealthSweep,
+    Rollout,
+    PlanCheck,
+]
 
 ACTIVITIES: list[Callable[..., Any]] = [
     inventory.register_cluster,
@@ -42,6 +50,8 @@ ACTIVITIES: list[Callable[..., Any]] = [
     inventory.record_cluster_health,
     inventory.retire_cluster,
     inventory.describe_lock_holder,
+    inventory.claim_cluster_identity,
+    inventory.check_identity_owner,
     access.probe_cluster,
     access.check_onboarding_access,
     baseline.install_baseline,

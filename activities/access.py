@@ -1,10 +1,13 @@
-"""Can Flotilla reach and manage a cluster? Reachability and version (`probe_cluster`) and
-the permissions onboarding needs (`check_onboarding_access`, via SelfSubjectAccessReviews).
+"""Can Flotilla reach and manage a cluster? Reachability, version and identity
+(`probe_cluster`), the permissions onboarding needs (`check_onboarding_access`, via
+SelfSubjectAccessReviews).
 
 Both only read, so they run before onboarding takes the cluster's lock.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
@@ -39,20 +42,32 @@ ONBOARDING_PERMISSIONS: list[Permission] = [
 ]
 
 
+def _allowed(api: Any, path: str) -> Any:
+    """GET `path`; None when the credential may not read it (the permission check says so)."""
+    try:
+        return request(api, "GET", path, timeout=PROBE_TIMEOUT)
+    except ApiException as exc:
+        if exc.status != 403:
+            raise
+        return None
+
+
+def cluster_uid(api: Any) -> str:
+    """The cluster's identity: the UID of its kube-system namespace ("" when forbidden)."""
+    namespace = _allowed(api, "/api/v1/namespaces/kube-system")
+    return str(namespace["metadata"]["uid"]) if namespace else ""
+
+
 @activity.defn
 def probe_cluster(ref: ClusterRef) -> ClusterProbe:
-    """Version, endpoint and node count (0 when nodes may not be listed: the permission
-    check names that). Fails retryably while the cluster does not answer; a 401 is
-    non-retryable: the credential is wrong."""
+    """Version, endpoint, node count and identity (0 and "" when nodes or namespaces may
+    not be read: the permission check names that). Fails retryably while the cluster does
+    not answer; a 401 is non-retryable: the credential is wrong."""
     api = api_client(ref.credential)
     try:
         version = request(api, "GET", "/version", timeout=PROBE_TIMEOUT)
-        try:
-            nodes = request(api, "GET", "/api/v1/nodes", timeout=PROBE_TIMEOUT)["items"]
-        except ApiException as exc:
-            if exc.status != 403:
-                raise
-            nodes = []
+        nodes = (_allowed(api, "/api/v1/nodes") or {}).get("items", [])
+        uid = cluster_uid(api)
     except ApiException as exc:
         message = api_error_message(ref.name, exc)
         if exc.status == 401:
@@ -69,6 +84,7 @@ def probe_cluster(ref: ClusterRef) -> ClusterProbe:
         version=str(version.get("gitVersion", "")),
         api_endpoint=api.configuration.host,
         node_count=len(nodes),
+        uid=uid,
     )
 
 

@@ -17,9 +17,15 @@ from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.access import BASELINE_NAMESPACE
+from activities.access import BASELINE_NAMESPACE, cluster_uid
 from activities.kube import api_client, api_error_message, request
-from fleet.models import BaselineRemoval, BaselineResult, BaselineSpec, ClusterRef
+from fleet.models import (
+    BaselineRemoval,
+    BaselineResult,
+    BaselineSpec,
+    BaselineTarget,
+    ClusterRef,
+)
 
 NAME = "flotilla"
 IDENTITY = "flotilla-identity"
@@ -133,6 +139,9 @@ def _ensure(api: Any, obj: _Object) -> str:
             if conflict.status != 409:
                 raise
             current = request(api, "GET", obj.path)  # created meanwhile: compare it
+    if current.get("metadata", {}).get("deletionTimestamp"):
+        # E.g. the namespace of a recent offboarding, still terminating: retry until gone.
+        raise ApplicationError(f"{obj} is being deleted; retrying", type="BaselineFailed")
     if _matches(current, obj):
         return "unchanged"
     desired = json.loads(json.dumps(obj.body))
@@ -150,6 +159,28 @@ def _cluster_failure(ref: ClusterRef, exc: Exception) -> ApplicationError:
     )
 
 
+def _identity_problem(target: BaselineTarget, live: str) -> ApplicationError | None:
+    name, context = target.cluster.name, target.cluster.credential.context
+    if not target.uid:
+        return ApplicationError(
+            f"{name}: the record has no cluster identity (onboarded before Flotilla recorded "
+            f"kube-system UIDs), so nothing was deleted. Onboard {name} again to record it, "
+            "or offboard with force to retire the record without touching the cluster",
+            type="IdentityUnknown",
+            non_retryable=True,
+        )
+    if live != target.uid:
+        found = f"kube-system UID {live}" if live else "a cluster whose kube-system is unreadable"
+        return ApplicationError(
+            f"{name}: context {context} now reaches another cluster ({found}; the record "
+            f"has {target.uid}), so nothing was deleted. Fix the kubeconfig, or offboard "
+            "with force to retire the record without touching that cluster",
+            type="IdentityMismatch",
+            non_retryable=True,
+        )
+    return None
+
+
 @activity.defn
 def install_baseline(spec: BaselineSpec) -> BaselineResult:
     """Creates or repairs every baseline object; heartbeats after each one."""
@@ -159,6 +190,8 @@ def install_baseline(spec: BaselineSpec) -> BaselineResult:
     for obj in baseline_objects(ref.name, spec.labels):
         try:
             outcome = _ensure(api, obj)
+        except ApplicationError as exc:
+            raise ApplicationError(f"{ref.name}: {exc.message}", type=exc.type) from None
         except Exception as exc:
             raise _cluster_failure(ref, exc) from None
         getattr(result, outcome).append(str(obj))
@@ -173,9 +206,21 @@ def install_baseline(spec: BaselineSpec) -> BaselineResult:
 
 
 @activity.defn
-def remove_baseline(ref: ClusterRef) -> BaselineRemoval:
-    """Deletes every baseline object; already-absent ones are fine."""
+def remove_baseline(target: BaselineTarget) -> BaselineRemoval:
+    """Deletes every baseline object (already-absent ones are fine), after checking that
+    the credential still reaches the cluster with the recorded kube-system UID.
+
+    A different or unknown identity is a non-retryable `IdentityMismatch` /
+    `IdentityUnknown` with nothing deleted; a cluster that cannot be read fails retryably
+    (`BaselineFailed`), also with nothing deleted."""
+    ref = target.cluster
     api = api_client(ref.credential)
+    try:
+        live = cluster_uid(api)
+    except Exception as exc:
+        raise _cluster_failure(ref, exc) from None
+    if problem := _identity_problem(target, live):
+        raise problem
     result = BaselineRemoval(cluster=ref.name)
     for obj in reversed(baseline_objects(ref.name, {})):
         try:

@@ -24,7 +24,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from fleet import search
-from fleet.ids import cluster_id
+from fleet.ids import cluster_id, identity_id, onboard_id
 from fleet.models import (
     ClusterRecord,
     ClusterRecords,
@@ -33,9 +33,13 @@ from fleet.models import (
     HealthReport,
     HolderQuery,
     HolderStatus,
+    IdentityClaim,
+    IdentityState,
     LockGrant,
     LockRelease,
     LockRequest,
+    OwnerQuery,
+    OwnerStatus,
     Phase,
     RecordsQuery,
     RegisterRequest,
@@ -108,6 +112,45 @@ async def register(
         )
     except WorkflowUpdateFailedError as exc:
         raise _refusal(exc) from None
+
+
+async def claim_identity(client: Client, req: IdentityClaim, *, task_queue: str) -> IdentityState:
+    """Claims a kube-system UID for a record through its `cluster-uid:<uid>` run (created on
+    first use). Refused with a non-retryable `DuplicateCluster` while another record holds
+    it; the workflow id makes two concurrent claims of one UID meet in one run."""
+    start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
+        "ClusterIdentity",
+        IdentityState(uid=req.uid),
+        id=identity_id(req.uid),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        static_summary=f"Identity of the cluster with kube-system UID {req.uid}",
+        static_details="Admits one inventory record per real cluster; see current details.",
+    )
+    try:
+        return await client.execute_update_with_start_workflow(
+            "claim", req, start_workflow_operation=start, result_type=IdentityState
+        )
+    except WorkflowUpdateFailedError as exc:
+        raise _refusal(exc) from None
+
+
+async def identity_owner(client: Client, query: OwnerQuery) -> OwnerStatus:
+    """Whether record `query.cluster` still stands for `query.uid`: its record is live with
+    that UID, or its onboarding (which claims before it registers) is still running."""
+    record = await get_record(client, query.cluster)
+    if record is not None and record.phase != Phase.OFFBOARDED and record.uid == query.uid:
+        return OwnerStatus(cluster=query.cluster, holds=True, why=f"record is {record.phase}")
+    onboarding = await holder_status(client, onboard_id(query.cluster))
+    if onboarding.running:
+        return OwnerStatus(cluster=query.cluster, holds=True, why="onboarding in progress")
+    if record is None:
+        why = "no record"
+    elif record.phase == Phase.OFFBOARDED:
+        why = "record offboarded"
+    else:
+        why = f"record has UID {record.uid or 'none'}"
+    return OwnerStatus(cluster=query.cluster, holds=False, why=why)
 
 
 async def acquire_lock(
@@ -190,6 +233,16 @@ async def holder_status(client: Client, workflow_id: str) -> HolderStatus:
 async def register_cluster(req: RegisterRequest) -> Registration:
     activity.logger.info("registering", extra={"cluster": req.name})
     return await register(activity.client(), req, task_queue=activity.info().task_queue)
+
+
+@activity.defn
+async def claim_cluster_identity(req: IdentityClaim) -> IdentityState:
+    return await claim_identity(activity.client(), req, task_queue=activity.info().task_queue)
+
+
+@activity.defn
+async def check_identity_owner(query: OwnerQuery) -> OwnerStatus:
+    return await identity_owner(activity.client(), query)
 
 
 @activity.defn

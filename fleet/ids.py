@@ -20,6 +20,11 @@ def cluster_id(name: str) -> str:
     return f"cluster:{name}"
 
 
+def identity_id(uid: str) -> str:
+    """The `ClusterIdentity` run that admits one record per real cluster (kube-system UID)."""
+    return f"cluster-uid:{uid}"
+
+
 def onboard_id(name: str) -> str:
     return f"onboard:{name}"
 

@@ -102,6 +102,9 @@ class ClusterRecord(Model):
     labels: dict[str, str] = Field(default_factory=dict)
     credential: CredentialRef
     api_endpoint: str = ""
+    # The cluster's identity: its kube-system namespace UID (as other fleet tools use).
+    # Empty for records onboarded before Flotilla recorded identities.
+    uid: str = ""
     management: ManagementRef | None = None
     version: str = ""
     node_count: int = 0
@@ -184,6 +187,8 @@ class RegisterRequest(Model):
     labels: dict[str, str] = Field(default_factory=dict)
     management: ManagementRef | None = None
     api_endpoint: str = ""
+    # The kube-system UID the onboarding found; a live record with another UID refuses it.
+    uid: str = ""
     holder: str
     operation: str = "onboard"
 
@@ -243,6 +248,7 @@ class ClusterProbe(Model):
     version: str
     api_endpoint: str
     node_count: int
+    uid: str = ""  # kube-system namespace UID; empty when the credential may not read it
 
 
 class Permission(Model):
@@ -279,6 +285,14 @@ class BaselineResult(Model):
     unchanged: list[str] = Field(default_factory=list)
 
 
+class BaselineTarget(Model):
+    """Remove the baseline from `cluster`, but only if it still is the cluster with
+    kube-system UID `uid` (the record's identity)."""
+
+    cluster: ClusterRef
+    uid: str
+
+
 class BaselineRemoval(Model):
     cluster: str
     removed: list[str] = Field(default_factory=list)
@@ -303,6 +317,38 @@ class OffboardResult(Model):
     record: ClusterRecord
     removal: BaselineRemoval | None = None
     note: str = ""
+
+
+# --- Cluster identity ------------------------------------------------------------------------
+
+
+class IdentityClaim(Model):
+    """Claim kube-system UID `uid` for the record `cluster` (see `ClusterIdentity`)."""
+
+    uid: str
+    cluster: str
+
+
+class IdentityState(Model):
+    """What a `ClusterIdentity` (`cluster-uid:<uid>`) run holds: the record owning the UID."""
+
+    uid: str
+    owner: str = ""
+    # Why the last owner lost the claim (its record offboarded, ...); empty if never.
+    last_release: str = ""
+
+
+class OwnerQuery(Model):
+    cluster: str
+    uid: str
+
+
+class OwnerStatus(Model):
+    """Whether record `cluster` still stands for the UID, and why (or why not)."""
+
+    cluster: str
+    holds: bool
+    why: str
 
 
 # --- Health sweep -------------------------------------------------------------------------

@@ -11,6 +11,11 @@ lock is broken; `record.last_lock_break` says why.
 
 Offboarding leaves the entity running as a tombstone (phase `offboarded`, no lock), which
 keeps the cluster's history listable and lets a later `register` re-activate it.
+
+`ClusterIdentity` (`cluster-uid:<uid>`) admits one record per real cluster: onboarding
+claims the cluster's kube-system UID there before it registers, and the claim of a second
+name is refused while the first still stands for that cluster. Keyed by UID, two
+concurrent onboardings of one cluster meet in the same run, so exactly one wins.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.inventory import describe_lock_holder
+    from activities.inventory import check_identity_owner, describe_lock_holder
     from fleet import search
     from fleet.ids import labels_error
     from fleet.models import (
@@ -33,10 +38,13 @@ with workflow.unsafe.imports_passed_through():
         Health,
         HealthReport,
         HolderQuery,
+        IdentityClaim,
+        IdentityState,
         LockGrant,
         LockRelease,
         LockRequest,
         OperationLock,
+        OwnerQuery,
         Phase,
         RegisterRequest,
         Registration,
@@ -125,6 +133,8 @@ class ClusterEntity:
         rec.management = req.management or rec.management
         if req.api_endpoint:
             rec.api_endpoint = req.api_endpoint
+        if req.uid:
+            rec.uid = req.uid
         self._state.registered = True
         self._changed()
         return Registration(record=rec, previous_phase=previous)
@@ -136,6 +146,16 @@ class ClusterEntity:
             raise _invalid("register needs a holder (the onboarding workflow id)")
         if problem := labels_error(req.labels):
             raise _invalid(problem)
+        rec = self._record
+        if req.uid and rec.uid and req.uid != rec.uid and rec.phase != Phase.OFFBOARDED:
+            raise ApplicationError(
+                f"cluster {rec.name} is recorded with kube-system UID {rec.uid}, but its "
+                f"context now reaches another cluster ({req.uid}). Onboard that cluster under "
+                f"another name, or offboard {rec.name} first (with force if its cluster is "
+                "gone)",
+                type="IdentityChanged",
+                non_retryable=True,
+            )
 
     # --- lock ---------------------------------------------------------------------------
 
@@ -402,3 +422,79 @@ class ClusterEntity:
             )
         if updates:
             workflow.upsert_search_attributes(updates)
+
+
+@workflow.defn(name="ClusterIdentity")
+class ClusterIdentity:
+    """Which record owns one real cluster (its kube-system UID); runs until continue-as-new."""
+
+    @workflow.init
+    def __init__(self, state: IdentityState) -> None:
+        self._state = state
+
+    @workflow.run
+    async def run(self, state: IdentityState) -> IdentityState:
+        self._details()
+        await workflow.wait_condition(
+            lambda: (
+                workflow.info().is_continue_as_new_suggested() and workflow.all_handlers_finished()
+            )
+        )
+        workflow.continue_as_new(self._state)
+
+    @workflow.query
+    def identity(self) -> IdentityState:
+        return self._state
+
+    @workflow.update
+    async def claim(self, req: IdentityClaim) -> IdentityState:
+        """Granted when free or already owned by `req.cluster` (idempotent). Otherwise the
+        owner is checked: if its record no longer stands for this cluster (offboarded,
+        another UID, never registered) the claim passes to `req.cluster`; if it does, the
+        claim is refused with `DuplicateCluster`."""
+        while self._state.owner not in ("", req.cluster):
+            owner = self._state.owner
+            try:
+                status = await workflow.execute_activity(
+                    check_identity_owner,
+                    OwnerQuery(cluster=owner, uid=self._state.uid),
+                    start_to_close_timeout=timedelta(seconds=10),
+                    retry_policy=RetryPolicy(maximum_attempts=5),
+                    summary=f"does {owner} still stand for this cluster?",
+                )
+            except ActivityError as err:
+                raise ApplicationError(
+                    f"could not check whether {owner} still owns kube-system UID "
+                    f"{self._state.uid} ({err.cause or err}); onboard {req.cluster} again",
+                    type="IdentityCheckFailed",
+                    non_retryable=True,
+                ) from None
+            if self._state.owner != owner:
+                continue  # another claim changed the owner meanwhile: check the new one
+            if status.holds:
+                raise ApplicationError(
+                    f"{req.cluster} is the same cluster as {owner} (kube-system UID "
+                    f"{self._state.uid}; {owner}: {status.why}). Flotilla keeps one record per "
+                    f"cluster: re-onboard it as {owner}, or offboard {owner} first",
+                    type="DuplicateCluster",
+                    non_retryable=True,
+                )
+            self._state.last_release = f"{owner} released on claim by {req.cluster}: {status.why}"
+            self._state.owner = ""
+        self._state.owner = req.cluster
+        self._details()
+        return self._state
+
+    @claim.validator
+    def _validate_claim(self, req: IdentityClaim) -> None:
+        if req.uid != self._state.uid:
+            raise _invalid(f"this run holds UID {self._state.uid}, not {req.uid!r}")
+        if not req.cluster:
+            raise _invalid("a claim needs the cluster name")
+
+    def _details(self) -> None:
+        owner = self._state.owner or "nobody"
+        workflow.set_current_details(
+            f"kube-system UID {self._state.uid}: owned by **{owner}**"
+            + (f" ({self._state.last_release})" if self._state.last_release else "")
+        )

@@ -2,9 +2,11 @@
 
 Takes the cluster's lock (phase `offboarding`), deletes the baseline, then retires the
 record (phase `offboarded`, lock cleared; the entity stays as a tombstone, see
-workflows/cluster.py). If the baseline cannot be removed the lock is released with the
-previous phase and the run fails, unless `force` asks to retire anyway. Offboarding an
-already offboarded cluster succeeds without touching it.
+workflows/cluster.py). Nothing is deleted unless the credential still reaches the cluster
+with the record's kube-system UID: a cluster that is unreachable, unidentified or another
+one is left untouched. If the baseline cannot be removed the lock is released with the
+previous phase and the run fails, unless `force` asks to retire the record anyway.
+Offboarding an already offboarded cluster succeeds without touching it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from fleet.models import (
         BaselineRemoval,
-        ClusterRef,
+        BaselineTarget,
         LockRelease,
         LockRequest,
         OffboardRequest,
@@ -81,7 +83,8 @@ class Offboard:
         except ActivityError as err:
             raise root_failure(err) from None
         try:
-            removal, note = await self._remove(req, record.ref())
+            target = BaselineTarget(cluster=record.ref(), uid=record.uid)
+            removal, note = await self._remove(req, target)
             workflow.set_current_details(f"retiring the record of {req.name}")
             retired = await workflow.execute_activity(
                 retire_cluster,
@@ -108,26 +111,28 @@ class Offboard:
         return OffboardResult(record=retired, removal=removal, note=note)
 
     async def _remove(
-        self, req: OffboardRequest, ref: ClusterRef
+        self, req: OffboardRequest, target: BaselineTarget
     ) -> tuple[BaselineRemoval | None, str]:
         workflow.set_current_details(f"removing the baseline from {req.name}")
         try:
             removal = await workflow.execute_activity(
                 remove_baseline,
-                ref,
+                target,
                 start_to_close_timeout=KUBE_TIMEOUT,
                 heartbeat_timeout=HEARTBEAT,
                 retry_policy=KUBE_RETRY,
                 summary=f"remove baseline from {req.name}",
             )
         except ActivityError as err:
+            failure = root_failure(err)
+            if not req.force and failure.type in ("IdentityMismatch", "IdentityUnknown"):
+                raise failure from None
             if not req.force:
-                failure = root_failure(err)
                 raise ApplicationError(
                     f"{req.name}: could not remove the baseline ({failure.message}); fix access "
                     "and retry, or offboard with force to retire the record anyway",
                     type="BaselineFailed",
                     non_retryable=True,
                 ) from None
-            return None, f"baseline left in place (forced): {root_failure(err).message}"
+            return None, f"baseline left in place (forced): {failure.message}"
         return removal, ""

@@ -1,7 +1,9 @@
 """`Onboard` (`onboard:<name>`): bring a cluster under Flotilla, or reconcile it again.
 
-Steps: probe (reachable, version) and permission check, both read-only and before the lock;
-register in the inventory, which also takes the cluster's lock; install the baseline; record
+Steps: probe (reachable, version, identity) and permission check, both read-only and before
+the lock; claim the cluster's identity (its kube-system UID: one record per real cluster,
+so the same cluster under a second name is refused, see `ClusterIdentity`); register in the
+inventory, which also takes the cluster's lock; install the baseline; record
 facts and a first health reading; release the lock with phase `active`. A failure after
 registration releases the lock with the phase the record had before (a new cluster stays
 `onboarding`). Re-running is safe: the baseline and the record converge on the request.
@@ -19,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.baseline import install_baseline
     from activities.health import check_cluster_health
     from activities.inventory import (
+        claim_cluster_identity,
         record_cluster_health,
         register_cluster,
         release_cluster_lock,
@@ -31,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         ClusterRecord,
         ClusterRef,
         FactsUpdate,
+        IdentityClaim,
         LockRelease,
         OnboardRequest,
         OnboardResult,
@@ -87,9 +91,24 @@ class Onboard:
                 non_retryable=True,
             )
 
-        self._details(f"registering {req.name} and taking its lock")
+        if not probe.uid:
+            raise ApplicationError(
+                f"{req.name}: context {req.credential.context} cannot read the kube-system "
+                "namespace, whose UID identifies the cluster; grant get namespaces",
+                type="MissingPermissions",
+                non_retryable=True,
+            )
+        self._details(f"claiming the identity of {req.name} (kube-system UID {probe.uid})")
         holder = workflow.info().workflow_id
         try:
+            await workflow.execute_activity(
+                claim_cluster_identity,
+                IdentityClaim(uid=probe.uid, cluster=req.name),
+                start_to_close_timeout=INVENTORY_TIMEOUT,
+                retry_policy=INVENTORY_RETRY,
+                summary=f"claim kube-system UID {probe.uid} for {req.name}",
+            )
+            self._details(f"registering {req.name} and taking its lock")
             registration = await workflow.execute_activity(
                 register_cluster,
                 RegisterRequest(
@@ -98,6 +117,7 @@ class Onboard:
                     labels=req.labels,
                     management=req.management,
                     api_endpoint=probe.api_endpoint,
+                    uid=probe.uid,
                     holder=holder,
                 ),
                 start_to_close_timeout=INVENTORY_TIMEOUT,

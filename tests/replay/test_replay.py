@@ -17,7 +17,7 @@ from worker import WORKFLOWS
 
 HISTORIES = Path(__file__).parent / "histories"
 # Workflows of the platform core; each must have a recorded history.
-CORE = ["ClusterEntity", "Onboard", "Offboard", "FleetHealthSweep"]
+CORE = ["ClusterEntity", "ClusterIdentity", "Onboard", "Offboard", "FleetHealthSweep"]
 
 
 def history(path: Path) -> WorkflowHistory:

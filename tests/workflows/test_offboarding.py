@@ -23,8 +23,12 @@ async def test_offboard_then_onboard_again(worker: RunningWorker, lab) -> None:
         assert isinstance(result, OffboardResult) and result.removal
         assert len(result.removal.removed) == 5
         assert result.record.phase == Phase.OFFBOARDED and result.record.lock is None
-        versions = await baseline_versions(str(lab.kubeconfig), f"lab-{name}")
-        assert all(v is None for v in versions.values()), versions
+
+        async def baseline_gone() -> bool:  # a namespace terminates before it goes
+            versions = await baseline_versions(str(lab.kubeconfig), f"lab-{name}")
+            return all(v is None for v in versions.values())
+
+        await eventually(baseline_gone)
         assert await fetch_records(client, RecordsQuery(names=[name])) == []
         kept = await fetch_records(client, RecordsQuery(names=[name], include_offboarded=True))
         assert [r.phase for r in kept] == [Phase.OFFBOARDED]
