@@ -92,6 +92,22 @@ def _refusal(exc: WorkflowUpdateFailedError) -> ApplicationError:
 # --- client-side operations ---------------------------------------------------------------
 
 
+async def _update_with_start(
+    client: Client,
+    start: WithStartWorkflowOperation[Any, Any],
+    update: str,
+    arg: Any,
+    result_type: type[T],
+) -> T:
+    """Sends `update` to the entity `start` creates if it does not run yet (USE_EXISTING)."""
+    try:
+        return await client.execute_update_with_start_workflow(
+            update, arg, start_workflow_operation=start, result_type=result_type
+        )
+    except WorkflowUpdateFailedError as exc:
+        raise _refusal(exc) from None
+
+
 async def register(
     client: Client, req: RegisterRequest, *, task_queue: str, lock_check_seconds: int = 300
 ) -> Registration:
@@ -106,12 +122,7 @@ async def register(
         static_summary=f"Inventory record of cluster {req.name}",
         static_details="Holds the record and the operation lock; see current details.",
     )
-    try:
-        return await client.execute_update_with_start_workflow(
-            "register", req, start_workflow_operation=start, result_type=Registration
-        )
-    except WorkflowUpdateFailedError as exc:
-        raise _refusal(exc) from None
+    return await _update_with_start(client, start, "register", req, Registration)
 
 
 async def claim_identity(client: Client, req: IdentityClaim, *, task_queue: str) -> IdentityState:
@@ -122,17 +133,12 @@ async def claim_identity(client: Client, req: IdentityClaim, *, task_queue: str)
         "ClusterIdentity",
         IdentityState(uid=req.uid),
         id=identity_id(req.uid),
-        task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        task_queue=task_queue,
         static_summary=f"Identity of the cluster with kube-system UID {req.uid}",
         static_details="Admits one inventory record per real cluster; see current details.",
     )
-    try:
-        return await client.execute_update_with_start_workflow(
-            "claim", req, start_workflow_operation=start, result_type=IdentityState
-        )
-    except WorkflowUpdateFailedError as exc:
-        raise _refusal(exc) from None
+    return await _update_with_start(client, start, "claim", req, IdentityState)
 
 
 async def identity_owner(client: Client, query: OwnerQuery) -> OwnerStatus:
