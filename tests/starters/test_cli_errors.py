@@ -51,7 +51,7 @@ def closed_port() -> int:
         (["clusters", "onboard", "--all-contexts", "--exclude", "nope"], "no context 'nope'"),
         (["clusters", "onboard", "--all-contexts", "--exclude", "ctx-a"], "no contexts left"),
         (["clusters", "list", "-o", "yaml"], "'yaml' is not one of"),
-        (["ops", "list", "--kind", "rm -rf"], "bad operation kind"),
+        (["ops", "list", "--kind", "rm -rf"], "unknown operation kind"),
         (["ops", "lsit"], "No such command"),
         (["clusters", "show"], "Missing argument"),
         (["up", "--port", "0"], "--port"),
