@@ -32,20 +32,27 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities import capi, health
 from fleet.k8s_target import K8sTarget
-from fleet.models import ClusterRef, CredentialRef, Health, ManagementRef, OnboardRequest
+from fleet.models import (
+    ClusterRecord,
+    ClusterRef,
+    CredentialRef,
+    Health,
+    ManagementRef,
+    OnboardRequest,
+    RecordsQuery,
+)
 from fleet.rollout_models import (
     CapiRequest,
     ClusterStatus,
     Outcome,
     Plan,
-    PlannedCluster,
     RolloutOptions,
     RolloutSpec,
     VersionCheck,
 )
 from lab.testing import LabProcess
 from starters import rollouts
-from starters.inventory import onboard
+from starters.inventory import list_clusters, onboard
 from workflows.cluster_task import SETTLE_POLL
 
 # The rollout's default after-change settle period (RolloutOptions.settle).
@@ -54,7 +61,7 @@ AFTER_SETTLE = RolloutOptions().settle
 OLD, MID, NEW = "v1.30.6", "v1.31.2", "v1.32.0"
 
 
-def straight_cluster(cluster: PlannedCluster, version: str, gates: bool) -> None:
+def straight_cluster(cluster: ClusterRecord, version: str, gates: bool) -> None:
     """One cluster's work as K8sUpgrade does it, minus Temporal (lock, facts)."""
     env = ActivityEnvironment()
     assert cluster.management is not None
@@ -86,13 +93,16 @@ def wave_gate(ref: ClusterRef) -> None:
     ActivityEnvironment().run(health.check_cluster_health, ref)
 
 
-def straight_script(plan: Plan, version: str, concurrency: int, gates: bool) -> float:
+def straight_script(
+    plan: Plan, records: dict[str, ClusterRecord], version: str, concurrency: int, gates: bool
+) -> float:
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         for wave in plan.waves:
-            list(pool.map(lambda c: straight_cluster(c, version, gates), wave.clusters))
+            clusters = [records[c.name] for c in wave.clusters]
+            list(pool.map(lambda c: straight_cluster(c, version, gates), clusters))
             if gates:
-                list(pool.map(wave_gate, [c.ref() for c in wave.clusters]))
+                list(pool.map(wave_gate, [c.ref() for c in clusters]))
     return time.perf_counter() - started
 
 
@@ -170,8 +180,9 @@ async def measure(
         )
     runs = [wf async for wf in env.client.list_workflows(f'WorkflowId = "{handle.id}"')]
     lengths = sorted(r.history_length for r in runs)
+    records = {r.name: r for r in await list_clusters(env.client, RecordsQuery())}
     straight = await asyncio.to_thread(
-        straight_script, plan, NEW, args.max_concurrent, args.health_gates
+        straight_script, plan, records, NEW, args.max_concurrent, args.health_gates
     )
     succeeded = report.count(ClusterStatus.SUCCEEDED)
     return [

@@ -143,14 +143,37 @@ class RolloutSpec(Model):
 
 
 class PlannedCluster(Model):
+    """A cluster as the plan carries it: its name and what the run decides by, nothing
+    more, so a 5,000-cluster plan stays far below Temporal's payload limit. How to reach
+    the cluster is read from the inventory when it is needed (the lock grant, preflight)."""
+
     name: str
-    labels: dict[str, str] = Field(default_factory=dict)
+    version: str = ""  # the version it is known to start from ("" when learned live)
+    window: str = ""  # its own maintenance window (the WINDOW_LABEL label), if any
+
+
+class ClusterAccess(Model):
+    """How to reach a cluster, from its inventory record: resolved by activities, never
+    carried across a whole run."""
+
+    name: str
     credential: CredentialRef
     management: ManagementRef | None = None
     version: str = ""
 
     def ref(self) -> ClusterRef:
         return ClusterRef(name=self.name, credential=self.credential)
+
+
+class ClusterNames(Model):
+    """Names of clusters (a resolve request, or a membership answer)."""
+
+    names: list[str]
+
+
+class ClusterAccessList(Model):
+    clusters: list[ClusterAccess]
+    missing: list[str] = Field(default_factory=list)  # names with no (active) record
 
 
 class PlannedWave(Model):
@@ -379,7 +402,7 @@ class SkipRequest(Model):
 class PreflightRequest(Model):
     """Live checks of some planned clusters before a run touches any (one activity call)."""
 
-    clusters: list[PlannedCluster]
+    clusters: list[ClusterAccess]
     operation: AnyTarget
 
 

@@ -75,10 +75,8 @@ def _planned(spec: RolloutSpec, records: list[ClusterRecord]) -> list[PlannedClu
     return [
         PlannedCluster(
             name=r.name,
-            labels=r.labels,
-            credential=r.credential,
-            management=r.management,
             version=spec.operation.known_version(r.version),
+            window=r.labels.get(WINDOW_LABEL, ""),
         )
         for r in records
     ]

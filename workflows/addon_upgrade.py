@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.addons import read_workload, set_workload_image, wait_workload_rollout
     from fleet.addon_target import AddonTarget
     from fleet.rollout_models import (
+        ClusterAccess,
         ClusterResult,
         ClusterStatus,
         ClusterTask,
@@ -44,7 +45,7 @@ class AddonUpgrade(ClusterChange):
         return await self.execute(task)
 
     async def change(self, task: ClusterTask, result: ClusterResult) -> None:
-        target, ref = _target(task), _workload(task)
+        target, ref = _target(task), _workload(task, self.access)
         try:
             self.set_step(f"reading {target.workload_name()}")
             state = await workflow.execute_activity(
@@ -75,7 +76,7 @@ class AddonUpgrade(ClusterChange):
             await workflow.execute_activity(
                 wait_workload_rollout,
                 WaitRollout(
-                    workload=_workload(task),
+                    workload=_workload(task, self.access),
                     generation=self._generation,
                     timeout_seconds=task.timeout_seconds,
                 ),
@@ -93,10 +94,10 @@ def _target(task: ClusterTask) -> AddonTarget:
     return task.operation
 
 
-def _workload(task: ClusterTask) -> WorkloadRef:
+def _workload(task: ClusterTask, access: ClusterAccess) -> WorkloadRef:
     target = _target(task)
     return WorkloadRef(
-        cluster=task.cluster.ref(),
+        cluster=access.ref(),
         namespace=target.namespace,
         name=target.name,
         workload=target.workload,

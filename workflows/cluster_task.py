@@ -32,8 +32,16 @@ with workflow.unsafe.imports_passed_through():
         release_cluster_lock,
         update_cluster_facts,
     )
-    from fleet.models import FactsUpdate, Health, HealthReport, LockRelease, LockRequest, Phase
-    from fleet.rollout_models import ClusterResult, ClusterStatus, ClusterTask
+    from fleet.models import (
+        ClusterRef,
+        FactsUpdate,
+        Health,
+        HealthReport,
+        LockRelease,
+        LockRequest,
+        Phase,
+    )
+    from fleet.rollout_models import ClusterAccess, ClusterResult, ClusterStatus, ClusterTask
 
 SETTLE_POLL = timedelta(seconds=5)
 
@@ -56,6 +64,13 @@ class ClusterChange:
 
     def __init__(self) -> None:
         self._step = "starting"
+        self._access: ClusterAccess | None = None
+
+    @property
+    def access(self) -> ClusterAccess:
+        """How to reach the cluster, from the lock grant (set once the lock is held)."""
+        assert self._access is not None, "the lock is taken first"
+        return self._access
 
     @workflow.query
     def step(self) -> str:
@@ -96,14 +111,14 @@ class ClusterChange:
     async def _steps(self, task: ClusterTask, result: ClusterResult) -> None:
         if task.health_gates and not task.rollback:
             self.set_step("health gate before")
-            await health_gate(task, result, when="before")
+            await health_gate(task, self.access.ref(), result, when="before")
         await self.change(task, result)
         if result.status == ClusterStatus.UNCHANGED:
             return
         await self.verify(task, result)
         if task.health_gates:
             self.set_step("health gate after")
-            await health_gate(task, result, when="after")
+            await health_gate(task, self.access.ref(), result, when="after")
         await self.record(task, result)
         result.status = ClusterStatus.SUCCEEDED if result.changed else ClusterStatus.UNCHANGED
 
@@ -116,7 +131,7 @@ class ClusterChange:
             phase=self.lock_phase,
         )
         try:
-            await workflow.execute_activity(
+            grant = await workflow.execute_activity(
                 acquire_cluster_lock,
                 request,
                 start_to_close_timeout=INVENTORY_TIMEOUT,
@@ -124,6 +139,16 @@ class ClusterChange:
             )
         except ActivityError as err:
             raise activity_failure(err, result) from None
+        if grant.credential is None:  # an entity from before grants carried it
+            result.status = ClusterStatus.FAILED
+            result.reason = "the inventory record has no credential reference"
+            raise ClusterFailed(result)
+        self._access = ClusterAccess(
+            name=task.cluster.name,
+            credential=grant.credential,
+            management=grant.management,
+            version=task.cluster.version,
+        )
 
     async def change(self, task: ClusterTask, result: ClusterResult) -> None:
         """Makes the change. Sets `result.changed` before the first write, and status
@@ -152,7 +177,9 @@ def holder() -> str:
     return workflow.info().workflow_id
 
 
-async def health_gate(task: ClusterTask, result: ClusterResult, *, when: str) -> None:
+async def health_gate(
+    task: ClusterTask, ref: ClusterRef, result: ClusterResult, *, when: str
+) -> None:
     """Fails the child unless the cluster is healthy. Unreachable before any change ends
     the child with status UNREACHABLE, so the parent can skip it or count it, by option.
 
@@ -164,7 +191,7 @@ async def health_gate(task: ClusterTask, result: ClusterResult, *, when: str) ->
         try:
             report: HealthReport = await workflow.execute_activity(
                 check_cluster_health,
-                task.cluster.ref(),
+                ref,
                 start_to_close_timeout=HEALTH_TIMEOUT,
                 heartbeat_timeout=HEALTH_HEARTBEAT,
                 retry_policy=KUBE_RETRY,

@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
     from fleet.rollout_models import (
         CapiRequest,
         CapiState,
+        ClusterAccess,
         ClusterResult,
         ClusterStatus,
         ClusterTask,
@@ -56,7 +57,7 @@ class K8sUpgrade(ClusterChange):
         return await self.execute(task)
 
     async def change(self, task: ClusterTask, result: ClusterResult) -> None:
-        request = _request(task)
+        request = _request(task, self.access)
         try:
             self.set_step("reading Cluster API objects")
             state = await workflow.execute_activity(
@@ -88,7 +89,7 @@ class K8sUpgrade(ClusterChange):
         try:
             report = await workflow.execute_activity(
                 read_cluster_versions,
-                VersionCheck(cluster=task.cluster.ref(), version=target),
+                VersionCheck(cluster=self.access.ref(), version=target),
                 start_to_close_timeout=KUBE_TIMEOUT,
                 retry_policy=KUBE_RETRY,
             )
@@ -110,7 +111,7 @@ class K8sUpgrade(ClusterChange):
         try:
             state = await workflow.execute_activity(
                 read_capi_state,
-                _request(task),
+                _request(task, self.access),
                 start_to_close_timeout=KUBE_TIMEOUT,
                 retry_policy=KUBE_RETRY,
                 summary="reading versions after the failure",
@@ -146,8 +147,8 @@ def _target(task: ClusterTask) -> K8sTarget:
     return task.operation
 
 
-def _request(task: ClusterTask) -> CapiRequest:
-    if task.cluster.management is None:
+def _request(task: ClusterTask, access: ClusterAccess) -> CapiRequest:
+    if access.management is None:
         raise ClusterFailed(
             ClusterResult(
                 cluster=task.cluster.name,
@@ -159,7 +160,7 @@ def _request(task: ClusterTask) -> CapiRequest:
         )
     return CapiRequest(
         cluster=task.cluster.name,
-        management=task.cluster.management,
+        management=access.management,
         version=_target(task).version,
         timeout_seconds=task.timeout_seconds,
     )

@@ -39,13 +39,15 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     from activities.health import check_cluster_health
-    from activities.inventory import get_cluster_records
+    from activities.inventory import list_cluster_names, resolve_clusters
     from fleet import search
     from fleet.durations import format_duration
     from fleet.models import Health, HealthReport, RecordsQuery
     from fleet.rollout_models import (
         Approval,
         ApproveRequest,
+        ClusterAccess,
+        ClusterNames,
         ClusterOutcome,
         ClusterProgress,
         ClusterResult,
@@ -67,7 +69,7 @@ with workflow.unsafe.imports_passed_through():
         outcome_of,
     )
     from fleet.wave_specs import allowed_failures
-    from fleet.windows import WINDOW_LABEL, Window, parse_window
+    from fleet.windows import Window, parse_window
     from workflows.registry import OPERATIONS
 
 PREFLIGHT_CHUNK = 50
@@ -307,7 +309,7 @@ class Rollout:
         return next_open
 
     def _window(self, cluster: PlannedCluster) -> Window | None:
-        text = cluster.labels.get(WINDOW_LABEL) or self._options.window
+        text = cluster.window or self._options.window
         return parse_window(text) if text else None
 
     async def _run_cluster(self, cluster: ClusterProgress, *, rollback: bool = False) -> None:
@@ -394,14 +396,14 @@ class Rollout:
 
     async def _note_membership(self, wave: WaveProgress) -> None:
         """Planned clusters gone from the inventory are skipped; new matches are noted."""
-        records = await workflow.execute_activity(
-            get_cluster_records,
+        matching = await workflow.execute_activity(
+            list_cluster_names,
             RecordsQuery(selector=self._spec.selector),
             start_to_close_timeout=INVENTORY_TIMEOUT,
             retry_policy=INVENTORY_RETRY,
             summary="membership check",
         )
-        present = {r.name for r in records.records}
+        present = set(matching.names)
         for name in wave.clusters:
             cluster = self._by_name[name]
             if name not in present and cluster.status in PENDING:
@@ -423,19 +425,24 @@ class Rollout:
             return
         wave.status = WaveStatus.CHECKING
         self._details(f"wave {wave.name}: health check of {len(done)} clusters")
-        reports = await asyncio.gather(*(self._health(c.name) for c in done))
+        access = await resolve_access([c.name for c in done])
+        reports = await asyncio.gather(*(self._health(c.name, access.get(c.name)) for c in done))
         for cluster, report in zip(done, reports, strict=True):
             if report.health != Health.HEALTHY:
                 cluster.status = ClusterStatus.FAILED
                 cluster.reason = f"{report.health.value} after wave {wave.name}: {report.reason}"
                 self._count_failure(cluster)
 
-    async def _health(self, name: str) -> HealthReport:
+    async def _health(self, name: str, access: ClusterAccess | None) -> HealthReport:
         """A health reading; a check that itself fails reads as `unknown` (not healthy)."""
+        if access is None:
+            return HealthReport(
+                cluster=name, health=Health.UNKNOWN, reason="no longer in the inventory"
+            )
         try:
             return await workflow.execute_activity(
                 check_cluster_health,
-                self._planned[name].ref(),
+                access.ref(),
                 start_to_close_timeout=HEALTH_TIMEOUT,
                 heartbeat_timeout=HEALTH_HEARTBEAT,
                 retry_policy=KUBE_RETRY,
@@ -603,7 +610,7 @@ def input_problem(plan: Plan) -> str:
     if len(set(names)) != len(names):
         return "a cluster is planned twice"
     for cluster in (c for w in plan.waves for c in w.clusters):
-        if text := cluster.labels.get(WINDOW_LABEL):
+        if text := cluster.window:
             try:
                 parse_window(text)
             except ValueError as exc:
@@ -611,11 +618,34 @@ def input_problem(plan: Plan) -> str:
     return ""
 
 
+async def resolve_access(names: list[str]) -> dict[str, ClusterAccess]:
+    """How to reach each named cluster, read from the inventory in chunks (the plan carries
+    names only); a name without an active record is absent from the answer."""
+    chunks = [names[i : i + PREFLIGHT_CHUNK] for i in range(0, len(names), PREFLIGHT_CHUNK)]
+    answers = await asyncio.gather(
+        *(
+            workflow.execute_activity(
+                resolve_clusters,
+                ClusterNames(names=chunk),
+                start_to_close_timeout=INVENTORY_TIMEOUT,
+                retry_policy=INVENTORY_RETRY,
+                summary=f"inventory records {chunk[0]}..{chunk[-1]}",
+            )
+            for chunk in chunks
+        )
+    )
+    return {c.name: c for answer in answers for c in answer.clusters}
+
+
 async def preflight_problems(
     plan: Plan, preflight: Callable[[PreflightRequest], PreflightResult]
 ) -> dict[str, str]:
-    """Runs `preflight` over every planned cluster in chunks; cluster -> problem."""
-    clusters = [c for w in plan.waves for c in w.clusters]
+    """Runs `preflight` over every planned cluster in chunks; cluster -> problem. A planned
+    cluster with no active record is a problem too."""
+    names = plan.cluster_names()
+    access = await resolve_access(names)
+    problems = {n: "not in the inventory (offboarded?)" for n in names if n not in access}
+    clusters = [access[n] for n in names if n in access]
     chunks = [clusters[i : i + PREFLIGHT_CHUNK] for i in range(0, len(clusters), PREFLIGHT_CHUNK)]
     try:
         results = await asyncio.gather(
@@ -637,7 +667,7 @@ async def preflight_problems(
             type="PreflightFailed",
             non_retryable=True,
         ) from None
-    return {name: text for r in results for name, text in r.problems.items()}
+    return problems | {name: text for r in results for name, text in r.problems.items()}
 
 
 def result_of_failure(cluster: str, err: ChildWorkflowError) -> ClusterResult:

@@ -24,7 +24,7 @@ class Annotate(ClusterChange):
 
     async def change(self, task: ClusterTask, result: ClusterResult) -> None:
         assert isinstance(task.operation, AnnotateTarget)
-        request = Annotation(cluster=task.cluster.ref(), key=task.operation.key)
+        request = Annotation(cluster=self.access.ref(), key=task.operation.key)
         try:
             current = await workflow.execute_activity(
                 read_annotation,
@@ -49,7 +49,7 @@ class Annotate(ClusterChange):
 
     async def verify(self, task: ClusterTask, result: ClusterResult) -> None:
         assert isinstance(task.operation, AnnotateTarget)
-        request = Annotation(cluster=task.cluster.ref(), key=task.operation.key)
+        request = Annotation(cluster=self.access.ref(), key=task.operation.key)
         try:
             now = await workflow.execute_activity(
                 read_annotation,

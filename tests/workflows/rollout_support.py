@@ -16,7 +16,7 @@ import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
-from activities.inventory import get_cluster_records, register, release_lock
+from activities.inventory import list_cluster_names, register, release_lock
 from fleet.models import CredentialRef, LockRelease, Phase, RecordsQuery, RegisterRequest
 from fleet.rollout_models import (
     ClusterStatus,
@@ -29,7 +29,8 @@ from starters import rollouts
 from starters.inventory import list_clusters
 from tests.conftest import RunningWorker
 from tests.workflows.core_support import eventually as core_eventually
-from tests.workflows.scripted_child import ScriptedCluster, ScriptedTarget
+from tests.workflows.scripted_child import ScriptedCluster
+from tests.workflows.scripted_target import ScriptedTarget
 from workflows.registry import OPERATIONS, Operation
 from workflows.rollout import Rollout
 
@@ -43,6 +44,10 @@ SCRIPTED = Operation(
 )
 
 T = TypeVar("T")
+
+
+# Each scripted cluster's script by name (make_fleet), carried to children by the target.
+SCRIPTS: dict[str, dict[str, str]] = {}
 
 
 def register_scripted() -> None:
@@ -67,7 +72,7 @@ async def engine_fixture(temporal_worker: RunningWorker) -> AsyncIterator[Engine
         temporal_worker.client,
         task_queue=queue,
         workflows=[Rollout, ScriptedCluster],
-        activities=[get_cluster_records],
+        activities=[list_cluster_names],
     ):
         yield Engine(temporal_worker.client, queue, temporal_worker.task_queue)
 
@@ -86,6 +91,7 @@ async def make_fleet(engine: Engine, scripts: list[dict[str, str]], *, env: str 
     await eventually(
         lambda: _count(client, f"suite={suite}", len(scripts)),
     )
+    SCRIPTS.update({f"{suite}-{i:02d}": labels for i, labels in enumerate(scripts)})
     return f"suite={suite}"
 
 
@@ -109,7 +115,9 @@ def spec(selector: str, waves: str, **options: object) -> RolloutSpec:
         id=uuid.uuid4().hex[:8],
         selector=selector,
         waves=[waves],
-        operation=ScriptedTarget(),
+        operation=ScriptedTarget(
+            scripts={n: s for n, s in SCRIPTS.items() if n.startswith(selector[6:] + "-")}
+        ),
         options=RolloutOptions(health_gates=False, **options),
     )
 

@@ -1,4 +1,4 @@
-"""ScriptedCluster: a per-cluster child for engine tests, scripted by the cluster's labels.
+"""ScriptedCluster: a per-cluster child for engine tests, scripted per cluster by its target.
 
 `outcome` = ok | fail | unreachable; `hold=yes` keeps it running until signalled `release`.
 An undo run (`rollback`) always succeeds. Kept in its own module so the workflow sandbox
@@ -7,29 +7,13 @@ imports nothing from the test machinery.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
-
 from temporalio import workflow
 
 from workflows.cluster_task import cluster_failure
 
 with workflow.unsafe.imports_passed_through():
     from fleet.rollout_models import ClusterResult, ClusterStatus, ClusterTask
-    from fleet.targets import Target
-
-
-class ScriptedTarget(Target):
-    """The `scripted` operation kind's target: nothing real changes."""
-
-    kind: Literal["scripted"] = "scripted"
-    image: str = "new"
-    undoable: ClassVar[bool] = True
-
-    def describe(self) -> str:
-        return f"scripted change to {self.image}"
-
-    def undo(self, previous: str) -> ScriptedTarget:
-        return self.model_copy(update={"image": previous})
+    from tests.workflows.scripted_target import ScriptedTarget
 
 
 @workflow.defn(name="ScriptedCluster")
@@ -43,7 +27,8 @@ class ScriptedCluster:
 
     @workflow.run
     async def run(self, task: ClusterTask) -> ClusterResult:
-        labels = task.cluster.labels
+        assert isinstance(task.operation, ScriptedTarget)
+        labels = task.operation.scripts.get(task.cluster.name, {})
         if labels.get("hold") == "yes" and not task.rollback:
             await workflow.wait_condition(lambda: self._released)
         outcome = "ok" if task.rollback else labels.get("outcome", "ok")

@@ -50,7 +50,7 @@ async def test_three_waves_complete_with_continue_as_new(engine: Engine) -> None
     selector = await make_fleet(engine, [OK] * 6)
     handle = await start(engine, selector, "canary:1,50%,rest", max_concurrent=2)
     report = await handle.result()
-    assert report.status == RunStatus.COMPLETED
+    assert report.status == RunStatus.COMPLETED, (report.halt_reason, report.outcomes[:2])
     assert [o.wave for o in report.outcomes] == ["canary"] + ["wave-2"] * 3 + ["rest"] * 2
     assert all(o.status == ClusterStatus.SUCCEEDED for o in report.outcomes)
     first = engine.client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id)

@@ -16,8 +16,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from fleet import search
-from fleet.models import ClusterRecord, ClusterRecords, CredentialRef, Phase, RecordsQuery
+from fleet.models import ClusterRecord, CredentialRef, Phase, RecordsQuery
 from fleet.rollout_models import (
+    ClusterNames,
     ClusterStatus,
     RolloutInput,
     RolloutOptions,
@@ -28,7 +29,8 @@ from fleet.rollout_models import (
 from fleet.waves import build_plan
 from fleet.windows import WINDOW_LABEL, parse_window
 from tests.workflows.rollout_support import register_scripted
-from tests.workflows.scripted_child import ScriptedCluster, ScriptedTarget
+from tests.workflows.scripted_child import ScriptedCluster
+from tests.workflows.scripted_target import ScriptedTarget
 from workflows.rollout import Rollout
 
 TEST_SERVER = Path(sys.executable).parent / "temporal-test-server"
@@ -72,10 +74,10 @@ async def test_waits_for_each_clusters_window() -> None:
         own_window = window_at(since_midnight + timedelta(hours=5))
         inventory = records(own_window)
 
-        @activity.defn(name="get_cluster_records")
-        async def get_cluster_records(query: RecordsQuery) -> ClusterRecords:
+        @activity.defn(name="list_cluster_names")
+        async def list_cluster_names(query: RecordsQuery) -> ClusterNames:
             """The inventory as planned (this server has no Updates for real entities)."""
-            return ClusterRecords(records=inventory)
+            return ClusterNames(names=[r.name for r in inventory])
 
         register_scripted()
         spec = RolloutSpec(
@@ -90,7 +92,7 @@ async def test_waits_for_each_clusters_window() -> None:
             env.client,
             task_queue=queue,
             workflows=[Rollout, ScriptedCluster],
-            activities=[get_cluster_records],
+            activities=[list_cluster_names],
         ):
             report = await env.client.execute_workflow(
                 "Rollout",
