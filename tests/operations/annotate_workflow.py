@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
@@ -23,44 +25,42 @@ class Annotate(ClusterChange):
         return await self.execute(task)
 
     async def change(self, task: ClusterTask, result: ClusterResult) -> None:
-        assert isinstance(task.operation, AnnotateTarget)
-        request = Annotation(cluster=self.access.ref(), key=task.operation.key)
+        target = _target(task)
+        current = await self._call(read_annotation, self._request(task), result)
+        result.from_version = result.to_version = current.value
+        if current.value == target.value:
+            result.status = ClusterStatus.UNCHANGED
+            return
+        result.changed = True
+        write = self._request(task).model_copy(update={"value": target.value})
+        await self._call(write_annotation, write, result)
+
+    async def verify(self, task: ClusterTask, result: ClusterResult) -> None:
+        target = _target(task)
+        now = await self._call(read_annotation, self._request(task), result)
+        result.to_version = now.value
+        if now.value != target.value:
+            result.status = ClusterStatus.FAILED
+            result.reason = f"annotation reads {now.value!r} after writing {target.value!r}"
+            raise ClusterFailed(result)
+
+    def _request(self, task: ClusterTask) -> Annotation:
+        return Annotation(cluster=self.access.ref(), key=_target(task).key)
+
+    async def _call(
+        self,
+        activity: Callable[[Annotation], Annotation],
+        request: Annotation,
+        result: ClusterResult,
+    ) -> Annotation:
         try:
-            current = await workflow.execute_activity(
-                read_annotation,
-                request,
-                start_to_close_timeout=KUBE_TIMEOUT,
-                retry_policy=KUBE_RETRY,
-            )
-            result.from_version = result.to_version = current.value
-            if current.value == task.operation.value:
-                result.status = ClusterStatus.UNCHANGED
-                return
-            result.changed = True
-            request.value = task.operation.value
-            await workflow.execute_activity(
-                write_annotation,
-                request,
-                start_to_close_timeout=KUBE_TIMEOUT,
-                retry_policy=KUBE_RETRY,
+            return await workflow.execute_activity(
+                activity, request, start_to_close_timeout=KUBE_TIMEOUT, retry_policy=KUBE_RETRY
             )
         except ActivityError as err:
             raise activity_failure(err, result) from None
 
-    async def verify(self, task: ClusterTask, result: ClusterResult) -> None:
-        assert isinstance(task.operation, AnnotateTarget)
-        request = Annotation(cluster=self.access.ref(), key=task.operation.key)
-        try:
-            now = await workflow.execute_activity(
-                read_annotation,
-                request,
-                start_to_close_timeout=KUBE_TIMEOUT,
-                retry_policy=KUBE_RETRY,
-            )
-        except ActivityError as err:
-            raise activity_failure(err, result) from None
-        result.to_version = now.value
-        if now.value != task.operation.value:
-            result.status = ClusterStatus.FAILED
-            result.reason = f"annotation reads {now.value!r} after writing {task.operation.value!r}"
-            raise ClusterFailed(result)
+
+def _target(task: ClusterTask) -> AnnotateTarget:
+    assert isinstance(task.operation, AnnotateTarget)
+    return task.operation
