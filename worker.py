@@ -46,6 +46,8 @@ ACTIVITIES: list[Callable[..., Any]] = [
     inventory.acquire_cluster_lock,
     inventory.release_cluster_lock,
     inventory.get_cluster_records,
+    inventory.list_cluster_names,
+    inventory.resolve_clusters,
     inventory.update_cluster_facts,
     inventory.record_cluster_health,
     inventory.retire_cluster,

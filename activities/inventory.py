@@ -46,6 +46,7 @@ from fleet.models import (
     Registration,
     RetireRequest,
 )
+from fleet.rollout_models import ClusterAccess, ClusterAccessList, ClusterNames
 from fleet.selectors import SelectorError, parse_selector
 
 T = TypeVar("T")
@@ -277,6 +278,43 @@ async def release_cluster_lock(req: LockRelease) -> ClusterRecord | None:
 @activity.defn
 async def get_cluster_records(query: RecordsQuery) -> ClusterRecords:
     return ClusterRecords(records=await fetch_records(activity.client(), query))
+
+
+@activity.defn
+async def list_cluster_names(query: RecordsQuery) -> ClusterNames:
+    """Names of the active records matching `query.selector`, from visibility alone (a
+    record's labels and phase are search attributes): no query per entity, and an answer
+    of names only however large the fleet. Visibility lags a write by a moment."""
+    try:
+        selector = parse_selector(query.selector)
+    except SelectorError as exc:
+        raise ApplicationError(str(exc), type="BadSelector", non_retryable=True) from None
+    listing = f'{search.KIND.name} = "cluster" AND ExecutionStatus = "Running"'
+    listing += f' AND {search.PHASE.name} != "{Phase.OFFBOARDED}"'
+    names = []
+    async for wf in activity.client().list_workflows(listing):
+        pairs = wf.typed_search_attributes.get(search.LABELS) or []
+        labels = dict(pair.split("=", 1) for pair in pairs if "=" in pair)
+        if selector.matches(labels):
+            names.append(wf.id.removeprefix("cluster:"))
+    return ClusterNames(names=sorted(names))
+
+
+@activity.defn
+async def resolve_clusters(request: ClusterNames) -> ClusterAccessList:
+    """How to reach each named cluster, from its record; names without an active record
+    are listed as missing (the caller decides what that means)."""
+    records = await fetch_records(activity.client(), RecordsQuery(names=request.names))
+    found = {r.name: r for r in records}
+    return ClusterAccessList(
+        clusters=[
+            ClusterAccess(
+                name=r.name, credential=r.credential, management=r.management, version=r.version
+            )
+            for r in records
+        ],
+        missing=[name for name in request.names if name not in found],
+    )
 
 
 @activity.defn

@@ -138,9 +138,13 @@ class LockRequest(Model):
 
 
 class LockGrant(Model):
+    """The lock, and how to reach the cluster (so a holder needs no second read)."""
+
     cluster: str
     holder: str
     acquired_at: datetime
+    credential: CredentialRef | None = None
+    management: ManagementRef | None = None
 
 
 class LockRelease(Model):

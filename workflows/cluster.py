@@ -237,7 +237,11 @@ class ClusterEntity:
         self._changed()
         assert self._record.lock is not None
         return LockGrant(
-            cluster=self._record.name, holder=holder, acquired_at=self._record.lock.acquired_at
+            cluster=self._record.name,
+            holder=holder,
+            acquired_at=self._record.lock.acquired_at,
+            credential=self._record.credential,
+            management=self._record.management,
         )
 
     async def _break_if_stale(self, why: str) -> bool:
