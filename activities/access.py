@@ -1,18 +1,20 @@
-"""Can Flotilla reach and manage a cluster? Reachability, version and identity
-(`probe_cluster`), the permissions onboarding needs (`check_onboarding_access`, via
-SelfSubjectAccessReviews).
+"""Can Flotilla reach and manage a cluster? `probe_cluster` learns, in one visit,
+reachability, version, identity, a first health reading and the permissions onboarding
+needs that the credential lacks (SelfSubjectAccessReviews).
 
-Both only read, so they run before onboarding takes the cluster's lock.
+It only reads, so it runs before onboarding takes the cluster's lock.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.health import read_health
 from activities.kube import api_client, api_error_message, request
 from fleet.models import AccessReport, ClusterProbe, ClusterRef, Permission
 
@@ -42,6 +44,13 @@ ONBOARDING_PERMISSIONS: list[Permission] = [
 ]
 
 
+REVIEWS = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+# Any verb on any resource of any group: allowed only to a credential allowed everything.
+ANYTHING = Permission(verb="*", resource="*", group="*")
+# Reviews in flight at once for one cluster (below the API client's connection pool size).
+REVIEW_CONCURRENCY = 6
+
+
 def _allowed(api: Any, path: str) -> Any:
     """GET `path`; None when the credential may not read it (the permission check says so)."""
     try:
@@ -58,16 +67,60 @@ def cluster_uid(api: Any) -> str:
     return str(namespace["metadata"]["uid"]) if namespace else ""
 
 
+def _review(api: Any, permission: Permission) -> bool:
+    """Whether a SelfSubjectAccessReview allows `permission` to the credential."""
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": {
+            "resourceAttributes": {
+                "verb": permission.verb,
+                "group": permission.group,
+                "resource": permission.resource,
+                "namespace": permission.namespace,
+            }
+        },
+    }
+    answer = request(api, "POST", REVIEWS, body=review, timeout=PROBE_TIMEOUT)
+    return bool(answer.get("status", {}).get("allowed", False))
+
+
+def missing_permissions(api: Any, cluster: str) -> AccessReport:
+    """Which of ONBOARDING_PERMISSIONS the credential lacks. One review of ANYTHING first:
+    a credential allowed everything (cluster-admin) lacks none. Otherwise one review per
+    permission, REVIEW_CONCURRENCY at a time, so every missing one is named."""
+    missing: list[Permission] = []
+    if not _review(api, ANYTHING):
+        with ThreadPoolExecutor(REVIEW_CONCURRENCY, thread_name_prefix="review") as pool:
+            allowed = pool.map(lambda p: _review(api, p), ONBOARDING_PERMISSIONS)
+            missing = [p for p, ok in zip(ONBOARDING_PERMISSIONS, allowed, strict=True) if not ok]
+    activity.logger.info(
+        "%d of %d permissions missing",
+        len(missing),
+        len(ONBOARDING_PERMISSIONS),
+        extra={"cluster": cluster},
+    )
+    return AccessReport(cluster=cluster, checked=len(ONBOARDING_PERMISSIONS), missing=missing)
+
+
 @activity.defn
 def probe_cluster(ref: ClusterRef) -> ClusterProbe:
-    """Version, endpoint, node count and identity (0 and "" when nodes or namespaces may
-    not be read: the permission check names that). Fails retryably while the cluster does
-    not answer; a 401 is non-retryable: the credential is wrong."""
+    """Everything onboarding learns before it takes the lock, in one visit: version,
+    endpoint, identity ("" when kube-system may not be read), a first health reading
+    (its node list gives the node count, 0 when nodes may not be listed) and the
+    permissions the credential lacks. Fails retryably while the cluster does not answer;
+    a 401 is non-retryable: the credential is wrong."""
     api = api_client(ref.credential)
     try:
         version = request(api, "GET", "/version", timeout=PROBE_TIMEOUT)
-        nodes = (_allowed(api, "/api/v1/nodes") or {}).get("items", [])
         uid = cluster_uid(api)
+        answers = {"/version": version}  # read once, for the probe and the health reading
+
+        def get(path: str) -> Any:
+            return answers.pop(path, None) or request(api, "GET", path, timeout=PROBE_TIMEOUT)
+
+        health = read_health(ref.name, get)
+        access = missing_permissions(api, ref.name)
     except ApiException as exc:
         message = api_error_message(ref.name, exc)
         if exc.status == 401:
@@ -83,48 +136,8 @@ def probe_cluster(ref: ClusterRef) -> ClusterProbe:
         cluster=ref.name,
         version=str(version.get("gitVersion", "")),
         api_endpoint=api.configuration.host,
-        node_count=len(nodes),
+        node_count=health.nodes_total,
         uid=uid,
+        health=health,
+        access=access,
     )
-
-
-@activity.defn
-def check_onboarding_access(ref: ClusterRef) -> AccessReport:
-    """Asks the cluster, one SelfSubjectAccessReview per permission, which of
-    ONBOARDING_PERMISSIONS the credential lacks."""
-    api = api_client(ref.credential)
-    missing: list[Permission] = []
-    for permission in ONBOARDING_PERMISSIONS:
-        review = {
-            "apiVersion": "authorization.k8s.io/v1",
-            "kind": "SelfSubjectAccessReview",
-            "spec": {
-                "resourceAttributes": {
-                    "verb": permission.verb,
-                    "group": permission.group,
-                    "resource": permission.resource,
-                    "namespace": permission.namespace,
-                }
-            },
-        }
-        try:
-            answer = request(
-                api,
-                "POST",
-                "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
-                body=review,
-            )
-        except ApiException as exc:
-            raise ApplicationError(api_error_message(ref.name, exc), type="ClusterError") from None
-        except Exception as exc:
-            raise ApplicationError(api_error_message(ref.name, exc), type="Unreachable") from None
-        if not answer.get("status", {}).get("allowed", False):
-            missing.append(permission)
-        activity.heartbeat(f"{permission.verb} {permission.resource}")
-    activity.logger.info(
-        "%d of %d permissions missing",
-        len(missing),
-        len(ONBOARDING_PERMISSIONS),
-        extra={"cluster": ref.name},
-    )
-    return AccessReport(cluster=ref.name, checked=len(ONBOARDING_PERMISSIONS), missing=missing)

@@ -2,9 +2,10 @@
 
 Namespace `flotilla-system`, ServiceAccount `flotilla`, ClusterRole and ClusterRoleBinding
 `flotilla` (read access for the fleet agent), and ConfigMap `flotilla-identity` naming the
-cluster and its labels. Installing is check-then-act: an object that already matches is not
-written, so running it twice (or after a crash) changes nothing; a drifted object is
-replaced with its resourceVersion as precondition.
+cluster and its labels. Installing creates each object, and only where it exists already
+reads and compares it: an object that matches is not written, so running it twice (or
+after a crash) changes nothing; a drifted object is replaced with its resourceVersion as
+precondition.
 """
 
 from __future__ import annotations
@@ -126,19 +127,16 @@ def _matches(current: dict[str, Any], obj: _Object) -> bool:
 
 
 def _ensure(api: Any, obj: _Object) -> str:
-    """Makes one object match; returns "created", "updated" or "unchanged"."""
+    """Makes one object match; returns "created", "updated" or "unchanged". Creating comes
+    first, so a new cluster takes one request per object; an existing one is read and
+    compared instead."""
     try:
-        current = request(api, "GET", obj.path)
+        request(api, "POST", obj.collection, body=obj.body)
+        return "created"
     except ApiException as exc:
-        if exc.status != 404:
+        if exc.status != 409:
             raise
-        try:
-            request(api, "POST", obj.collection, body=obj.body)
-            return "created"
-        except ApiException as conflict:
-            if conflict.status != 409:
-                raise
-            current = request(api, "GET", obj.path)  # created meanwhile: compare it
+    current = request(api, "GET", obj.path)
     if current.get("metadata", {}).get("deletionTimestamp"):
         # E.g. the namespace of a recent offboarding, still terminating: retry until gone.
         raise ApplicationError(f"{obj} is being deleted; retrying", type="BaselineFailed")

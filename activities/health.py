@@ -8,6 +8,7 @@ heartbeat timeout and a crashed worker is noticed in seconds, not at the start-t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,29 +37,20 @@ def _available(workload: dict[str, Any]) -> bool:
     return status.get("availableReplicas", 0) >= desired
 
 
-@activity.defn
-def check_cluster_health(ref: ClusterRef) -> HealthReport:
-    report = HealthReport(cluster=ref.name, health=Health.UNKNOWN, checked_at=datetime.now(UTC))
-    try:
-        api = api_client(ref.credential)
-    except ApplicationError as exc:  # the reference cannot be resolved on this worker
-        report.health, report.reason = Health.UNREACHABLE, exc.message
-        return report
-
-    def get(path: str) -> Any:
-        answer = request(api, "GET", path, timeout=HEALTH_TIMEOUT)
-        activity.heartbeat(f"read {path} of {ref.name}")
-        return answer
-
+def read_health(cluster: str, get: Callable[[str], Any]) -> HealthReport:
+    """One reading of `cluster` through `get` (a GET of an API path that raises as
+    `request` does). Never raises: an API that cannot be reached yields UNREACHABLE, one
+    that answers badly DEGRADED with the reason."""
+    report = HealthReport(cluster=cluster, health=Health.UNKNOWN, checked_at=datetime.now(UTC))
     try:
         get("/readyz")
         report.api_ready = True
     except ApiException as exc:
         # The API answers but is not ready: degraded; go on and read what we can.
-        report.reason = f"readyz: {api_error_message(ref.name, exc)}"
+        report.reason = f"readyz: {api_error_message(cluster, exc)}"
     except Exception as exc:
         report.health = Health.UNREACHABLE
-        report.reason = api_error_message(ref.name, exc)
+        report.reason = api_error_message(cluster, exc)
         return report
     problems = [report.reason] if report.reason else []
     try:
@@ -74,7 +66,7 @@ def check_cluster_health(ref: ClusterRef) -> HealthReport:
             workloads += [{"kind": "DaemonSet" if kind == "daemonsets" else "", **w} for w in items]
     except Exception as exc:
         report.health = Health.DEGRADED
-        report.reason = "; ".join([*problems, api_error_message(ref.name, exc)])
+        report.reason = "; ".join([*problems, api_error_message(cluster, exc)])
         return report
     report.system_workloads_total = len(workloads)
     report.system_workloads_available = sum(_available(w) for w in workloads)
@@ -87,5 +79,26 @@ def check_cluster_health(ref: ClusterRef) -> HealthReport:
         problems.append(f"kube-system not available: {', '.join(unavailable)}")
     report.health = Health.DEGRADED if problems or not report.api_ready else Health.HEALTHY
     report.reason = "; ".join(problems)
+    return report
+
+
+@activity.defn
+def check_cluster_health(ref: ClusterRef) -> HealthReport:
+    try:
+        api = api_client(ref.credential)
+    except ApplicationError as exc:  # the reference cannot be resolved on this worker
+        return HealthReport(
+            cluster=ref.name,
+            health=Health.UNREACHABLE,
+            reason=exc.message,
+            checked_at=datetime.now(UTC),
+        )
+
+    def get(path: str) -> Any:
+        answer = request(api, "GET", path, timeout=HEALTH_TIMEOUT)
+        activity.heartbeat(f"read {path} of {ref.name}")
+        return answer
+
+    report = read_health(ref.name, get)
     activity.logger.info("health %s", report.health, extra={"cluster": ref.name})
     return report

@@ -5,7 +5,9 @@
 Starts a Temporal dev server, a lab with N clusters and one worker subprocess
 (`python worker.py`), onboards every cluster (one Onboard run each, all started at once
 unless --concurrency limits them), and prints wall time, clusters/s, the worker's CPU
-seconds and its peak RSS (VmHWM on Linux, else sampled with psutil).
+seconds (in all and per cluster) and its peak RSS (VmHWM on Linux, else sampled with
+psutil), and for context the CPU seconds of the lab and the Temporal dev server, which
+share the machine.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 import uuid
 from pathlib import Path
 
-from harness import dev_server, measured, spawn_worker
+from harness import cpu_seconds, dev_server, dev_server_pid, measured, spawn_worker
 
 from fleet.models import CredentialRef, OnboardRequest, OnboardResult
 from lab.testing import LabProcess
@@ -50,11 +52,14 @@ async def run(clusters: int, concurrency: int) -> None:
                 assert isinstance(result, OnboardResult)
                 return result
 
+        others = {"lab": lab.info["pid"], "Temporal server": dev_server_pid()}
         try:
             async with measured(worker.pid) as usage:
+                before = {name: cpu_seconds(pid) for name, pid in others.items()}
                 started = time.perf_counter()
                 results = await asyncio.gather(*(one(r) for r in requests), return_exceptions=True)
                 wall = time.perf_counter() - started
+                used = {name: cpu_seconds(pid) - before[name] for name, pid in others.items()}
         finally:
             worker.terminate()
             await worker.wait()
@@ -66,7 +71,10 @@ async def run(clusters: int, concurrency: int) -> None:
     print(f"wall time          : {wall:.1f} s")
     print(f"throughput         : {(len(results) - len(failed)) / wall:.2f} clusters/s")
     print(f"worker CPU         : {usage.cpu_seconds:.1f} s (user+system during onboarding)")
+    print(f"worker CPU/cluster : {usage.cpu_seconds / len(results) * 1000:.0f} ms")
     print(f"worker peak RSS    : {usage.peak_rss / 2**20:.0f} MiB")
+    for name, seconds in used.items():
+        print(f"{name + ' CPU':<19}: {seconds:.1f} s")
 
 
 def main() -> None:

@@ -195,6 +195,10 @@ class RegisterRequest(Model):
     uid: str = ""
     holder: str
     operation: str = "onboard"
+    # Facts and a health reading the onboarding took, recorded with the registration.
+    version: str = ""
+    node_count: int | None = None
+    health: HealthReport | None = None
 
 
 class Registration(Model):
@@ -246,13 +250,15 @@ class OnboardRequest(Model):
 
 
 class ClusterProbe(Model):
-    """What a reachability check learned about a cluster."""
+    """What onboarding's probe learned about a cluster before taking its lock."""
 
     cluster: str
     version: str
     api_endpoint: str
     node_count: int
     uid: str = ""  # kube-system namespace UID; empty when the credential may not read it
+    health: HealthReport  # the first health reading
+    access: AccessReport  # the permissions onboarding needs that the credential lacks
 
 
 class Permission(Model):

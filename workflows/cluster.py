@@ -135,6 +135,12 @@ class ClusterEntity:
             rec.api_endpoint = req.api_endpoint
         if req.uid:
             rec.uid = req.uid
+        if req.version:
+            rec.version = req.version
+        if req.node_count is not None:
+            rec.node_count = req.node_count
+        if req.health is not None:
+            self._take_health(req.health)
         self._state.registered = True
         self._changed()
         return Registration(record=rec, previous_phase=previous)
@@ -146,6 +152,8 @@ class ClusterEntity:
             raise _invalid("register needs a holder (the onboarding workflow id)")
         if problem := labels_error(req.labels):
             raise _invalid(problem)
+        if req.health is not None and req.health.cluster != req.name:
+            raise _invalid(f"a health reading of {req.health.cluster} cannot register {req.name}")
         rec = self._record
         if req.uid and rec.uid and req.uid != rec.uid and rec.phase != Phase.OFFBOARDED:
             raise ApplicationError(
@@ -324,6 +332,12 @@ class ClusterEntity:
     @workflow.update
     def record_health(self, report: HealthReport) -> ClusterRecord:
         """Ignored for offboarded records and for readings older than the last one."""
+        if self._take_health(report):
+            self._changed()
+        return self._record
+
+    def _take_health(self, report: HealthReport) -> bool:
+        """Records the reading unless the record is offboarded or has a newer one."""
         rec = self._record
         stale = (
             report.checked_at is not None
@@ -331,7 +345,7 @@ class ClusterEntity:
             and report.checked_at < rec.last_health_at
         )
         if rec.phase == Phase.OFFBOARDED or stale:
-            return rec
+            return False
         rec.health = report.health
         rec.health_reason = report.reason
         rec.last_health_at = report.checked_at or workflow.now()
@@ -339,8 +353,7 @@ class ClusterEntity:
             rec.version = report.version
         if report.api_ready:
             rec.node_count = report.nodes_total
-        self._changed()
-        return rec
+        return True
 
     @record_health.validator
     def _validate_health(self, report: HealthReport) -> None:

@@ -40,8 +40,6 @@ INVENTORY_RETRY = RetryPolicy(
 )
 
 KUBE_TIMEOUT = timedelta(seconds=60)
-# An activity making many sequential API requests, heartbeating after each one.
-ACCESS_TIMEOUT = timedelta(minutes=10)
 INVENTORY_TIMEOUT = timedelta(seconds=30)
 HEARTBEAT = timedelta(seconds=20)
 # A health reading: a few list calls, heartbeating, so a crashed worker is noticed fast.
