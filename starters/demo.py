@@ -16,7 +16,7 @@ from temporalio.client import Client
 from fleet.addon_target import AddonTarget
 from fleet.ids import HEALTH_SCHEDULE_ID
 from fleet.models import CredentialRef, ManagementRef, RecordsQuery, SweepRequest
-from fleet.rollout_models import RolloutSpec
+from fleet.rollout_models import Outcome, RolloutSpec
 from starters import inventory, ops, render, rollouts
 from starters.errors import CliError
 from starters.stack import Stack
@@ -84,8 +84,9 @@ async def run(stack: Stack, *, console: Console, exit_when_done: bool) -> bool:
     console.rule("3. sample fleet operation")
     workflow_id = await SAMPLE_OPERATION(client, console)
     op = await ops.watch_operation(client, workflow_id, console=console)
-    if op["status"] != "COMPLETED":
-        raise CliError(f"{workflow_id} {op['status'].lower()}: {op.get('failure') or ''}")
+    if op["outcome"] != Outcome.SUCCEEDED.value:
+        why = op.get("failure") or (op.get("progress") or {}).get("halt_reason") or ""
+        raise CliError(f"{workflow_id} {op['outcome']}: {why}".rstrip(": "))
 
     console.rule("4. the fleet")
     records = await inventory.list_clusters(client, RecordsQuery())

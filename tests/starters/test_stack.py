@@ -167,7 +167,7 @@ def test_demo_exits_when_done(cli_env: dict[str, str], flotilla: Run) -> None:
     args = ["demo", "--exit", "--clusters", "3", "--port", str(free_port())]
     result = flotilla(*args, "--ui-port", str(free_port()), timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
-    for step in ("onboarded", "checked 3", "rollout:addon:demo-", "COMPLETED", "3 cluster(s)"):
+    for step in ("onboarded", "checked 3", "rollout:addon:demo-", "succeeded", "3 cluster(s)"):
         assert step in result.stdout, step
     state_dir = cli_env["FLOTILLA_STATE_DIR"]
     leftovers = [
