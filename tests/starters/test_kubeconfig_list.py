@@ -1,5 +1,6 @@
 """`KUBECONFIG=a:b` with the cluster's context in `b`: the CLI checks the context and the
-worker opens the cluster through the same merged list (kubectl's rules)."""
+worker opens the cluster through the same merged list (kubectl's rules), for onboarding
+and for a rollout."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import pytest
 import yaml
 
 from activities.inventory import get_record
+from fleet.addon_target import AddonTarget
 from fleet.models import Health, Phase
+from fleet.rollout_models import Outcome, RolloutSpec
+from starters import rollouts
 from tests.conftest import RunningWorker
 from tests.starters.conftest import ARun
 from tests.workflows.lab_support import lab_cluster
@@ -27,7 +31,7 @@ def kubeconfig_list(lab_kubeconfig: Path, directory: Path) -> str:
     return os.pathsep.join([str(a), str(b)])
 
 
-async def test_onboard_through_a_kubeconfig_list(
+async def test_onboard_and_roll_out_through_a_kubeconfig_list(
     aflotilla: ARun, worker: RunningWorker, lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with lab_cluster(lab) as name:
@@ -39,7 +43,7 @@ async def test_onboard_through_a_kubeconfig_list(
         monkeypatch.setenv("FLOTILLA_STATE_DIR", str(tmp_path / "state"))
 
         result = await aflotilla(
-            "clusters", "onboard", name, "--context", context,
+            "clusters", "onboard", name, "--context", context, "-l", f"suite={name}",
             address=worker.client.service_client.config.target_host,
             env={"FLOTILLA_TASK_QUEUE": worker.task_queue, "KUBECONFIG": listed},
         )  # fmt: skip
@@ -47,3 +51,16 @@ async def test_onboard_through_a_kubeconfig_list(
         record = await get_record(worker.client, name)
         assert record and record.phase == Phase.ACTIVE and record.health == Health.HEALTHY
         assert record.credential.kubeconfig == "" and record.credential.context == context
+
+        # A rollout's children reach the cluster through the same merged list.
+        image = "registry.k8s.io/coredns/coredns:v1.11.4"
+        spec = RolloutSpec(
+            id=f"kubeconfig-list-{name}",
+            selector=f"suite={name}",
+            waves=["rest"],
+            operation=AddonTarget(name="coredns", image=image),
+        )
+        _, handle = await rollouts.plan_and_start(worker.client, spec, task_queue=worker.task_queue)
+        report = await handle.result()
+        assert report.outcome == Outcome.SUCCEEDED, report
+        assert [o.to_version for o in report.outcomes] == [image]
