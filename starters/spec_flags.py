@@ -27,6 +27,7 @@ class Flag:
     path: tuple[str, ...]  # where the value goes in the model's input, e.g. (options, soak)
     flag: str  # the first flag text, for messages
     parameter: inspect.Parameter
+    required: bool = False  # "" is passed on (and refused by the model), not left out
 
 
 def model_flags(
@@ -41,7 +42,10 @@ def model_flags(
     for name, info in model.model_fields.items():
         if name in skip:
             continue
-        default = (defaults or {}).get(name, info.get_default(call_default_factory=True))
+        if info.is_required() and name not in (defaults or {}):
+            default = inspect.Parameter.empty
+        else:
+            default = (defaults or {}).get(name, info.get_default(call_default_factory=True))
         flags.append(_flag(name, info, path, default))
     return flags
 
@@ -71,25 +75,29 @@ def _flag(name: str, info: FieldInfo, path: tuple[str, ...], default: Any) -> Fl
     extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
     decl = str(extra.get("cli") or f"--{name.replace('_', '-')}")
     annotation: Any = info.annotation if info.annotation in (int, bool) else str
-    if annotation is str:
+    required = default is inspect.Parameter.empty
+    if annotation is str and not required:
         if default is None:
             default = ""
-        elif isinstance(default, float) and any(
-            m.__class__.__name__ == "BeforeValidator" for m in info.metadata
-        ):
+        elif isinstance(default, float):  # a Duration: shown as 30m, not 1800.0
             default = format_duration(default)
         else:
             default = str(default)
-    required = info.is_required() and default is None
     option = typer.Option(*decl.split(" "), help=info.description or "", show_default=not required)
     param = "_".join((*path, name))
     parameter = inspect.Parameter(
         param,
         inspect.Parameter.KEYWORD_ONLY,
-        default=inspect.Parameter.empty if required else default,
+        default=default,
         annotation=Annotated[annotation, option],
     )
-    return Flag(param=param, path=(*path, name), flag=decl.split("/")[0], parameter=parameter)
+    return Flag(
+        param=param,
+        path=(*path, name),
+        flag=decl.split("/")[0],
+        parameter=parameter,
+        required=required,
+    )
 
 
 def command(flags: list[Flag], body: Any, *, name: str, doc: str) -> Any:
@@ -100,7 +108,7 @@ def command(flags: list[Flag], body: Any, *, name: str, doc: str) -> Any:
         values: dict[str, Any] = {}
         for flag in flags:
             value = kwargs[flag.param]
-            if not flag.path or value == "":
+            if not flag.path or (value == "" and not flag.required):
                 continue
             node = values
             for key in flag.path[:-1]:

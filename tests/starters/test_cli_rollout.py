@@ -57,6 +57,8 @@ def rollout_cli(cli_env: dict[str, str]) -> Run:
         (["addon", "start", "--name", "x", "--image", "NOT AN IMAGE"], "not a valid image"),
         (["upgrade", "start", "--to", "v1.31.2", "--failure-budget", "lots"], "failure budget"),
         (["upgrade", "start", "--to", "v1.31.2", "--window", "whenever"], "--window: "),
+        (["upgrade", "plan"], "Missing option '--to'"),
+        (["addon", "plan", "--name", "", "--image", "nginx:1"], "--name: "),
     ],
 )
 def test_usage_errors(rollout_cli: Run, args: list[str], expected: str) -> None:
