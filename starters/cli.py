@@ -32,7 +32,6 @@ from fleet.models import (
     OnboardRequest,
     RecordsQuery,
 )
-from fleet.rollout_models import Outcome
 from fleet.selectors import parse_selector
 from starters import kubeconfigs, ops, render
 from starters.errors import USAGE, CliError, translate, usage
@@ -483,10 +482,7 @@ def ops_watch(
     """Follow an operation live until it ends; exit 1 if it did not succeed."""
 
     async def go() -> None:
-        op = await ops.watch_operation(await _client(), workflow_id, console=out)
-        if op["outcome"] != Outcome.SUCCEEDED.value:
-            why = op.get("failure") or (op.get("progress") or {}).get("halt_reason") or ""
-            raise CliError(f"{workflow_id} {op['outcome']}: {why}".rstrip(": "))
+        ops.require_success(await ops.watch_operation(await _client(), workflow_id, console=out))
 
     _run(go)
 

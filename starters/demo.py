@@ -16,9 +16,8 @@ from temporalio.client import Client
 from fleet.addon_target import AddonTarget
 from fleet.ids import HEALTH_SCHEDULE_ID
 from fleet.models import CredentialRef, ManagementRef, RecordsQuery, SweepRequest
-from fleet.rollout_models import Outcome, RolloutSpec
+from fleet.rollout_models import RolloutSpec
 from starters import inventory, ops, render, rollouts
-from starters.errors import CliError
 from starters.stack import Stack
 from workflows.health import FleetHealthSweep
 
@@ -83,10 +82,7 @@ async def run(stack: Stack, *, console: Console, exit_when_done: bool) -> bool:
 
     console.rule("3. sample fleet operation")
     workflow_id = await SAMPLE_OPERATION(client, console)
-    op = await ops.watch_operation(client, workflow_id, console=console)
-    if op["outcome"] != Outcome.SUCCEEDED.value:
-        why = op.get("failure") or (op.get("progress") or {}).get("halt_reason") or ""
-        raise CliError(f"{workflow_id} {op['outcome']}: {why}".rstrip(": "))
+    ops.require_success(await ops.watch_operation(client, workflow_id, console=console))
 
     console.rule("4. the fleet")
     records = await inventory.list_clusters(client, RecordsQuery())

@@ -58,6 +58,13 @@ def outcome(status: WorkflowExecutionStatus | None, recorded: str | None) -> Out
     return _BY_STATUS.get(status, Outcome.FAILED)
 
 
+def require_success(op: dict[str, Any]) -> None:
+    """Raises CliError (exit 1) unless the described operation succeeded, with why."""
+    if op["outcome"] != Outcome.SUCCEEDED.value:
+        why = op.get("failure") or (op.get("progress") or {}).get("halt_reason") or ""
+        raise CliError(f"{op['id']} {op['outcome']}: {why}".rstrip(": "))
+
+
 def list_query(*, kind: str = "", running: bool = False) -> str:
     """The visibility query for `ops list`: top-level operations unless `kind` names the
     per-cluster children (`rollout:k8s/cluster`)."""
