@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import signal
 import socket
 import subprocess
@@ -38,10 +39,20 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def stable_port() -> int:
+    """A free port below Linux's ephemeral range (32768-60999). The server's port must stay
+    free while the server is down: a port from the ephemeral range can meanwhile become the
+    local end of some outbound connection (workers and lab clients keep connecting), and
+    the restarted server then fails to bind it."""
+    rng = random.Random()
+    while True:
+        port = rng.randrange(20000, 32000)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 async def retrying(
@@ -85,7 +96,7 @@ class DevServer:
     `start`, `stop` (SIGTERM, then SIGKILL) and `start` again resume the same state."""
 
     directory: Path
-    port: int = field(default_factory=free_port)
+    port: int = field(default_factory=stable_port)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -118,9 +129,10 @@ class DevServer:
         limit = time.monotonic() + READY_TIMEOUT
         while True:
             if self.process.poll() is not None:
+                text = self.log.read_text()
                 raise AssertionError(
                     f"dev server exited with {self.process.returncode} while starting: "
-                    + self.log.read_text()[-2000:]
+                    + (text if len(text) <= 3000 else text[:2000] + "\n...\n" + text[-800:])
                 )
             with contextlib.suppress(Exception):
                 client = await asyncio.wait_for(self.connect(), 5)
