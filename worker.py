@@ -20,15 +20,17 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from activities import access, baseline, health, inventory
+from activities import access, baseline, drift, git, health, inventory, manifests
 from fleet.config import Settings
 from workflows.cluster import ClusterEntity, ClusterIdentity
+from workflows.drift import DriftSweep
 from workflows.health import FleetHealthSweep
 from workflows.offboarding import Offboard
 from workflows.onboarding import Onboard
 from workflows.plan_check import PlanCheck
 from workflows.registry import OPERATIONS
 from workflows.rollout import Rollout
+from workflows.sync_preview import SyncPlan
 
 # What every worker runs besides the operation kinds of the registry.
 WORKFLOWS: list[type] = [
@@ -39,6 +41,8 @@ WORKFLOWS: list[type] = [
     FleetHealthSweep,
     Rollout,
     PlanCheck,
+    SyncPlan,
+    DriftSweep,
 ]
 
 ACTIVITIES: list[Callable[..., Any]] = [
@@ -57,6 +61,10 @@ ACTIVITIES: list[Callable[..., Any]] = [
     baseline.install_baseline,
     baseline.remove_baseline,
     health.check_cluster_health,
+    git.resolve_git_ref,
+    git.place_bundles,
+    manifests.preview_clusters,
+    drift.check_drift,
 ]
 
 # Sync (kubernetes client) activities run on this many threads; also the activity slot count.

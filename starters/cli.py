@@ -494,9 +494,11 @@ def _mount_sub_apps() -> None:
     """The rollout helper's commands (`upgrade`, `addon`, `ops pause|resume|...`)."""
     if any(group.name == "upgrade" for group in app.registered_groups):
         return
-    from starters import cli_rollout
+    from starters import cli_rollout, cli_sync
 
     cli_rollout.mount(app, ops_app)
+    app.add_typer(cli_sync.sync_app, name="sync")
+    app.add_typer(cli_sync.drift_app, name="drift")
 
 
 async def _client() -> Client:

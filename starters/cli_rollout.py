@@ -266,6 +266,8 @@ def rollback(rollout: RolloutArg, who: Who = "", reason: Reason = "") -> None:
 def mount(app: typer.Typer, ops_app: typer.Typer) -> None:
     """Adds each registered operation's `plan`/`start` and the controls to `ops`."""
     for operation in OPERATIONS:
+        if not operation.generated_cli:
+            continue
         group = typer.Typer(help=operation.help, no_args_is_help=True)
         group.command("plan")(plan_command(operation))
         group.command("start")(start_command(operation))

@@ -18,14 +18,16 @@ from typing import Any, Protocol
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities import addons, capi
+    from activities import addons, capi, manifests
     from fleet.addon_target import AddonTarget
     from fleet.k8s_target import K8sTarget
     from fleet.rollout_models import ClusterResult, ClusterTask, PreflightRequest, PreflightResult
+    from fleet.sync_models import SyncTarget
     from fleet.targets import Target, register_target
 
 from workflows.addon_upgrade import AddonUpgrade
 from workflows.k8s_upgrade import K8sUpgrade
+from workflows.sync import SyncCluster
 
 
 class ClusterChild(Protocol):
@@ -44,6 +46,8 @@ class Operation:
     command: str  # the CLI group: `flotilla <command> plan|start`
     help: str  # one line for the CLI and the docs
     activities: tuple[Callable[..., Any], ...] = field(default=())
+    # False: the kind has its own CLI group (`flotilla sync`), no generated plan/start.
+    generated_cli: bool = True
 
 
 class Registry:
@@ -103,5 +107,21 @@ OPERATIONS.add(
             addons.wait_workload_rollout,
             addons.preflight_addon,
         ),
+    )
+)
+OPERATIONS.add(
+    Operation(
+        kind="sync",
+        target=SyncTarget,
+        child=SyncCluster,
+        preflight=manifests.preflight_sync,
+        command="sync",
+        help="Desired state from Git: a commit's bundles to the clusters they are placed on.",
+        activities=(
+            manifests.apply_cluster,
+            manifests.wait_healthy_copy,
+            manifests.preflight_sync,
+        ),
+        generated_cli=False,
     )
 )

@@ -185,3 +185,39 @@ def apply(live: Obj | None, applied: Obj, *, manager: str, force: bool, api_vers
     )
     meta["managedFields"] = managed
     return merged
+
+
+def record_update(live: Obj, new: Obj, *, manager: str, api_version: str) -> None:
+    """Records a non-apply write (update, patch) in `new`'s managedFields the way the API
+    server does: the fields it changed move to `manager`'s `Update` entry, taken from
+    whichever manager owned them (so a later `kubectl edit` shows up as the owner)."""
+    if not manager:
+        return
+    body = {k: v for k, v in new.items() if k != "status"}
+    before = {k: v for k, v in live.items() if k != "status"}
+    changed = {p for p in field_paths(body) if value_at(body, p) != value_at(before, p)}
+    if not changed:
+        return
+    meta = new.setdefault("metadata", {})
+    entries = list(meta.get("managedFields") or [])
+    kept: list[Obj] = []
+    mine: set[Path] = set()
+    for entry in entries:
+        paths = from_fields_v1(entry.get("fieldsV1") or {})
+        if entry.get("manager") == manager and entry.get("operation") == "Update":
+            mine = paths
+            continue
+        rest = {p for p in paths if not any(p[: len(c)] == c or c[: len(p)] == p for c in changed)}
+        if rest:
+            kept.append({**entry, "fieldsV1": to_fields_v1(rest)})
+    kept.append(
+        {
+            "manager": manager,
+            "operation": "Update",
+            "apiVersion": api_version,
+            "time": now_iso(),
+            "fieldsType": "FieldsV1",
+            "fieldsV1": to_fields_v1(mine | changed),
+        }
+    )
+    meta["managedFields"] = kept

@@ -423,6 +423,13 @@ class ResourceHandler:
         created = self.store.create(self.res.key, obj, dry_run=self.dry_run)
         return self._respond(created, 201)
 
+    def _record_manager(self, live: Obj, new: Obj) -> None:
+        """managedFields for an update/patch: `fieldManager`, else the client's user agent
+        up to its first '/' (as the API server names managers)."""
+        agent = self.request.headers.get("User-Agent", "").split("/", 1)[0]
+        manager = self.query.get("fieldManager", "") or agent
+        applying.record_update(live, new, manager=manager, api_version=self.res.api_version)
+
     def _carry_managed_fields(self, new: Obj, live: Obj) -> None:
         if "managedFields" not in new["metadata"] and live["metadata"].get("managedFields"):
             new["metadata"]["managedFields"] = live["metadata"]["managedFields"]
@@ -442,6 +449,7 @@ class ResourceHandler:
         self._carry_managed_fields(obj, live)
         sub = self.target.subresource or None
         if sub is None:
+            self._record_manager(live, obj)
             self._admit(obj)
         updated = self.store.update(self.res.key, obj, subresource=sub, dry_run=self.dry_run)
         return self._respond(self._get_sub(updated))
@@ -473,6 +481,7 @@ class ResourceHandler:
         patched["metadata"]["resourceVersion"] = expected or live["metadata"]["resourceVersion"]
         sub = self.target.subresource or None
         if sub is None:
+            self._record_manager(live, patched)
             self._admit(patched)
         updated = self.store.update(self.res.key, patched, subresource=sub, dry_run=self.dry_run)
         return self._respond(self._get_sub(updated))
