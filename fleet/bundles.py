@@ -236,6 +236,9 @@ def _line_of(text: str, key: str) -> int:
 
 def _yaml_problem(path: str, exc: yaml.YAMLError) -> str:
     mark = getattr(exc, "problem_mark", None)
+    context = getattr(exc, "context_mark", None)
+    if context is not None and "<stream end>" in str(getattr(exc, "problem", "")):
+        mark = context  # an unclosed bracket: where it opened, not the end of the file
     line = mark.line + 1 if mark is not None else 1
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
     return f"{path}:{line}: invalid YAML: {problem}"
