@@ -1,6 +1,7 @@
 """The webhook service: CI pipelines start rollouts, ITSM tools approve their waves.
 
     POST /v1/rollouts                          start (header Idempotency-Key required)
+    POST /v1/git/push                          sync a pushed commit (one sync per SHA)
     GET  /v1/operations/{id}                   a rollout's status, `progress`, result
     POST /v1/operations/{id}/approve           admit the waiting wave it names (ITSM)
     POST /v1/operations/{id}/pause|resume|abort
@@ -48,7 +49,7 @@ from fleet import search
 from fleet.connect import connect
 from fleet.rollout_models import ApproveRequest, ControlRequest, Outcome, RolloutSpec
 from fleet.wave_specs import PlanError
-from starters import ops, rollouts
+from starters import cli_sync, ops, rollouts
 from starters.errors import CliError, failure_message, usage
 from starters.webhook_models import (
     START_BODY,
@@ -56,6 +57,7 @@ from starters.webhook_models import (
     ControlBody,
     ControlResponse,
     ErrorResponse,
+    GitPushBody,
     Health,
     OperationResponse,
     StartResponse,
@@ -79,6 +81,7 @@ from starters.webhook_signing import (
 from workflows.registry import OPERATIONS
 from workflows.rollout import Rollout
 
+_GIT_PUSH_BODY: TypeAdapter[GitPushBody] = TypeAdapter(GitPushBody)
 log = logging.getLogger("flotilla.webhook")
 
 SECRET_ENV = "FLOTILLA_WEBHOOK_SECRET"
@@ -223,6 +226,7 @@ def create_app(
         "/healthz": api.healthz,
         "/openapi.json": api.openapi,
         "/v1/rollouts": api.start,
+        "/v1/git/push": api.git_push,
         "/v1/operations/{workflow_id}": api.operation,
         "/v1/operations/{workflow_id}/approve": api.approve,
         **{f"/v1/operations/{{workflow_id}}/{action}": api.control for action in CONTROLS},
@@ -334,6 +338,25 @@ class Api:
             clusters=plan.cluster_names(),
         )
         return _json(response, 201)
+
+    async def git_push(self, request: web.Request) -> web.Response:
+        """One sync per pushed SHA (`rollout:sync:<sha12>`), however often it is delivered."""
+        body = await _body(request, _GIT_PUSH_BODY)
+        client = await self._temporal.client()
+        who = f"push by {body.pusher}" if body.pusher else "git push"
+        try:
+            workflow_id, created = await cli_sync.start_for_sha(
+                client, body.repo, body.after, started_by=who, task_queue=self._task_queue
+            )
+        except rollouts.NoWorker as exc:
+            raise HttpError(503, exc.message) from None
+        except CliError as exc:  # a bad commit, an unknown kind, the prune guard
+            raise HttpError(422, exc.message) from None
+        desc = await _describe(client, workflow_id)
+        if desc is None:
+            raise HttpError(409, f"{workflow_id} was not found after starting")
+        log.info("push %s of %s: %s (created %s)", body.after[:12], body.repo, workflow_id, created)
+        return _json(_started(desc, created=created), 201 if created else 200)
 
     async def operation(self, request: web.Request) -> web.Response:
         workflow_id = _rollout_id(request.match_info["workflow_id"])

@@ -107,3 +107,16 @@ class ErrorResponse(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
+
+
+class GitPushBody(BaseModel):
+    """POST /v1/git/push: a commit pushed to a desired-state repository. Shaped like a Git
+    host's push event (`after`, `ref`; other fields of such payloads are ignored); `repo`
+    is the repository as the worker reaches it (path or URL)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    repo: str = Field(min_length=1, description="Git repository the worker reads.")
+    after: str = Field(pattern=r"^[0-9a-f]{40}$", description="The pushed commit's SHA.")
+    ref: str = Field(default="", description="The pushed ref, e.g. refs/heads/main.")
+    pusher: str = Field(default="", description="Who pushed (recorded as who started it).")

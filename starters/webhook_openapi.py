@@ -14,6 +14,7 @@ from starters.webhook_models import (
     ControlBody,
     ControlResponse,
     ErrorResponse,
+    GitPushBody,
     Health,
     OperationResponse,
     StartResponse,
@@ -63,6 +64,15 @@ ROUTES = (
         ok=201,
         errors=(400, 401, 409, 422, 503),
         idempotency_key=True,
+    ),
+    Route(
+        "POST",
+        "/v1/git/push",
+        "Start a sync of a pushed commit (200 when this SHA already has one)",
+        StartResponse,
+        TypeAdapter(GitPushBody),
+        ok=201,
+        errors=(400, 401, 409, 422, 503),
     ),
     Route(
         "GET",

@@ -10,9 +10,9 @@ from typing import Any
 
 from kubernetes import client as k8s
 
+from activities.kube import api_client
 from activities.manifests import call
 from fleet.models import CredentialRef
-from activities.kube import api_client
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "baseline-repo"
 
