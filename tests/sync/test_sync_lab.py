@@ -31,6 +31,20 @@ from workflows.cluster import ClusterEntity
 from workflows.drift import DriftSweep
 
 BASELINE_OBJECTS = 20
+HISTORIES = Path(__file__).parent / "histories"
+RECORDING = os.environ.get("FLOTILLA_RECORD_HISTORIES") == "1"
+
+
+async def record(client: Client, workflow_id: str, name: str) -> None:
+    """With FLOTILLA_RECORD_HISTORIES=1, saves the history test_sync_replay.py replays."""
+    if not RECORDING:
+        return
+    if not workflow_id:  # the newest SyncPlan run
+        async for wf in client.list_workflows('WorkflowType = "SyncPlan"', limit=1):
+            workflow_id = wf.id
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    HISTORIES.mkdir(exist_ok=True)
+    (HISTORIES / f"{name}.json").write_text(history.to_json())
 
 
 async def sync(
@@ -152,14 +166,17 @@ async def test_git_sync_drift_and_placement(
         assert on_1[4][0].conflict == "quota-tuner"
         assert any("quota-tuner" in c for c in results[4].conflicts)
         assert pods(lab, names[1], QUOTA_A) == "99"  # left alone once in conflict
+        if RECORDING:
+            async for wf in client.list_workflows('WorkflowType = "DriftSweep"', limit=1):
+                await record(client, wf.id, "DriftSweep-conflict")
 
         # Relabelling moves the workload; the new copy is healthy before the old one goes.
         old = web_on[0]
-        record = await client.get_workflow_handle(f"cluster:{old}").execute_update(
+        relabelled = await client.get_workflow_handle(f"cluster:{old}").execute_update(
             ClusterEntity.update_facts,
             FactsUpdate(cluster=old, labels={"env": "dev", "region": "eu", "suite": suite}),
         )
-        assert record.labels["env"] == "dev"
+        assert relabelled.labels["env"] == "dev"
         p, report = await sync(worker, repo)
         assert report.outcome == Outcome.SUCCEEDED, report
         (move,) = p.changes
@@ -172,6 +189,9 @@ async def test_git_sync_drift_and_placement(
             "apply_cluster"
         )
         assert pods(lab, names[1], QUOTA_A) == "30"  # the new commit's sync re-applied it
+        await record(client, f"{report.id}/{old}", "SyncCluster-move")
+        await record(client, report.id, "Rollout-sync-move")
+        await record(client, "", "SyncPlan-move")
 
         # Removing a file prunes its objects (3 of 20: below the guard's 25%).
         repo.remove("bundles/baseline/network-policies.yaml")
