@@ -38,8 +38,8 @@ def test_the_example_repository_parses() -> None:
     [
         (
             "bundles/baseline/x.yaml",
-            "a: 1\n---\nkind: [\n",
-            "bundles/baseline/x.yaml:3: invalid YAML",
+            "apiVersion: v1\nkind: A\nmetadata: {name: a}\n---\nkind: [\n",
+            "bundles/baseline/x.yaml:5: invalid YAML",
         ),
         ("bundles/baseline/x.yaml", "apiVersion: v1\nkind: ConfigMap\n", "x.yaml:1: metadata.name"),
         ("bundles/baseline/x.yaml", "- a\n- b\n", "x.yaml:1: a manifest is a mapping"),
