@@ -193,7 +193,7 @@ def _manifests(path: str, text: str) -> list[Manifest]:
                 raise BundleError(f"{where}: metadata.name is missing")
             out.append(Manifest(source=where, body=body))
     except yaml.YAMLError as exc:
-        raise BundleError(_yaml_problem(path, exc)) from None
+        raise BundleError(_yaml_problem(path, text, exc)) from None
     finally:
         loader.dispose()
     return out
@@ -203,7 +203,7 @@ def _one_doc(path: str, text: str) -> dict[str, Any]:
     try:
         body = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise BundleError(_yaml_problem(path, exc)) from None
+        raise BundleError(_yaml_problem(path, text, exc)) from None
     if body is None:
         return {}
     if not isinstance(body, dict):
@@ -234,12 +234,13 @@ def _line_of(text: str, key: str) -> int:
     return 1
 
 
-def _yaml_problem(path: str, exc: yaml.YAMLError) -> str:
+def _yaml_problem(path: str, text: str, exc: yaml.YAMLError) -> str:
     mark = getattr(exc, "problem_mark", None)
     context = getattr(exc, "context_mark", None)
     if context is not None and "<stream end>" in str(getattr(exc, "problem", "")):
         mark = context  # an unclosed bracket: where it opened, not the end of the file
     line = mark.line + 1 if mark is not None else 1
+    line = max(1, min(line, len(text.rstrip().splitlines())))  # never past the last line
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
     return f"{path}:{line}: invalid YAML: {problem}"
 
