@@ -4,6 +4,8 @@ delivered; a push of a commit that does not exist is refused with one line."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import pytest
 
 from fleet.rollout_models import Outcome
 from tests.conftest import RunningWorker
+from tests.starters.conftest import FLOTILLA, assert_one_line_error
 from tests.starters.test_webhook import serving
 from tests.sync.support import NETPOL_A, GitRepo, read
 from tests.workflows.test_rollout_lab import suite_clusters
@@ -18,7 +21,11 @@ from workflows.rollout import Rollout
 
 
 async def test_a_push_starts_one_sync_per_sha(
-    worker: RunningWorker, lab: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    worker: RunningWorker,
+    lab: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    temporal_address: str,
 ) -> None:
     monkeypatch.setenv("FLOTILLA_DRIFT_INTERVAL", "0")
     async with suite_clusters(worker, lab, 2) as names:
@@ -46,3 +53,25 @@ async def test_a_push_starts_one_sync_per_sha(
             assert status == 422 and "does not exist" in body["error"] and "\n" not in body["error"]
             status, body = await hook.call("POST", "/v1/git/push", {"repo": "x", "after": "main"})
             assert status == 422 and "after" in body["error"]
+
+        # The CLI: a preview of the synced commit changes nothing; bad input is one line.
+        env = {
+            **os.environ,
+            "TEMPORAL_ADDRESS": temporal_address,
+            "FLOTILLA_TASK_QUEUE": worker.task_queue,
+        }
+        shown = await asyncio.to_thread(flotilla, env, "sync", "plan", "--repo", str(repo.path))
+        assert shown.returncode == 0, shown.stderr
+        assert all(name in shown.stdout for name in names) and "sync HEAD@" in shown.stdout
+        report_text = await asyncio.to_thread(flotilla, env, "sync", "show", sha[:12])
+        assert report_text.returncode == 0 and "+20 ~0 -0" in report_text.stdout, report_text
+        bad = await asyncio.to_thread(
+            flotilla, env, "sync", "plan", "--repo", str(tmp_path / "nope"), "--ref", "main"
+        )
+        assert "is not a git repository" in assert_one_line_error(bad, 1)
+
+
+def flotilla(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [FLOTILLA, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
