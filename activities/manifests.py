@@ -323,8 +323,9 @@ def sync_cluster(req: SyncClusterRequest) -> ClusterDiff:
 
 @activity.defn
 def preview_clusters(req: PreviewRequest) -> PreviewResult:
-    """What a sync would do on each cluster (dry run); a cluster that cannot be read or
-    has a problem says so in its diff instead of failing the batch."""
+    """What a sync would do on each cluster (dry run); a cluster that cannot be read, or
+    has a problem, says so in its diff instead of failing the batch (an unreachable one is
+    no problem: the engine skips or counts it, as the rollout's options say)."""
     diffs = []
     for ref in req.clusters:
         activity.heartbeat(ref.name)
@@ -333,7 +334,10 @@ def preview_clusters(req: PreviewRequest) -> PreviewResult:
         except ApplicationError as exc:
             if exc.type == "BadBundle":
                 raise
-            diffs.append(ClusterDiff(cluster=ref.name, problem=exc.message))
+            if exc.type == "Unreachable" or (not exc.non_retryable and exc.type != "UnknownKind"):
+                diffs.append(ClusterDiff(cluster=ref.name, unreachable=exc.message))
+            else:
+                diffs.append(ClusterDiff(cluster=ref.name, problem=exc.message))
     return PreviewResult(diffs=diffs)
 
 

@@ -118,6 +118,7 @@ class ClusterDiff(Model):
     placed_before: int = 0  # objects Flotilla had placed here
     unchanged: int = 0
     problem: str = ""  # why it cannot be synced (unknown kind, prune guard)
+    unreachable: str = ""  # why it could not be read (the engine skips it, by option)
 
     def count(self, action: str) -> int:
         return sum(1 for c in self.changes if c.action == action)
@@ -161,7 +162,6 @@ class SyncPreview(Model):
     placement: PlacementResult
     diffs: list[ClusterDiff]
     changes: list[BundleChange]
-    unreachable: dict[str, str] = Field(default_factory=dict)
 
 
 class CopiesRequest(Model):

@@ -226,7 +226,7 @@ def print_preview(p: SyncPreview) -> None:
             str(d.count("create")),
             str(d.count("change")),
             str(d.count("delete")),
-            d.problem,
+            d.problem or (f"unreachable: {d.unreachable}" if d.unreachable else ""),
         )
     out.print(table)
     for d in p.diffs:

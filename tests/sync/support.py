@@ -18,14 +18,18 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "baseline-repo"
 
 
 class GitRepo:
-    def __init__(self, path: Path, suite: str) -> None:
-        self.path = path
+    def __init__(self, path: Path, suite: str, waves: str = "canary:1, rest") -> None:
+        self.path, self.suite = path, suite
         shutil.copytree(EXAMPLE, path)
-        (path / "flotilla.yaml").write_text(
-            f"selector: suite={suite}\nwaves: [rest]\nmax_concurrent: 10\nprune_threshold: 25\n"
-        )
+        self.settings(waves)
         self.git("init", "-q", "-b", "main")
         self.commit("baseline")
+
+    def settings(self, waves: str) -> None:
+        (self.path / "flotilla.yaml").write_text(
+            f"selector: suite={self.suite}\nwaves: [{waves}]\nmax_concurrent: 10\n"
+            "prune_threshold: 25\n"
+        )
 
     def git(self, *args: str) -> str:
         done = subprocess.run(

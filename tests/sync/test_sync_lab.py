@@ -107,6 +107,7 @@ async def test_git_sync_drift_and_placement(
         p, report = await sync(worker, repo)
         assert report.outcome == Outcome.SUCCEEDED, report
         assert report.target.endswith("by tester")
+        assert sorted({o.wave for o in report.outcomes}) == ["canary", "rest"]
         assert {d.cluster for d in p.diffs} == set(names)
         for name in names:
             assert read(lab, name, NETPOL_A) is not None
@@ -177,6 +178,8 @@ async def test_git_sync_drift_and_placement(
             FactsUpdate(cluster=old, labels={"env": "dev", "region": "eu", "suite": suite}),
         )
         assert relabelled.labels["env"] == "dev"
+        repo.settings("rest")  # one wave: the new copy and the old one are synced together
+        repo.commit("one wave")
         p, report = await sync(worker, repo)
         assert report.outcome == Outcome.SUCCEEDED, report
         (move,) = p.changes
