@@ -21,7 +21,7 @@ from temporalio.exceptions import ApplicationError
 from activities.git import load_repo
 from activities.kube import api_client, api_error_message
 from activities.manifests import apply, get, read_state, resolve, write_state
-from fleet.sync_diff import as_text, compare, dotted, owners, value_at
+from fleet.sync_diff import as_text, compare, dotted, owners, same_as_git, value_at
 from fleet.sync_models import FIELD_MANAGER, Drift, DriftCheck, DriftCheckResult
 from fleet.sync_state import ObjectDrift
 
@@ -53,6 +53,8 @@ def check_drift(req: DriftCheck) -> DriftCheckResult:
             paths: list[tuple[str, ...]]
             if live is None:
                 paths, would, live_obj = [("(object)",)], obj.body, {}
+            elif same_as_git(obj.body, live):  # the common case: no dry-run needed
+                paths, would, live_obj = [], obj.body, live
             else:
                 would = apply(api, obj, dry_run=True)
                 paths = compare(obj.body, would, live)

@@ -25,7 +25,7 @@ from activities.git import load_repo
 from activities.kube import REQUEST_TIMEOUT, api_client, api_error_message, status_message
 from fleet.bundles import WORKLOAD_KINDS, Manifest, Repo
 from fleet.rollout_models import PreflightRequest, PreflightResult
-from fleet.sync_diff import compare, dotted
+from fleet.sync_diff import compare, dotted, released
 from fleet.sync_models import (
     FIELD_MANAGER,
     INVENTORY_NAME,
@@ -250,7 +250,8 @@ def sync_cluster(req: SyncClusterRequest) -> ClusterDiff:
                     apply(api, obj, dry_run=False)
                 continue
             would = apply(api, obj, dry_run=True)
-            paths = [dotted(p) for p in compare(obj.body, would, live)]
+            found = compare(obj.body, would, live) + released(would, live, manager=FIELD_MANAGER)
+            paths = [dotted(p) for p in found]
             if paths:
                 diff.changes.append(
                     ObjectChange(key=obj.key, action="change", bundle=obj.bundle, paths=paths)

@@ -62,6 +62,25 @@ def compare(git: dict[str, Any], would: dict[str, Any], live: dict[str, Any]) ->
     return [p for p in desired_paths(git) if value_at(would, p) != value_at(live, p)]
 
 
+def same_as_git(git: dict[str, Any], live: dict[str, Any]) -> bool:
+    """Whether live already holds Git's value at every path Git sets (then applying
+    changes none of them, and no dry-run is needed to tell)."""
+    return all(value_at(git, p) == value_at(live, p) for p in desired_paths(git))
+
+
+def released(would: dict[str, Any], live: dict[str, Any], *, manager: str) -> list[Path]:
+    """Paths `manager` owns live but no longer would after applying: fields removed from
+    Git, which the apply removes from the object."""
+    return sorted(set(_owned(live, manager)) - set(_owned(would, manager)))
+
+
+def _owned(obj: dict[str, Any], manager: str) -> list[Path]:
+    for entry in (obj.get("metadata") or {}).get("managedFields") or []:
+        if entry.get("manager") == manager and entry.get("operation") == "Apply":
+            return _fields_paths(entry.get("fieldsV1") or {})
+    return []
+
+
 def _fields_paths(tree: Any, prefix: Path = ()) -> list[Path]:
     if not isinstance(tree, dict):
         return [prefix]

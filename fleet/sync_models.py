@@ -216,7 +216,7 @@ class DriftSweepInput(Model):
     bundle: str
     repo: str
     selector: str = ""
-    concurrency: int = Field(default=20, ge=1, le=200)
+    concurrency: int = Field(default=50, ge=1, le=200)
 
 
 class DriftSweepResult(Model):

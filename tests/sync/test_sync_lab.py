@@ -126,6 +126,16 @@ async def test_git_sync_drift_and_placement(
         assert all(o.to_version == sha[:12] and o.reason == "+0 ~1 -0" for o in report.outcomes)
         assert all(pods(lab, n, QUOTA_A) == "30" for n in names)
 
+        # A field removed from Git is removed from the object (server-side apply semantics).
+        repo.edit("bundles/baseline/namespaces.yaml", "  labels:\n    tenant: team-b\n", "")
+        repo.commit("team-b: no tenant label")
+        p, report = await sync(worker, repo)
+        assert report.outcome == Outcome.SUCCEEDED, report
+        changed = sorted((c.key, c.paths) for d in p.diffs for c in d.changes)
+        assert changed == [("v1/Namespace//team-b", [".metadata.labels.tenant"])] * len(names)
+        namespace = read(lab, names[0], "/api/v1/namespaces/team-b")
+        assert namespace is not None and "tenant" not in namespace["metadata"].get("labels", {})
+
         # Inform: a kubectl edit is reported with path, values and manager, not reverted.
         await asyncio.to_thread(
             kubectl_edit, lab, names[0], "resourcequota", "team-c", '"20"', '"50"'
