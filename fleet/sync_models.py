@@ -223,6 +223,7 @@ class DriftSweepResult(Model):
     bundle: str
     clusters: int = 0
     checked: int = 0
+    checked_clusters: list[str] = Field(default_factory=list)  # so far, while it runs
     objects: int = 0
     drifts: list[Drift] = Field(default_factory=list)
     corrected: int = 0

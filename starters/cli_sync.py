@@ -32,8 +32,10 @@ from temporalio.client import (
     ScheduleSpec,
     ScheduleUpdate,
     ScheduleUpdateInput,
+    WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
+    WorkflowQueryFailedError,
 )
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -320,17 +322,38 @@ def show_command(
 async def latest_drifts(
     client: Client, bundle: str = "", scan: int = 500
 ) -> list[DriftSweepResult]:
-    """The newest finished sweep of each bundle (of `bundle` alone when given), from the
-    newest `scan` sweeps."""
-    query = f'{search.KIND.name} = "drift" AND ExecutionStatus = "Completed"'
-    seen: dict[str, DriftSweepResult] = {}
+    """Per bundle (or `bundle` alone), the newest finished sweep, with the clusters a
+    running sweep has checked since replaced by what it found (so a drift shows as soon as
+    its cluster is checked). Looks at the newest `scan` sweeps."""
+    finished: dict[str, DriftSweepResult] = {}
+    running: dict[str, DriftSweepResult] = {}
+    query = f'{search.KIND.name} = "drift"'
     async for wf in client.list_workflows(query, limit=scan):
         name = str((await wf.memo()).get("bundle", ""))
-        if not name or name in seen or (bundle and name != bundle):
+        if not name or name in finished or (bundle and name != bundle):
             continue
         handle = client.get_workflow_handle_for(DriftSweep.run, wf.id, run_id=wf.run_id)
-        seen[name] = await handle.result()
-    return [seen[b] for b in sorted(seen)]
+        if wf.status == WorkflowExecutionStatus.RUNNING:
+            if name not in running:
+                with contextlib.suppress(RPCError, WorkflowQueryFailedError):
+                    running[name] = await handle.query(DriftSweep.progress)
+        elif wf.status == WorkflowExecutionStatus.COMPLETED:
+            finished[name] = await handle.result()
+    merged = []
+    for name in sorted(set(finished) | set(running)):
+        base = finished.get(name) or DriftSweepResult(bundle=name)
+        if (now := running.get(name)) is not None:
+            fresh = set(now.checked_clusters)
+            base = base.model_copy(
+                update={
+                    "drifts": sorted(
+                        [d for d in base.drifts if d.cluster not in fresh] + now.drifts,
+                        key=lambda d: (d.cluster, d.key, d.path),
+                    )
+                }
+            )
+        merged.append(base)
+    return merged
 
 
 async def drifts(client: Client, *, selector: str = "", bundle: str = "") -> list[Drift]:

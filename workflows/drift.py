@@ -3,7 +3,8 @@
 Started by the bundle's Temporal Schedule `flotilla-drift-<bundle>` (starters/cli_sync.py
 creates it when a sync of the repository starts). Each cluster is one `check_drift`
 activity, `concurrency` at a time; clusters without the bundle answer at once. The result
-lists every drifted field (uncapped; `flotilla drift list` reads the newest sweep's) and
+lists every drifted field (uncapped; `flotilla drift list` reads the newest finished
+sweep's, updated with what a running sweep found so far through its `progress` query) and
 the UI's details say how many fields drifted, were corrected, or are fought over.
 """
 
@@ -82,6 +83,7 @@ class DriftSweep:
         await asyncio.gather(*(one(r) for r in refs))
         self._result.drifts.sort(key=lambda d: (d.cluster, d.key, d.path))
         self._result.conflicts.sort()
+        self._result.checked_clusters.sort()
         self._details()
         return self._result
 
@@ -104,6 +106,7 @@ class DriftSweep:
             r.corrected += found.corrected
             r.conflicts += [f"{ref.name}: {c}" for c in found.conflicts]
         self._result.checked += 1
+        self._result.checked_clusters.append(ref.name)
         self._details()
 
     def _details(self) -> None:
