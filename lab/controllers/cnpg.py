@@ -164,17 +164,16 @@ class Database:
         return n == len(source.timelines) or source.timelines[n].start >= self.lsn
 
     def replay_from(self, source: Database, until: float) -> None:
-        """Copies the source's records written before `until` (monotonic) and adopts the
-        timelines they lie on."""
+        """Copies the source's records written before `until` (monotonic) and, like a
+        standby reaching the end of its timeline, switches to the source's newer timelines
+        that fork at or before its position."""
         start = bisect.bisect_right(source.wal, self.lsn, key=lambda r: r.lsn)
         for record in source.wal[start:]:
             if record.at > until:
                 break
             self.wal.append(record)
         if len(source.timelines) > len(self.timelines):
-            self.timelines = [t for t in source.timelines if t.start < self.lsn] or [
-                source.timelines[0]
-            ]
+            self.timelines = [t for t in source.timelines if t.start <= self.lsn]
 
     def pending_age(self, source: Database, now: float) -> float:
         """Seconds since the oldest source record this replica has not replayed."""
