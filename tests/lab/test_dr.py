@@ -445,3 +445,20 @@ def test_fault_cli_takes_the_dr_faults(lab: LabProcess) -> None:
     assert result.returncode == 1 and result.stderr.count("\n") == 1
     assert "db-not-ready needs seconds" in result.stderr
     assert cli("clear", C).returncode == 0
+
+
+def test_three_members_cascade_through_a_planned_switchover(lab: LabProcess) -> None:
+    lab.admin.seed_dr_app("tri", [A, B, C])
+    db(lab, "tri", A, "/write", {"seq": 1})
+    patch(lab, A, "tri", {"spec": {"replica": {"primary": "tri-eu-staging-1"}}})
+    wait_for(lambda: get(lab, A, "tri")["status"].get("demotionToken"))
+    token = get(lab, A, "tri")["status"]["demotionToken"]
+    promote = {"primary": "tri-eu-staging-1", "promotionToken": token}
+    patch(lab, B, "tri", {"spec": {"replica": promote}})
+    wait_for(lambda: db(lab, "tri", B)["writable"])
+    db(lab, "tri", B, "/write", {"seq": 2})
+    # C still names A as its source: it follows B's timeline through A.
+    assert get(lab, C, "tri")["spec"]["replica"]["source"] == "tri-eu-dev-1"
+    wait_for(lambda: 2 in db(lab, "tri", C, "/seqs")["seqs"])
+    wait_for(lambda: get(lab, C, "tri")["status"].get("timelineID") == 2)
+    assert db(lab, "tri", C)["receiver"] == "streaming"
