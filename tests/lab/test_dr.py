@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from lab.testing import LabError, LabProcess
+from lab.testing import CachingResolver, LabError, LabProcess
 
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
 A, B, C = "eu-dev-1", "eu-staging-1", "us-staging-1"
@@ -462,3 +462,15 @@ def test_three_members_cascade_through_a_planned_switchover(lab: LabProcess) -> 
     wait_for(lambda: 2 in db(lab, "tri", C, "/seqs")["seqs"])
     wait_for(lambda: get(lab, C, "tri")["status"].get("timelineID") == 2)
     assert db(lab, "tri", C)["receiver"] == "streaming"
+
+
+def test_caching_resolver_keeps_an_answer_for_its_ttl(lab: LabProcess) -> None:
+    lab.admin.seed_dr_app("ttl", [A, B], ttl=3)
+    resolver = CachingResolver(lab.admin)
+    assert resolver.resolve("ttl.db.lab")["member"] == A
+    point_dns(lab, "ttl", B)
+    assert lab.admin.resolve("ttl.db.lab")["member"] == B
+    assert resolver.resolve("ttl.db.lab")["member"] == A  # cached: the TTL has not run out
+    wait_for(lambda: resolver.resolve("ttl.db.lab")["member"] == B, timeout=10)
+    with pytest.raises(LabError, match="NXDOMAIN"):
+        resolver.resolve("nowhere.db.lab")
