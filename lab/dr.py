@@ -176,7 +176,6 @@ class Dr:
         self._check_app(spec)
         for member in spec.clusters:
             await self._install(member)
-        self.apps[spec.name] = spec
         primary = spec.clusters[0]
         for member in spec.clusters:
             cluster = self.cluster_of(member)
@@ -197,6 +196,7 @@ class Dr:
         self._dns().install()
         mgmt.store.create(DNSENDPOINTS, _dns_endpoint(spec, primary))
         self._dns().publish(spec.ns, spec.name)
+        self.apps[spec.name] = spec
         self._ensure_ticker()
         return self.describe_app(spec)
 
@@ -219,6 +219,12 @@ class Dr:
                 raise KeyError(f"no cluster named {member!r}")
             if cluster.management:
                 raise ValueError("DR apps run on workload clusters, not mgmt")
+            if "dark" in cluster.faults:
+                raise ValueError(f"cluster {member!r} is dark: clear the fault first")
+            if cluster.store.find(CLUSTERS, spec.ns, spec.cluster_name(member)) is not None:
+                raise ValueError(f"{spec.ns}/{spec.cluster_name(member)} exists on {member}")
+        if self.management().store.find(DNSENDPOINTS, spec.ns, spec.name) is not None:
+            raise ValueError(f"DNSEndpoint {spec.ns}/{spec.name} exists on mgmt")
 
     async def _install(self, member: str) -> None:
         self.operator.install(member)

@@ -420,9 +420,6 @@ class CnpgOperator:
         store.add_listener(on_event)
         self._installed[member] = on_event
 
-    def installed(self) -> list[str]:
-        return list(self._installed)
-
     def forget(self, member: str) -> None:
         listener = self._installed.pop(member, None)
         m = self.members(member)
@@ -449,11 +446,13 @@ class CnpgOperator:
         inst, obj = self.instances.get(key), self.cluster_object(key)
         if inst is None or inst.db is None or obj is None:
             return False, "the database system is starting up"
+        if self.dark(key[0]):
+            return False, "could not connect to server"
         if not inst.db.primary:
             return False, "cannot execute INSERT in a read-only transaction"
         if fenced(obj) or inst.demote_at is not None:
             return False, "the database system is shutting down"
-        if time.monotonic() < inst.not_ready_until or inst.promote_at is not None:
+        if time.monotonic() < inst.not_ready_until:
             return False, "the database system is starting up"
         return True, ""
 
