@@ -3,6 +3,7 @@
     python -m lab up [--clusters 6] [--dir .state/lab] [--nodes 3] [--version v1.30.6]
                      [--rollout-delay 0.5] [--upgrade-seconds 2.0] [--state-file F] [--seed 0]
                      [--dr-app NAME=PRIMARY,REPLICA[,...]] [--dr-step 0.3] [--dns-sync 0.2]
+                     [--dr-crash-recovery 1.0]
     python -m lab status | fault CLUSTER KIND [...] | clear CLUSTER [KIND]
     python -m lab add NAME [--label k=v ...] [--version V] | remove NAME
 
@@ -62,6 +63,7 @@ def _up(args: argparse.Namespace) -> None:
         dr_apps=args.dr_app,
         dr_step=args.dr_step,
         dns_sync=args.dns_sync,
+        dr_crash_recovery=args.dr_crash_recovery,
     )
     try:
         asyncio.run(_serve(lab, info_path))
@@ -264,6 +266,12 @@ def parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--dr-step", type=float, default=0.3, help="seconds per CNPG operator step")
     up.add_argument("--dns-sync", type=float, default=0.2, help="external-dns publish delay")
+    up.add_argument(
+        "--dr-crash-recovery",
+        type=float,
+        default=1.0,
+        help="seconds a DR primary back from dark is not ready",
+    )
     up.set_defaults(run=_up)
 
     status = command("status", "list clusters, versions and faults")

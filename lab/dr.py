@@ -109,6 +109,7 @@ class Dr:
     clusters: dict[str, Cluster]  # the runtime's, by name (mgmt included): kept current
     step: float = 0.3
     dns_sync: float = 0.2
+    crash_recovery: float = 1.0
     seed: int = 0
     apps: dict[str, DrAppSpec] = field(default_factory=dict)
     workloads: dict[str, Workload] = field(default_factory=dict)
@@ -119,6 +120,7 @@ class Dr:
             members=self._member,
             db_port=lambda m: self._endpoints[m].port,
             step=self.step,
+            crash_recovery=self.crash_recovery,
             seed=self.seed,
         )
         self.dns: ExternalDns | None = None

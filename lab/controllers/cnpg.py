@@ -388,11 +388,13 @@ class CnpgOperator:
         members: Callable[[str], Member | None],
         db_port: Callable[[str], int],
         step: float = 0.3,
+        crash_recovery: float = 1.0,
         seed: int = 0,
     ) -> None:
         self.members = members
         self.db_port = db_port
         self.step = step
+        self.crash_recovery = crash_recovery
         self.rng = random.Random(seed)
         self.instances: dict[Key, Instance] = {}
         self.timers = Timers()
@@ -504,11 +506,13 @@ class CnpgOperator:
                 self.reconcile((member, obj["metadata"]["namespace"], obj["metadata"]["name"]))
 
     def crashed(self, member: str) -> None:
-        """A dark member came back: its primaries ran crash recovery (a checkpoint)."""
+        """A dark member came back: its primaries run crash recovery (not ready for
+        `crash_recovery` seconds), which ends with a checkpoint."""
         now = time.monotonic()
         for key, inst in self.instances.items():
             if key[0] == member and inst.db is not None and inst.db.primary:
                 inst.db.checkpoint(now)
+                inst.not_ready_until = max(inst.not_ready_until, now + self.crash_recovery)
 
     def not_ready(self, member: str, seconds: float) -> None:
         """The db-not-ready fault hits the primaries of `member` at once."""

@@ -39,6 +39,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabProcess]:
         rollout_delay=0.05,
         dr_step=0.1,
         dns_sync=0.05,
+        dr_crash_recovery=2.0,
     ) as running:
         yield running
 
@@ -286,7 +287,13 @@ def test_unplanned_failover_loses_unreplayed_writes_and_the_old_primary_returns(
         lab.admin.clear(B)
         lab.admin.clear(A)
 
-    # The old primary kept its spec: it comes back as a writable primary.
+    # The old primary kept its spec: after crash recovery it is a writable primary again.
+    recovering = db(lab, "fail", A)
+    assert (recovering["role"], recovering["ready"], recovering["writable"]) == (
+        "primary",
+        False,
+        False,
+    )
     wait_for(lambda: db(lab, "fail", A)["writable"])
     old = get(lab, A, "fail")
     assert old["spec"]["replica"]["primary"] == "fail-eu-dev-1"
@@ -379,7 +386,8 @@ def test_dark_takes_the_database_down_too(lab: LabProcess) -> None:
         )
     finally:
         lab.admin.clear(A, "dark")
-    assert db(lab, "dark", A)["writable"]
+    assert db(lab, "dark", A)["ready"] is False  # crash recovery
+    wait_for(lambda: db(lab, "dark", A)["writable"])
 
 
 def test_replication_lag_delays_the_replica(lab: LabProcess) -> None:
