@@ -38,6 +38,7 @@ from lab.controllers.externaldns import GROUP as DNS_GROUP
 from lab.workload import Workload
 
 TICK = 0.05
+SEQ_RANGE = 1_000_000_000  # workload k writes seqs k*SEQ_RANGE+1, +2, ...
 DR_FAULTS = frozenset({"partition", "replication-lag", "db-not-ready"})
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -418,6 +419,7 @@ class Dr:
             raise KeyError(f"no DR app named {app!r}")
         if not (0.001 <= interval <= 10 and 0.01 <= timeout <= 30 and 0.01 <= probe <= 10):
             raise ValueError("interval 1 ms..10 s, timeout 10 ms..30 s, probe 10 ms..10 s")
+        number = next(self._ids)
         workload = Workload(
             app=app,
             dns_name=spec.dns,
@@ -427,9 +429,10 @@ class Dr:
             interval=interval,
             timeout=timeout,
             probe=probe,
+            first_seq=number * SEQ_RANGE + 1,
         )
         workload.start()
-        workload_id = f"w{next(self._ids)}"
+        workload_id = f"w{number}"
         self.workloads[workload_id] = workload
         return workload_id
 
