@@ -367,6 +367,8 @@ class Instance:
     receiver: str | None = None  # streaming | stopped | unreachable | diverged (replicas)
     lag: float = 0.0
     source: Key | None = None
+    source_lsn: int | None = None  # the source's end of WAL when last heard from
+    last_receipt: str = ""  # RFC3339 of the last message from the source
 
 
 @dataclass
@@ -478,6 +480,14 @@ class CnpgOperator:
             "receiver": inst.receiver if inst and db and not db.primary else None,
             "source": source[2] if source and db and not db.primary else None,
             "lagSeconds": round(inst.lag, 3) if inst and db and not db.primary else None,
+            "sourceLSN": (
+                format_lsn(inst.source_lsn)
+                if inst and db and not db.primary and inst.source_lsn is not None
+                else None
+            ),
+            "lastReceiptTime": inst.last_receipt or None
+            if inst and db and not db.primary
+            else None,
             "needsRebuild": bool(inst and inst.receiver == "diverged"),
         }
 
@@ -537,6 +547,7 @@ class CnpgOperator:
         if source_key is None or source is None or source.db is None or self.dark(source_key[0]):
             inst.receiver = "unreachable"
             return
+        inst.source_lsn, inst.last_receipt = source.db.lsn, _now_micro()
         if not inst.db.can_follow(source.db):
             inst.receiver = "diverged"
             return

@@ -180,7 +180,8 @@ def test_database_endpoint_takes_writes_on_the_primary_only(lab: LabProcess) -> 
     wait_for(lambda: 7 in db(lab, "ep", B, "/seqs")["seqs"])
     status = db(lab, "ep", B)
     assert status["role"] == "replica" and status["receiver"] == "streaming"
-    assert status["replayLSN"] == db(lab, "ep", A)["lsn"]
+    assert status["replayLSN"] == status["sourceLSN"] == db(lab, "ep", A)["lsn"]
+    assert status["lastReceiptTime"].endswith("Z")
 
 
 # ---- planned switchover ----------------------------------------------------------------------
