@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lab.cluster import Cluster
-from lab.controllers.common import CRDS, Timers, owner_ref, set_condition, write_status
+from lab.controllers.common import CRDS, Timers, log, owner_ref, set_condition, write_status
 from lab.controllers.endpoints import SERVICES
 from lab.store import Event, Obj, ObjectStore, ResourceKey
 
@@ -510,10 +510,12 @@ class CnpgOperator:
                 self._replicate(key, inst, now)
         for member in list(self._installed):
             m = self.members(member)
-            if m is None:
-                continue
-            for obj in m.cluster.store.list(CLUSTERS):
-                self.reconcile((member, obj["metadata"]["namespace"], obj["metadata"]["name"]))
+            for obj in m.cluster.store.list(CLUSTERS) if m else []:
+                key = (member, obj["metadata"]["namespace"], obj["metadata"]["name"])
+                try:
+                    self.reconcile(key)
+                except Exception:  # a lab bug or a refused write: keep the others going
+                    log.exception("reconciling Cluster %s failed", key)
 
     def crashed(self, member: str) -> None:
         """A dark member came back: its primaries run crash recovery (not ready for
