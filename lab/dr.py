@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ from lab.controllers.common import CRDS, NAMESPACES
 from lab.controllers.externaldns import DNSENDPOINTS, ExternalDns
 from lab.controllers.externaldns import GROUP as DNS_GROUP
 from lab.workload import Workload
+
+log = logging.getLogger(__name__)
 
 TICK = 0.05
 SEQ_RANGE = 1_000_000_000  # workload k writes seqs k*SEQ_RANGE+1, +2, ...
@@ -245,7 +248,10 @@ class Dr:
 
     async def _tick_forever(self) -> None:
         while True:
-            self.operator.tick()
+            try:
+                self.operator.tick()
+            except Exception:  # a lab bug: log it, keep replicating
+                log.exception("DR tick failed")
             await asyncio.sleep(TICK)
 
     def _member(self, name: str) -> Member | None:
