@@ -6,6 +6,7 @@
                      [--dr-crash-recovery 1.0]
     python -m lab status | fault CLUSTER KIND [...] | clear CLUSTER [KIND]
     python -m lab add NAME [--label k=v ...] [--version V] | remove NAME
+    python -m lab dr [NAME PRIMARY REPLICA...] [--ttl 5] [--json]
 
 `up` runs in the foreground until SIGINT/SIGTERM. Once serving it writes DIR/kubeconfig,
 then DIR/lab.json (atomically, last); a clean stop writes the state file (if given) and
@@ -173,6 +174,36 @@ def _add(args: argparse.Namespace) -> None:
     print(f"added {added['name']} ({added['version']}), context {added['context']}")
 
 
+def _dr(args: argparse.Namespace) -> None:
+    admin = _admin(args.dir)
+    if args.name:
+        admin.seed_dr_app(args.name, args.clusters, ttl=args.ttl)
+    apps = admin.dr_apps()
+    if args.json:
+        print(json.dumps(apps, indent=2))
+        return
+    rows = [("APP", "CLUSTER", "MEMBER", "ROLE", "WRITABLE", "TIMELINE", "LSN", "RECEIVER")]
+    for app in apps:
+        for m in app["members"]:
+            lsn = m["lsn"] or m["replayLSN"] or "-"
+            writable = "yes" if m["writable"] else "no"
+            rows.append(
+                (
+                    app["name"],
+                    m["cluster"],
+                    m["member"],
+                    m["role"] or "-",
+                    writable,
+                    str(m["timeline"] or "-"),
+                    lsn,
+                    m["receiver"] or "-",
+                )
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
 def _remove(args: argparse.Namespace) -> None:
     _admin(args.dir).remove_cluster(args.name)
     print(f"removed {args.name}")
@@ -309,6 +340,13 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("--label", action="append", default=[], help="KEY=VALUE, repeatable")
     add.add_argument("--version", type=_version)
     add.set_defaults(run=_add)
+
+    dr = command("dr", "list DR apps and their databases; with NAME CLUSTERS, seed one first")
+    dr.add_argument("name", nargs="?", help="app to seed")
+    dr.add_argument("clusters", nargs="*", help="its clusters, primary first")
+    dr.add_argument("--ttl", type=int, default=5, help="DNS record TTL of a seeded app")
+    dr.add_argument("--json", action="store_true")
+    dr.set_defaults(run=_dr)
 
     remove = command("remove", "remove a workload cluster")
     remove.add_argument("name")

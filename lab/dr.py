@@ -203,6 +203,7 @@ class Dr:
         mgmt.store.create(DNSENDPOINTS, _dns_endpoint(spec, primary))
         self._dns().publish(spec.ns, spec.name)
         self.apps[spec.name] = spec
+        self.operator.tick()  # the replicas connect to their source
         self._ensure_ticker()
         return self.describe_app(spec)
 

@@ -448,6 +448,10 @@ def test_fault_cli_takes_the_dr_faults(lab: LabProcess) -> None:
             check=False,
         )
 
+    result = cli("dr", "cli", A, B, "--ttl", "2")
+    assert result.returncode == 0, result.stderr
+    assert "cli-eu-dev-1" in result.stdout and "streaming" in result.stdout
+    assert cli("dr", "cli", A).returncode == 1  # one cluster: refused in one line
     result = cli("fault", C, "replication-lag", "--seconds", "2")
     assert result.returncode == 0 and "replication-lag(seconds=2.0)" in result.stdout
     result = cli("fault", C, "db-not-ready")
