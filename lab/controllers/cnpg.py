@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
-import copy
 import json
 import random
 import time
@@ -692,8 +691,8 @@ class CnpgOperator:
     def _status(self, obj: Obj, inst: Instance, now: float) -> Obj:
         name = obj["metadata"]["name"]
         count = int((obj.get("spec") or {}).get("instances") or 1)
-        status = copy.deepcopy(obj.get("status") or {})
-        conditions: list[Obj] = status.get("conditions") or []
+        status = dict(obj.get("status") or {})  # nested values are replaced, never mutated
+        conditions: list[Obj] = [dict(c) for c in status.get("conditions") or []]
         db = inst.db
         pod = primary_pod(obj)
         is_fenced = fenced(obj)
