@@ -1,16 +1,18 @@
-"""The DR lab's own figures: database endpoint throughput, and the RPO/RTO of a planned
-switchover and of a failover driven by hand (the baseline Flotilla's DR operations add to).
+"""The DR lab's own figures: the CPU its replication ticker costs per seeded Cluster,
+database endpoint throughput, and the RPO/RTO of a planned switchover and of a failover
+driven by hand (the baseline Flotilla's DR operations add to).
 
 Starts a lab (3 clusters) in a child process, seeds an app on two of them, runs the lab's
 workload client and drives CNPG Clusters and the DNSEndpoint through the Kubernetes API
 (the official client), the way docs/lab-dr.md describes. Stops by itself.
 
-    .venv/bin/python bench/lab_dr.py [--dr-step 0.3] [--ttl 1] [--lag 2.0]
+    .venv/bin/python bench/lab_dr.py [--dr-step 0.3] [--ttl 1] [--lag 2.0] [--apps 20]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import tempfile
 import time
@@ -22,6 +24,8 @@ from kubernetes import client, config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lab.dr import TICK, DrAppSpec  # noqa: E402
+from lab.runtime import Lab  # noqa: E402
 from lab.testing import LabProcess  # noqa: E402
 
 A, B = "eu-dev-1", "eu-staging-1"
@@ -56,11 +60,11 @@ class App:
         self.lab, self.name = lab, name
 
     def cluster(self, member: str) -> dict[str, Any]:
-        return dict(
-            custom(self.lab, member).get_namespaced_custom_object(
-                *CNPG, self.name, "clusters", f"{self.name}-{member}"
-            )
+        api = custom(self.lab, member)
+        obj: dict[str, Any] = api.get_namespaced_custom_object(
+            *CNPG, self.name, "clusters", f"{self.name}-{member}"
         )
+        return obj
 
     def patch(self, member: str, replica: dict[str, Any]) -> None:
         custom(self.lab, member).patch_namespaced_custom_object(
@@ -73,7 +77,9 @@ class App:
 
     def point_dns(self, member: str) -> None:
         api = custom(self.lab, "mgmt")
-        endpoint = api.get_namespaced_custom_object(*DNS, self.name, "dnsendpoints", self.name)
+        endpoint: dict[str, Any] = api.get_namespaced_custom_object(
+            *DNS, self.name, "dnsendpoints", self.name
+        )
         host = f"{self.name}-{member}-rw.{self.name}.svc.{member}.lab"
         endpoint["spec"]["endpoints"][0]["targets"] = [host]
         api.replace_namespaced_custom_object(*DNS, self.name, "dnsendpoints", self.name, endpoint)
@@ -109,13 +115,34 @@ def line(label: str, report: dict[str, Any]) -> None:
     )
 
 
+async def tick_cost(apps: int) -> float:
+    """CPU milliseconds one replication tick takes with `apps` three-member apps."""
+    with tempfile.TemporaryDirectory(prefix="lab-dr-") as tmp:
+        async with Lab(directory=Path(tmp), clusters=3, nodes=1) as lab:
+            assert lab.dr is not None
+            for i in range(apps):
+                await lab.dr.seed_app(DrAppSpec(f"app{i}", (A, B, "us-staging-1")))
+            ticks = 200
+            began = time.process_time()
+            for _ in range(ticks):
+                lab.dr.operator.tick()
+            return (time.process_time() - began) / ticks * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dr-step", type=float, default=0.3)
     parser.add_argument("--ttl", type=int, default=1)
     parser.add_argument("--lag", type=float, default=2.0, help="replica lag before the failover")
+    parser.add_argument("--apps", type=int, default=20, help="apps for the tick cost")
     parser.add_argument("-v", action="store_true", help="print the full measurements")
     args = parser.parse_args()
+    cost = asyncio.run(tick_cost(args.apps))
+    share = cost / (TICK * 1000) * 100
+    clusters = args.apps * 3
+    print(
+        f"{'replication tick':<24}{cost:.2f} ms CPU, {clusters} Clusters ({share:.0f}% of a core)"
+    )
     with (
         tempfile.TemporaryDirectory(prefix="lab-dr-") as tmp,
         LabProcess(clusters=3, directory=Path(tmp), nodes=1, dr_step=args.dr_step) as lab,
