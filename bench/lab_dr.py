@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client, config
 
@@ -61,10 +61,10 @@ class App:
 
     def cluster(self, member: str) -> dict[str, Any]:
         api = custom(self.lab, member)
-        obj: dict[str, Any] = api.get_namespaced_custom_object(
+        obj = api.get_namespaced_custom_object(
             *CNPG, self.name, "clusters", f"{self.name}-{member}"
         )
-        return obj
+        return cast(dict[str, Any], obj)
 
     def patch(self, member: str, replica: dict[str, Any]) -> None:
         custom(self.lab, member).patch_namespaced_custom_object(
@@ -77,8 +77,9 @@ class App:
 
     def point_dns(self, member: str) -> None:
         api = custom(self.lab, "mgmt")
-        endpoint: dict[str, Any] = api.get_namespaced_custom_object(
-            *DNS, self.name, "dnsendpoints", self.name
+        endpoint = cast(
+            dict[str, Any],
+            api.get_namespaced_custom_object(*DNS, self.name, "dnsendpoints", self.name),
         )
         host = f"{self.name}-{member}-rw.{self.name}.svc.{member}.lab"
         endpoint["spec"]["endpoints"][0]["targets"] = [host]
