@@ -719,7 +719,7 @@ class CnpgOperator:
             reason = inst.token_error.message if inst.token_error else ""
         elif not ready:
             phase = PHASE_WAITING
-            reason = f"instance {pod} is fenced" if is_fenced else "the primary is not ready yet"
+            reason = "Some instances are not yet active. Please wait."
         status.update(
             instances=count,
             readyInstances=count if ready else 0,
@@ -742,12 +742,8 @@ class CnpgOperator:
                 systemID=db.system_id,
                 instancesReportedState={pod: {"isPrimary": db.primary, "timeLineID": db.timeline}},
             )
-        generation = obj["metadata"].get("generation", 1)
-        extra = {"observedGeneration": generation}
         if phase == PHASE_HEALTHY:
-            set_condition(
-                conditions, "Ready", "True", "ClusterIsReady", "Cluster is Ready", extra=extra
-            )
+            set_condition(conditions, "Ready", "True", "ClusterIsReady", "Cluster is Ready")
         else:
             set_condition(
                 conditions,
@@ -755,7 +751,6 @@ class CnpgOperator:
                 "False",
                 "ClusterIsNotReady",
                 "Cluster Is Not Ready",
-                extra=extra,
             )
         if inst.demote_at is not None:
             set_condition(
@@ -764,7 +759,6 @@ class CnpgOperator:
                 "False",
                 "ReplicaEnabledSetTrue",
                 "Starting the Replica cluster transition",
-                extra=extra,
             )
         elif any(c["type"] == "ReplicaClusterSwitch" for c in conditions) or inst.demotion_token:
             set_condition(
@@ -773,10 +767,9 @@ class CnpgOperator:
                 "True",
                 "ReplicaEnabledSetTrue",
                 "Completed the Replica cluster transition",
-                extra=extra,
             )
         if db is not None and not db.primary:
-            set_condition(conditions, RECEIVER, *self._receiver_condition(obj, inst), extra=extra)
+            set_condition(conditions, RECEIVER, *self._receiver_condition(obj, inst))
         else:
             conditions[:] = [c for c in conditions if c["type"] != RECEIVER]
         status["conditions"] = conditions
