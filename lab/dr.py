@@ -144,6 +144,7 @@ class Dr:
         for name, cluster in list(self.clusters.items()):
             if cluster.store.find(CRDS, "", f"clusters.{GROUP}") is not None:
                 await self._install(name)
+        self._recover_apps()
         for app in apps:
             await self.seed_app(app)
 
@@ -161,6 +162,33 @@ class Dr:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    def _recover_apps(self) -> None:
+        """Rebuilds the app records of a restored lab from its DNSEndpoints and Clusters
+        (`app.kubernetes.io/name` label); the member DNS points at comes first."""
+        for endpoint in self.management().store.list(DNSENDPOINTS):
+            meta, records = endpoint["metadata"], endpoint["spec"].get("endpoints") or []
+            members = [
+                name
+                for name, cluster in self.clusters.items()
+                if any(
+                    (c["metadata"].get("labels") or {}).get("app.kubernetes.io/name")
+                    == meta["name"]
+                    for c in cluster.store.list(CLUSTERS, meta["namespace"])
+                )
+            ]
+            target = parse_host(str((records[0].get("targets") or [""])[0])) if records else None
+            if target is None or len(members) < 2 or meta["name"] in self.apps:
+                continue
+            members.sort(key=lambda m: m != target[0])
+            spec = DrAppSpec(
+                meta["name"],
+                tuple(members),
+                meta["namespace"],
+                str(records[0].get("dnsName") or ""),
+                int(records[0].get("recordTTL") or 5),
+            )
+            self.apps[spec.name] = spec
 
     def cluster_of(self, name: str) -> Cluster | None:
         return self.clusters.get(name)

@@ -1,4 +1,5 @@
-"""The DR lab's pure parts: LSNs, hosts, tokens, timeline histories, the client's DNS cache."""
+"""The DR lab's parts in isolation: LSNs, hosts, tokens, timeline histories, the client's
+DNS cache, and an in-process lab restored from its state file."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import asyncio
 import base64
 import json
 import random
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +23,8 @@ from lab.controllers.cnpg import (
     service_host,
     wal_file,
 )
-from lab.dr import check_fault, parse_app
+from lab.dr import DrAppSpec, check_fault, parse_app
+from lab.runtime import Lab
 from lab.workload import Workload
 
 
@@ -143,3 +147,21 @@ async def test_the_client_caches_answers_for_their_ttl() -> None:
     await asyncio.sleep(1.05)
     workload._resolve()
     assert len(calls) == 2
+
+
+async def test_a_restored_lab_reinitialises_its_apps(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    options: dict[str, Any] = {"clusters": 2, "nodes": 1, "state_file": state}
+    app = DrAppSpec("keep", ("eu-dev-1", "eu-staging-1"), "keep", "keep.db.lab", ttl=2)
+    async with Lab(directory=tmp_path, dr_apps=[app], **options):
+        pass
+    async with Lab(directory=tmp_path, **options) as lab:
+        assert lab.dr is not None
+        assert lab.dr.apps == {"keep": app}
+        await asyncio.sleep(0.3)
+        members = lab.dr.describe()[0]["members"]
+        assert [(m["role"], m["receiver"]) for m in members] == [
+            ("primary", None),
+            ("replica", "streaming"),
+        ]
+        assert (lab.dr.resolve("keep.db.lab") or {}).get("member") == "eu-dev-1"
