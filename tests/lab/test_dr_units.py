@@ -158,10 +158,14 @@ async def test_a_restored_lab_reinitialises_its_apps(tmp_path: Path) -> None:
     async with Lab(directory=tmp_path, **options) as lab:
         assert lab.dr is not None
         assert lab.dr.apps == {"keep": app}
-        await asyncio.sleep(0.3)
-        members = lab.dr.describe()[0]["members"]
-        assert [(m["role"], m["receiver"]) for m in members] == [
-            ("primary", None),
-            ("replica", "streaming"),
-        ]
+
+        def roles() -> list[tuple[str, str | None]]:
+            assert lab.dr is not None
+            return [(m["role"], m["receiver"]) for m in lab.dr.describe()[0]["members"]]
+
+        for _ in range(100):  # the replica clones its source again (one step), then streams
+            if roles() == [("primary", None), ("replica", "streaming")]:
+                break
+            await asyncio.sleep(0.05)
+        assert roles() == [("primary", None), ("replica", "streaming")]
         assert (lab.dr.resolve("keep.db.lab") or {}).get("member") == "eu-dev-1"
