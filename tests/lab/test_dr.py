@@ -389,6 +389,12 @@ def test_dark_takes_the_database_down_too(lab: LabProcess) -> None:
         lab.admin.clear(A, "dark")
     assert db(lab, "dark", A)["ready"] is False  # crash recovery
     wait_for(lambda: db(lab, "dark", A)["writable"])
+    lab.admin.fault(A, "dark", mode="hang")
+    try:
+        with pytest.raises(TimeoutError):
+            urllib.request.urlopen(f"http://{address}/status", timeout=0.5)
+    finally:
+        lab.admin.clear(A, "dark")
 
 
 def test_replication_lag_delays_the_replica(lab: LabProcess) -> None:
