@@ -106,6 +106,12 @@ class Simulation:
             if attached.certmanager is not None:
                 attached.certmanager.stop()
 
+    def install_addons(self, name: str) -> None:
+        """Installs cert-manager's CRDs in cluster `name` (idempotent)."""
+        attached = self._clusters.get(name)
+        if attached is not None and attached.certmanager is not None:
+            attached.certmanager.install()
+
     def set_trust(self, name: str, ca_pem: str) -> None:
         """Cluster `name`'s own trust bundle (kube-root-ca.crt, inject-apiserver-ca
         webhooks); applies at once when attached, else at `attach`."""
