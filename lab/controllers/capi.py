@@ -510,16 +510,14 @@ class CapiController:
     ) -> None:
         if not_after is None and self.certs is not None:
             not_after = self.certs.expiry(cluster)
-        created = self.mgmt.create(MACHINES, _machine(cluster, kcp, version, not_after))
-        current = self.mgmt.get(MACHINES, NAMESPACE, created["metadata"]["name"])
-        write_status(self.mgmt, MACHINES, current, _machine_status(current, cluster))
+        machine = _machine(cluster, kcp, version, not_after)
+        machine["status"] = _machine_status(machine, cluster)  # created provisioned, as seeds are
+        self.mgmt.create(MACHINES, machine)
 
     def _sync_machine_expiry(self, machine: Obj) -> None:
         """status.certificatesExpiryDate follows the annotation (CAPI's machine controller)."""
         value = machine["metadata"].get("annotations", {}).get(CERTIFICATES_EXPIRY)
-        if "status" not in machine:
-            return  # being created: its status comes next
-        status = copy.deepcopy(machine["status"])
+        status = copy.deepcopy(machine.get("status", {}))
         if value and _parse_time(value) is not None:
             status["certificatesExpiryDate"] = value
         if status != machine.get("status", {}):
@@ -779,7 +777,7 @@ def _machine_status(machine: Obj, cluster: str) -> Obj:
         "nodeRef": {"apiVersion": "v1", "kind": "Node", "name": f"{cluster}-cp-0"},
         "addresses": [{"type": "InternalIP", "address": "10.0.0.10"}],
         "lastUpdated": now,
-        "observedGeneration": machine["metadata"]["generation"],
+        "observedGeneration": 1,
         "conditions": [
             {"type": t, "status": "True", "lastTransitionTime": now}
             for t in ("Ready", "BootstrapReady", "InfrastructureReady", "NodeHealthy")
