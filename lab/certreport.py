@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -32,13 +33,20 @@ def report(lab: Lab, cluster: Cluster) -> dict[str, Any]:
     served = tls.context()
     consumers: list[dict[str, Any]] = []
 
-    def verdict(kind: str, namespace: str, name: str, bundle: bytes | None, server: Any) -> None:
+    def verdict(
+        kind: str,
+        namespace: str,
+        name: str,
+        bundle: bytes | None,
+        server: Any,
+        host: str = pki.LOOPBACK,
+    ) -> None:
         if bundle is None:
             error: str | None = "no CA bundle"
         elif server is None:
             error = "its server has no certificate yet"
         else:
-            error = pki.handshake_error(server, bundle)
+            error = pki.handshake_error(server, bundle, host)
         consumers.append(
             {
                 "kind": kind,
@@ -57,15 +65,10 @@ def report(lab: Lab, cluster: Cluster) -> dict[str, Any]:
         for webhook in cluster.store.list(key):
             server = _webhook_server(cluster, webhook, served)
             for hook in webhook.get("webhooks", []):
-                bundle = _b64(hook.get("clientConfig", {}).get("caBundle"))
+                config = hook.get("clientConfig", {})
                 kind = webhook.get("kind") or key.resource
-                verdict(
-                    kind,
-                    "",
-                    f"{webhook['metadata']['name']}/{hook.get('name', '')}",
-                    bundle,
-                    server,
-                )
+                name = f"{webhook['metadata']['name']}/{hook.get('name', '')}"
+                verdict(kind, "", name, _b64(config.get("caBundle")), server, _host(config))
     if not cluster.management:
         secret = lab.management.store.find(
             capi.SECRETS, capi.NAMESPACE, f"{cluster.name}-kubeconfig"
@@ -102,6 +105,14 @@ def _b64(value: object) -> bytes | None:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         return None
+
+
+def _host(client_config: Obj) -> str:
+    """The name the API server checks a webhook's certificate against."""
+    service = client_config.get("service")
+    if isinstance(service, dict):
+        return f"{service.get('name', '')}.{service.get('namespace', '')}.svc"
+    return urlsplit(str(client_config.get("url", ""))).hostname or pki.LOOPBACK
 
 
 def _kubeconfig_ca(text: str, cluster_entry: str) -> bytes | None:

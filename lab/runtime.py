@@ -333,10 +333,10 @@ class Lab:
         """The served chain, trust bundle and each consumer's verdict (docs/lab-certificates.md)."""
         return certreport.report(self, self._get(name))
 
-    def seed_certificate(self, name: str, **options: Any) -> dict[str, Any]:
-        """A cert-manager Certificate in cluster `name` as if issued earlier
+    def seed_certificate(self, cluster_name: str, /, **options: Any) -> dict[str, Any]:
+        """A cert-manager Certificate in cluster `cluster_name` as if issued earlier
         (lab.controllers.certmanager.seed_certificate); needs the simulation."""
-        cluster = self._get(name)
+        cluster = self._get(cluster_name)
         if self.simulation is None:
             raise ValueError("seeding certificates needs the simulation (cert-manager)")
         if cluster.contacted is not None:
