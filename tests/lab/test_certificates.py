@@ -6,12 +6,14 @@ Clients are real: TLS handshakes, the official Python client and kubectl."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import ssl
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +25,8 @@ from kubernetes.client.rest import ApiException
 from lab import testing
 from lab.controllers.capi import CERTIFICATES_EXPIRY
 from lab.controllers.common import CONFIGMAPS
+from lab.runtime import Lab
+from lab.testing import LabError, LabProcess
 from tests.lab.conftest import Kubectl, ThreadedLab
 
 WAIT = 20.0
@@ -525,3 +529,47 @@ def test_seeded_certificates_keep_their_expiry_until_renewal_is_due(lab: Threade
         time.sleep(0.3)
         assert get("soon")["status"]["revision"] == 1
         assert get("soon")["status"]["notAfter"] == soon["status"]["notAfter"]
+
+
+# ---- the admin API, the CLI flag and the state file -------------------------------------
+
+
+def test_admin_api_reports_reissues_and_seeds(tmp_path: Path) -> None:
+    with LabProcess(clusters=1, directory=tmp_path, nodes=1, cert_expiry="eu-dev-1=-1") as proc:
+        admin = proc.admin
+        url = proc.info["clusters"][0]["server"]
+        expired = admin.certificates("eu-dev-1")
+        assert expired["serving"]["notAfter"] < datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert {c["kind"] for c in expired["consumers"]} == {"ConfigMap", "Secret", "Kubeconfig"}
+        assert all(c["error"] and "expired" in c["error"] for c in expired["consumers"])
+        renewed = admin.set_cert_expiry("eu-dev-1", 10)
+        assert all(c["trusted"] for c in renewed["consumers"])
+        leaf = testing.served_certificate(url)
+        assert format(leaf.serial_number, "x") == renewed["serving"]["serial"]
+        seeded = admin.seed_certificate("eu-dev-1", "apps", "api", -2, renewBefore="1h")
+        assert seeded["status"]["conditions"][0]["reason"] == "Expired"
+        with pytest.raises(LabError, match="expiresInDays"):
+            admin.set_cert_expiry("eu-dev-1", "soon")  # type: ignore[arg-type]
+        with pytest.raises(LabError, match="no cluster"):
+            admin.certificates("nowhere")
+
+
+async def test_a_restored_lab_serves_the_same_chains(tmp_path: Path) -> None:
+    state_file = tmp_path / "state.json"
+    first = Lab(directory=tmp_path, clusters=1, nodes=1, state_file=state_file)
+    await first.start()
+    tls = first.clusters["eu-dev-1"].tls
+    assert tls is not None
+    serial = tls.serving.cert.serial_number
+    await first.stop()
+    second = Lab(directory=tmp_path, clusters=1, nodes=1, state_file=state_file)
+    await second.start()
+    try:
+        restored = second.clusters["eu-dev-1"].tls
+        assert restored is not None and restored.serving.cert.serial_number == serial
+        leaf = await asyncio.to_thread(
+            testing.served_certificate, second.clusters["eu-dev-1"].server
+        )
+        assert leaf.serial_number == serial
+    finally:
+        await second.stop()
