@@ -312,11 +312,12 @@ class Lab:
         target = self._get(cluster)
         assert target.tls is not None
         target.tls.renew(signer)
-        target.tls.trust_pem = trust_pem
-        if self.simulation is not None:
-            self.simulation.set_trust(cluster, trust_pem.decode())
-        self._publish_kubeconfig(target)
-        self.write_kubeconfig()
+        if trust_pem != target.tls.trust_pem:  # an upgrade or renewal keeps the trust
+            target.tls.trust_pem = trust_pem
+            if self.simulation is not None:
+                self.simulation.set_trust(cluster, trust_pem.decode())
+            self._publish_kubeconfig(target)
+            self.write_kubeconfig()
         return target.tls.not_after
 
     def set_cert_expiry(self, name: str, days: float) -> dict[str, Any]:
