@@ -283,7 +283,7 @@ def test_ca_rotation_in_three_phases(lab: ThreadedLab, mgmt: client.ApiClient) -
         client.AdmissionregistrationV1Api(workload).create_validating_webhook_configuration(
             {
                 "metadata": {"name": "pinned"},
-                "webhooks": [_webhook("pinned.example.com", caBundle=b64(old_ca))],
+                "webhooks": [_webhook("pinned.example.com", url=f"{url}/", caBundle=b64(old_ca))],
             }
         )
 
@@ -306,7 +306,11 @@ def test_ca_rotation_in_three_phases(lab: ThreadedLab, mgmt: client.ApiClient) -
     assert leaf.issuer == x509.load_pem_x509_certificate(new_ca).subject
     assert handshake_error(url, bundle) is None
     assert handshake_error(url, pinned_old) == "unable to get local issuer certificate"
-    verdicts = {c["name"]: c["trusted"] for c in report(lab, name)["consumers"]}
+    consumers = {c["name"]: c for c in report(lab, name)["consumers"]}
+    assert (
+        consumers["pinned/pinned.example.com"]["error"] == "unable to get local issuer certificate"
+    )
+    verdicts = {k: c["trusted"] for k, c in consumers.items()}
     assert verdicts["pinned/pinned.example.com"] is False
     assert verdicts[f"{name}-kubeconfig"] is True
     assert all(v for k, v in verdicts.items() if k != "pinned/pinned.example.com")
@@ -329,7 +333,7 @@ def _webhook(name: str, **client_config: Any) -> dict[str, Any]:
         "name": name,
         "admissionReviewVersions": ["v1"],
         "sideEffects": "None",
-        "clientConfig": {"service": {"name": "hook", "namespace": "default"}, **client_config},
+        "clientConfig": client_config,
     }
 
 
@@ -448,6 +452,7 @@ spec:
 """,
     )
     eventually(lambda: certificate(certs, "short")["status"].get("revision", 0) >= 2, "renewed")
+    certs.ok("delete", "certificate", "short", "-n", CERT_NS)  # it would renew every second
 
 
 def test_cainjector_follows_certificates_and_the_cluster_trust(
