@@ -98,6 +98,7 @@ class Simulation:
 
     def detach(self, name: str) -> None:
         attached = self._clusters.pop(name, None)
+        self._trust.pop(name, None)
         if attached is not None:
             attached.active = False
             attached.workloads.stop()
