@@ -167,6 +167,7 @@ class Lab:
         store = ObjectStore(name)
         cluster = Cluster(name, labels, version, new_token(), store, management=management)
         cluster.tls = pki.ServingTLS.create(name, days=self.cert_expiry.get(name))
+        self._install_on_contact(cluster)
         if self.simulation is not None:
             self.simulation.set_trust(name, cluster.tls.trust_pem.decode())
             self.simulation.seed_cluster(store, name=name, version=version, nodes=self.nodes)
@@ -321,11 +322,12 @@ class Lab:
         target = self._get(cluster)
         assert target.tls is not None
         target.tls.renew(signer)
-        target.tls.trust_pem = trust_pem
-        if self.simulation is not None:
-            self.simulation.set_trust(cluster, trust_pem.decode())
-        self._publish_kubeconfig(target)
-        self.write_kubeconfig()
+        if trust_pem != target.tls.trust_pem:  # an upgrade or renewal keeps the trust
+            target.tls.trust_pem = trust_pem
+            if self.simulation is not None:
+                self.simulation.set_trust(cluster, trust_pem.decode())
+            self._publish_kubeconfig(target)
+            self.write_kubeconfig()
         return target.tls.not_after
 
     def set_cert_expiry(self, name: str, days: float) -> dict[str, Any]:
@@ -342,12 +344,21 @@ class Lab:
         """The served chain, trust bundle and each consumer's verdict (docs/lab-certificates.md)."""
         return certreport.report(self, self._get(name))
 
-    def seed_certificate(self, name: str, **options: Any) -> dict[str, Any]:
-        """A cert-manager Certificate in cluster `name` as if issued earlier
+    def seed_certificate(self, cluster_name: str, /, **options: Any) -> dict[str, Any]:
+        """A cert-manager Certificate in cluster `cluster_name` as if issued earlier
         (lab.controllers.certmanager.seed_certificate); needs the simulation."""
+        cluster = self._get(cluster_name)
         if self.simulation is None:
             raise ValueError("seeding certificates needs the simulation (cert-manager)")
-        return certmanager.seed_certificate(self._get(name).store, **options)
+        if cluster.contacted is not None:
+            hook, cluster.contacted = cluster.contacted, None
+            hook()
+        return certmanager.seed_certificate(cluster.store, **options)
+
+    def _install_on_contact(self, cluster: Cluster) -> None:
+        simulation = self.simulation
+        if simulation is not None:
+            cluster.contacted = lambda: simulation.install_addons(cluster.name)
 
     def _publish_kubeconfig(self, cluster: Cluster) -> None:
         """`<cluster>-kubeconfig` in mgmt, as KCP keeps it (needs the cluster's port)."""
@@ -456,6 +467,7 @@ class Lab:
                 cluster.tls = pki.ServingTLS.load(entry["tls"])
             elif legacy is not None:
                 cluster.tls = pki.ServingTLS(legacy, legacy.cert_pem, pki.not_after_in(None))
+            self._install_on_contact(cluster)
             self.clusters[cluster.name] = cluster
         if self.simulation is not None:
             for cluster in self.clusters.values():
