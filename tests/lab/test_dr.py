@@ -449,7 +449,7 @@ def test_db_not_ready_after_promotion(lab: LabProcess) -> None:
 
 def test_dns_switch_reaches_clients_after_the_ttl(lab: LabProcess) -> None:
     lab.admin.seed_dr_app("dns", [A, B], ttl=2)
-    workload = lab.admin.start_workload("dns")
+    workload = lab.admin.start_workload("dns", timeout_ms=5000)  # no timeouts on a busy machine
     acked_since(lab, workload, 5)
     point_dns(lab, "dns", B)  # a replica: writes through the new answer are refused
     assert lab.admin.resolve("dns.db.lab")["member"] == B
