@@ -222,6 +222,8 @@ def desired(api: client.ApiClient, cluster: str, repo: Repo, bundles: list[str])
 def sync_cluster(req: SyncClusterRequest) -> ClusterDiff:
     """Previews (dry_run) or applies one cluster's bundles; see the module doc."""
     ref, target = req.cluster, req.target
+    if req.checks_only and not req.dry_run:
+        raise ApplicationError("checks_only is for dry runs", type="BadRequest", non_retryable=True)
     api = api_client(ref.credential)
     repo = load_repo(target.repo, target.sha)
     bundles = target.bundles_for(ref.name)
@@ -241,7 +243,7 @@ def sync_cluster(req: SyncClusterRequest) -> ClusterDiff:
             lost=sorted(set(state.bundles) - set(bundles)),
             placed_before=sum(len(keys) for keys in state.bundles.values()),
         )
-        for obj in wanted:
+        for obj in [] if req.checks_only else wanted:
             activity.heartbeat(obj.key)
             live = get(api, obj.path)
             if live is None:
@@ -331,7 +333,8 @@ def preview_clusters(req: PreviewRequest) -> PreviewResult:
     for ref in req.clusters:
         activity.heartbeat(ref.name)
         try:
-            diffs.append(sync_cluster(SyncClusterRequest(cluster=ref, target=req.target)))
+            one = SyncClusterRequest(cluster=ref, target=req.target, checks_only=req.checks_only)
+            diffs.append(sync_cluster(one))
         except ApplicationError as exc:
             if exc.type == "BadBundle":
                 raise
@@ -395,11 +398,12 @@ def wait_healthy_copy(req: CopiesRequest) -> CopiesAnswer:
 @activity.defn
 def preflight_sync(req: PreflightRequest) -> PreflightResult:
     """The sync's live checks before any cluster changes: every kind served, and the prune
-    guard (a cluster losing more than the threshold's share needs an approval)."""
+    guard (a cluster losing more than the threshold's share needs an approval). No object
+    is read: the preview (SyncPlan) and each cluster's child do that."""
     target = req.operation
     if not isinstance(target, SyncTarget):
         raise ApplicationError("preflight_sync takes a sync target", non_retryable=True)
     answer = preview_clusters(
-        PreviewRequest(clusters=[c.ref() for c in req.clusters], target=target)
+        PreviewRequest(clusters=[c.ref() for c in req.clusters], target=target, checks_only=True)
     )
     return PreflightResult(problems={d.cluster: d.problem for d in answer.diffs if d.problem})

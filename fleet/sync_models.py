@@ -138,11 +138,14 @@ class SyncClusterRequest(Model):
     target: SyncTarget
     dry_run: bool = True
     keep: list[str] = Field(default_factory=list)  # bundles whose objects must not be pruned
+    # Only what a preflight needs (kinds served, the prune guard): no object is read.
+    checks_only: bool = False
 
 
 class PreviewRequest(Model):
     clusters: list[ClusterRef]
     target: SyncTarget
+    checks_only: bool = False
 
 
 class PreviewResult(Model):

@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 
 from fleet.models import FactsUpdate
 from fleet.rollout_models import ClusterStatus, Outcome, RolloutReport
 from fleet.sync_models import DriftSweepInput, DriftSweepResult, SyncPreview
 from lab.fighter import Fighter
-from starters import cli_sync
-from starters.errors import CliError
+from starters import cli_sync, rollouts
+from starters.errors import CliError, failure_message
 from tests.conftest import RunningWorker
 from tests.sync.support import NETPOL_A, QUOTA_A, QUOTA_C, WEB, GitRepo, cluster_api, read
 from tests.workflows.rollout_support import eventually
@@ -219,6 +219,14 @@ async def test_git_sync_drift_and_placement(
         repo.commit("no quotas")
         with pytest.raises(CliError, match="prune guard: would delete 6 of 1[78]"):
             await sync(worker, repo)
+        assert read(lab, names[0], QUOTA_A) is not None
+        # A client skipping the preview meets the same guard in the engine's preflight.
+        refused = await cli_sync.preview(client, str(repo.path), "main", task_queue=queue)
+        plan = await rollouts.make_plan(client, cli_sync.sync_spec(refused, uuid.uuid4().hex[:8]))
+        raw = await rollouts.start_rollout(client, plan, task_queue=queue)
+        with pytest.raises(WorkflowFailureError) as failed:
+            await raw.result()
+        assert "prune guard" in failure_message(failed.value)
         assert read(lab, names[0], QUOTA_A) is not None
         p, report = await sync(worker, repo, approve_prune="alice")
         assert report.outcome == Outcome.SUCCEEDED, report
