@@ -3,8 +3,10 @@
     python -m lab up [--clusters 6] [--dir .state/lab] [--nodes 3] [--version v1.30.6]
                      [--rollout-delay 0.5] [--upgrade-seconds 2.0] [--state-file F] [--seed 0]
                      [--dr-app NAME=PRIMARY,REPLICA[,...]] [--dr-step 0.3] [--dns-sync 0.2]
+                     [--dr-crash-recovery 1.0]
     python -m lab status | fault CLUSTER KIND [...] | clear CLUSTER [KIND]
     python -m lab add NAME [--label k=v ...] [--version V] | remove NAME
+    python -m lab dr [NAME PRIMARY REPLICA...] [--ttl 5] [--json]
 
 `up` runs in the foreground until SIGINT/SIGTERM. Once serving it writes DIR/kubeconfig,
 then DIR/lab.json (atomically, last); a clean stop writes the state file (if given) and
@@ -62,6 +64,7 @@ def _up(args: argparse.Namespace) -> None:
         dr_apps=args.dr_app,
         dr_step=args.dr_step,
         dns_sync=args.dns_sync,
+        dr_crash_recovery=args.dr_crash_recovery,
     )
     try:
         asyncio.run(_serve(lab, info_path))
@@ -146,6 +149,8 @@ def _fault(args: argparse.Namespace) -> None:
         params["images"] = args.image
     if args.stop:
         params["stop"] = True
+    if args.isolate:
+        params["isolate"] = True
     result = _admin(args.dir).fault(args.cluster, args.kind, **params)
     print(f"{args.cluster}: faults {_faults_line(result)}")
 
@@ -169,6 +174,36 @@ def _add(args: argparse.Namespace) -> None:
         labels[key] = value
     added = _admin(args.dir).add_cluster(args.name, labels, args.version)
     print(f"added {added['name']} ({added['version']}), context {added['context']}")
+
+
+def _dr(args: argparse.Namespace) -> None:
+    admin = _admin(args.dir)
+    if args.name:
+        admin.seed_dr_app(args.name, args.clusters, ttl=args.ttl)
+    apps = admin.dr_apps()
+    if args.json:
+        print(json.dumps(apps, indent=2))
+        return
+    rows = [("APP", "CLUSTER", "MEMBER", "ROLE", "WRITABLE", "TIMELINE", "LSN", "RECEIVER")]
+    for app in apps:
+        for m in app["members"]:
+            lsn = m["lsn"] or m["replayLSN"] or "-"
+            writable = "yes" if m["writable"] else "no"
+            rows.append(
+                (
+                    app["name"],
+                    m["cluster"],
+                    m["member"],
+                    m["role"] or "-",
+                    writable,
+                    str(m["timeline"] or "-"),
+                    lsn,
+                    m["receiver"] or "-",
+                )
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _remove(args: argparse.Namespace) -> None:
@@ -264,6 +299,12 @@ def parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--dr-step", type=float, default=0.3, help="seconds per CNPG operator step")
     up.add_argument("--dns-sync", type=float, default=0.2, help="external-dns publish delay")
+    up.add_argument(
+        "--dr-crash-recovery",
+        type=float,
+        default=1.0,
+        help="seconds a DR primary back from dark is not ready",
+    )
     up.set_defaults(run=_up)
 
     status = command("status", "list clusters, versions and faults")
@@ -289,6 +330,11 @@ def parser() -> argparse.ArgumentParser:
         "--seconds", type=float, help="replication-lag: replay delay; db-not-ready: duration"
     )
     fault.add_argument("--stop", action="store_true", help="replication-lag: stop replaying")
+    fault.add_argument(
+        "--isolate",
+        action="store_true",
+        help="partition: also cut replication to and from the other clusters",
+    )
     fault.set_defaults(run=_fault)
 
     clear = command("clear", "clear one fault kind or all faults of a cluster")
@@ -301,6 +347,13 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("--label", action="append", default=[], help="KEY=VALUE, repeatable")
     add.add_argument("--version", type=_version)
     add.set_defaults(run=_add)
+
+    dr = command("dr", "list DR apps and their databases; with NAME CLUSTERS, seed one first")
+    dr.add_argument("name", nargs="?", help="app to seed")
+    dr.add_argument("clusters", nargs="*", help="its clusters, primary first")
+    dr.add_argument("--ttl", type=int, default=5, help="DNS record TTL of a seeded app")
+    dr.add_argument("--json", action="store_true")
+    dr.set_defaults(run=_dr)
 
     remove = command("remove", "remove a workload cluster")
     remove.add_argument("name")

@@ -44,7 +44,8 @@ class Lab:
     `cert_expiry` maps cluster names to the days their first serving certificate has left
     (negative: expired); others get a year. See docs/lab-certificates.md.
     `dr_apps` seeds disaster-recovery applications (lab/dr.py, docs/lab-dr.md) whose
-    operator steps take `dr_step` seconds and whose DNS changes publish after `dns_sync`.
+    operator steps take `dr_step` seconds, whose DNS changes publish after `dns_sync` and
+    whose primaries back from `dark` run crash recovery for `dr_crash_recovery` seconds.
     """
 
     def __init__(
@@ -63,6 +64,7 @@ class Lab:
         dr_apps: Sequence[DrAppSpec] = (),
         dr_step: float = 0.3,
         dns_sync: float = 0.2,
+        dr_crash_recovery: float = 1.0,
     ) -> None:
         self.directory = Path(directory)
         self.specs = (
@@ -80,7 +82,15 @@ class Lab:
         self.clusters: dict[str, Cluster] = {}  # management first, then workload clusters
         self.cert_expiry = dict(cert_expiry or {})
         self.dr: Dr | None = (
-            Dr(self.clusters, step=dr_step, dns_sync=dns_sync, seed=seed) if simulate else None
+            Dr(
+                self.clusters,
+                step=dr_step,
+                dns_sync=dns_sync,
+                crash_recovery=dr_crash_recovery,
+                seed=seed,
+            )
+            if simulate
+            else None
         )
         self.dr_apps = list(dr_apps)
         self._server: ApiServer | None = None

@@ -156,6 +156,24 @@ class LabAdmin:
             raise LabError(f"lab admin API at {self.url} unreachable: {reason}") from None
 
 
+class CachingResolver:
+    """A stub resolver over the lab zone: an answer is reused until its TTL runs out, as
+    an application's resolver would (so a DNS switch reaches it up to one TTL late)."""
+
+    def __init__(self, admin: LabAdmin) -> None:
+        self.admin = admin
+        self._cache: dict[str, tuple[dict[str, Any], float]] = {}
+
+    def resolve(self, name: str) -> dict[str, Any]:
+        """`{name, recordType, targets, ttl, member, address}`; LabError for NXDOMAIN."""
+        cached = self._cache.get(name)
+        if cached is not None and time.monotonic() < cached[1]:
+            return cached[0]
+        answer = self.admin.resolve(name)
+        self._cache[name] = (answer, time.monotonic() + float(answer["ttl"]))
+        return answer
+
+
 def _die_with_parent() -> None:
     """Runs in the child before exec: SIGTERM it when the parent dies (Linux only)."""
     with contextlib.suppress(Exception):

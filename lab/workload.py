@@ -46,6 +46,7 @@ class Workload:
         interval: float = 0.02,
         timeout: float = 0.5,
         probe: float = 0.1,
+        first_seq: int = 1,
     ) -> None:
         self.app = app
         self.dns_name = dns_name
@@ -57,7 +58,7 @@ class Workload:
         self.probe = probe
         self.started = time.monotonic()
         self.stopped: float | None = None
-        self.seq = 0
+        self.seq = first_seq - 1  # distinct ranges keep clients' writes apart in one database
         self.acked: list[int] = []
         self.acked_by: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from lab.testing import LabError, LabProcess
+from lab.testing import CachingResolver, LabError, LabProcess
 
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
 A, B, C = "eu-dev-1", "eu-staging-1", "us-staging-1"
@@ -39,6 +39,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabProcess]:
         rollout_delay=0.05,
         dr_step=0.1,
         dns_sync=0.05,
+        dr_crash_recovery=2.0,
     ) as running:
         yield running
 
@@ -179,7 +180,8 @@ def test_database_endpoint_takes_writes_on_the_primary_only(lab: LabProcess) -> 
     wait_for(lambda: 7 in db(lab, "ep", B, "/seqs")["seqs"])
     status = db(lab, "ep", B)
     assert status["role"] == "replica" and status["receiver"] == "streaming"
-    assert status["replayLSN"] == db(lab, "ep", A)["lsn"]
+    assert status["replayLSN"] == status["sourceLSN"] == db(lab, "ep", A)["lsn"]
+    assert status["lastReceiptTime"].endswith("Z")
 
 
 # ---- planned switchover ----------------------------------------------------------------------
@@ -286,7 +288,13 @@ def test_unplanned_failover_loses_unreplayed_writes_and_the_old_primary_returns(
         lab.admin.clear(B)
         lab.admin.clear(A)
 
-    # The old primary kept its spec: it comes back as a writable primary.
+    # The old primary kept its spec: after crash recovery it is a writable primary again.
+    recovering = db(lab, "fail", A)
+    assert (recovering["role"], recovering["ready"], recovering["writable"]) == (
+        "primary",
+        False,
+        False,
+    )
     wait_for(lambda: db(lab, "fail", A)["writable"])
     old = get(lab, A, "fail")
     assert old["spec"]["replica"]["primary"] == "fail-eu-dev-1"
@@ -362,6 +370,22 @@ def test_partition_cuts_the_api_but_not_the_database(lab: LabProcess) -> None:
     finally:
         lab.admin.clear(A, "partition")
     assert kubectl(lab, A, "get", "ns").returncode == 0
+    wait_for(lambda: 1 in db(lab, "part", B, "/seqs")["seqs"])
+
+    # isolate: the other clusters (its replicas) lose it too, local clients do not.
+    lab.admin.fault(A, "partition", isolate=True)
+    try:
+        wait_for(
+            lambda: (
+                cond(get(lab, B, "part"), "WALReceiverStreaming").get("reason")
+                == "SourceUnreachable"
+            )
+        )
+        assert db(lab, "part", A, "/write", {"seq": 2})["cluster"] == "part-eu-dev-1"
+        assert 2 not in db(lab, "part", B, "/seqs")["seqs"]
+    finally:
+        lab.admin.clear(A, "partition")
+    wait_for(lambda: 2 in db(lab, "part", B, "/seqs")["seqs"])
 
 
 def test_dark_takes_the_database_down_too(lab: LabProcess) -> None:
@@ -379,7 +403,14 @@ def test_dark_takes_the_database_down_too(lab: LabProcess) -> None:
         )
     finally:
         lab.admin.clear(A, "dark")
-    assert db(lab, "dark", A)["writable"]
+    assert db(lab, "dark", A)["ready"] is False  # crash recovery
+    wait_for(lambda: db(lab, "dark", A)["writable"])
+    lab.admin.fault(A, "dark", mode="hang")
+    try:
+        with pytest.raises(TimeoutError):
+            urllib.request.urlopen(f"http://{address}/status", timeout=0.5)
+    finally:
+        lab.admin.clear(A, "dark")
 
 
 def test_replication_lag_delays_the_replica(lab: LabProcess) -> None:
@@ -418,7 +449,7 @@ def test_db_not_ready_after_promotion(lab: LabProcess) -> None:
 
 def test_dns_switch_reaches_clients_after_the_ttl(lab: LabProcess) -> None:
     lab.admin.seed_dr_app("dns", [A, B], ttl=2)
-    workload = lab.admin.start_workload("dns")
+    workload = lab.admin.start_workload("dns", timeout_ms=5000)  # no timeouts on a busy machine
     acked_since(lab, workload, 5)
     point_dns(lab, "dns", B)  # a replica: writes through the new answer are refused
     assert lab.admin.resolve("dns.db.lab")["member"] == B
@@ -439,9 +470,42 @@ def test_fault_cli_takes_the_dr_faults(lab: LabProcess) -> None:
             check=False,
         )
 
+    result = cli("dr", "cli", A, B, "--ttl", "2")
+    assert result.returncode == 0, result.stderr
+    assert "cli-eu-dev-1" in result.stdout and "streaming" in result.stdout
+    assert cli("dr", "cli", A).returncode == 1  # one cluster: refused in one line
     result = cli("fault", C, "replication-lag", "--seconds", "2")
     assert result.returncode == 0 and "replication-lag(seconds=2.0)" in result.stdout
     result = cli("fault", C, "db-not-ready")
     assert result.returncode == 1 and result.stderr.count("\n") == 1
     assert "db-not-ready needs seconds" in result.stderr
     assert cli("clear", C).returncode == 0
+
+
+def test_three_members_cascade_through_a_planned_switchover(lab: LabProcess) -> None:
+    lab.admin.seed_dr_app("tri", [A, B, C])
+    db(lab, "tri", A, "/write", {"seq": 1})
+    patch(lab, A, "tri", {"spec": {"replica": {"primary": "tri-eu-staging-1"}}})
+    wait_for(lambda: get(lab, A, "tri")["status"].get("demotionToken"))
+    token = get(lab, A, "tri")["status"]["demotionToken"]
+    promote = {"primary": "tri-eu-staging-1", "promotionToken": token}
+    patch(lab, B, "tri", {"spec": {"replica": promote}})
+    wait_for(lambda: db(lab, "tri", B)["writable"])
+    db(lab, "tri", B, "/write", {"seq": 2})
+    # C still names A as its source: it follows B's timeline through A.
+    assert get(lab, C, "tri")["spec"]["replica"]["source"] == "tri-eu-dev-1"
+    wait_for(lambda: 2 in db(lab, "tri", C, "/seqs")["seqs"])
+    wait_for(lambda: get(lab, C, "tri")["status"].get("timelineID") == 2)
+    assert db(lab, "tri", C)["receiver"] == "streaming"
+
+
+def test_caching_resolver_keeps_an_answer_for_its_ttl(lab: LabProcess) -> None:
+    lab.admin.seed_dr_app("ttl", [A, B], ttl=3)
+    resolver = CachingResolver(lab.admin)
+    assert resolver.resolve("ttl.db.lab")["member"] == A
+    point_dns(lab, "ttl", B)
+    assert lab.admin.resolve("ttl.db.lab")["member"] == B
+    assert resolver.resolve("ttl.db.lab")["member"] == A  # cached: the TTL has not run out
+    wait_for(lambda: resolver.resolve("ttl.db.lab")["member"] == B, timeout=10)
+    with pytest.raises(LabError, match="NXDOMAIN"):
+        resolver.resolve("nowhere.db.lab")
