@@ -1,0 +1,174 @@
+"""`DrWatch` (`dr-watch:<app>`): the automatic-failover watch of one application.
+
+Each round (`WatchSettings.interval_seconds`) one activity observes the application: its
+DR record, the primary's database as the hub sees it, the standby's view of its source,
+the external probe through DNS, and it applies any pending fence on a cluster that has
+come back (fencing needs no epoch: it only takes writes away). `fleet.dr_rules.decide`
+then says whether to fail over: a quorum of independent signals for `failure_rounds`
+rounds in a row, a ready standby, no operation running, the cool-down passed. A partition
+only the hub sees is one vote and never fails over. The fleet-wide `dr-guard` admits at
+most N automatic failovers per window; past that the watch waits for `approve`.
+
+The failover runs as its own top-level workflow (`failover:<app>:auto-...`), so it is
+listed, watched and recorded like a manual one. State is one `WatchState`; the watch
+continues as new when Temporal suggests it.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.dr_observe import observe_app, start_failover
+    from activities.dr_records import admit_automatic, note_fence, note_health
+    from fleet.dr import (
+        ApproveFailover,
+        DrRequest,
+        FenceNote,
+        GuardRequest,
+        HealthNote,
+        Observation,
+        StartFailover,
+        WatchState,
+    )
+    from fleet.dr_rules import decide, primary_down
+    from workflows.common import INVENTORY_RETRY, INVENTORY_TIMEOUT
+
+OBSERVE_RETRY = RetryPolicy(maximum_attempts=1)
+
+
+@workflow.defn(name="DrWatch")
+class DrWatch:
+    @workflow.init
+    def __init__(self, state: WatchState) -> None:
+        self._s = state
+
+    @workflow.query
+    def state(self) -> WatchState:
+        return self._s
+
+    @workflow.update
+    def approve(self, req: ApproveFailover) -> WatchState:
+        """An operator admits the failover the watch is waiting for (past the budget)."""
+        self._s.approved_by = req.who or "operator"
+        return self._s
+
+    @approve.validator
+    def _validate_approve(self, req: ApproveFailover) -> None:
+        if not self._s.awaiting_approval:
+            raise ApplicationError(
+                f"the watch of {self._s.app} awaits no approval",
+                type="InvalidRequest",
+                non_retryable=True,
+            )
+
+    @workflow.run
+    async def run(self, state: WatchState) -> WatchState:
+        s = self._s
+        while not (s.max_rounds and s.rounds >= s.max_rounds):
+            interval = await self._round()
+            if workflow.info().is_continue_as_new_suggested():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(s)
+            await workflow.sleep(timedelta(seconds=interval), summary="next round")
+        return s
+
+    async def _round(self) -> float:
+        s = self._s
+        s.rounds += 1
+        try:
+            seen: Observation = await workflow.execute_activity(
+                observe_app,
+                s,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=OBSERVE_RETRY,
+            )
+        except ActivityError as err:
+            s.last_decision = f"could not observe: {err.cause or err}"
+            self._details()
+            return 5.0
+        for cluster in seen.fenced:
+            await self._inventory(note_fence, FenceNote(app=s.app, cluster=cluster, pending=False))
+        signals, settings = seen.signals, seen.settings
+        down = primary_down(signals, settings)
+        s.consecutive_down = s.consecutive_down + 1 if down else 0
+        if not down and signals.hub_ok:
+            s.last_up_at = signals.at
+        if down != seen.health_down:
+            note = HealthNote(
+                app=s.app, down=down, at=signals.at, last_up_at=s.last_up_at, reason=signals.reason
+            )
+            await self._inventory(note_health, note)
+        s.last_signals = signals
+        decision = decide(
+            signals=signals,
+            consecutive_down=s.consecutive_down,
+            settings=settings,
+            automatic=seen.automatic,
+            operation_running=seen.operation_running,
+            last_failover_at=seen.last_failover_at,
+        )
+        s.last_decision = decision.reason
+        if decision.failover:
+            await self._fail_over(seen)
+        self._details()
+        return settings.interval_seconds
+
+    async def _fail_over(self, seen: Observation) -> None:
+        s = self._s
+        answer = await workflow.execute_activity(
+            admit_automatic,
+            GuardRequest(app=s.app, approved_by=s.approved_by),
+            start_to_close_timeout=INVENTORY_TIMEOUT,
+            retry_policy=INVENTORY_RETRY,
+        )
+        if not answer.granted:
+            s.awaiting_approval = True
+            s.last_decision = f"failover needs approval: {answer.reason}"
+            return
+        s.awaiting_approval, s.approved_by = False, ""
+        workflow_id = f"failover:{s.app}:auto-{workflow.now():%Y%m%d-%H%M%S}"
+        request = DrRequest(
+            app=s.app,
+            target=seen.standby,
+            automatic=True,
+            who="dr-watch",
+            reason=s.last_decision,
+            down_since=s.last_up_at,
+        )
+        await workflow.execute_activity(
+            start_failover,
+            StartFailover(workflow_id=workflow_id, request=request),
+            start_to_close_timeout=INVENTORY_TIMEOUT,
+            retry_policy=INVENTORY_RETRY,
+        )
+        s.last_started, s.consecutive_down = workflow_id, 0
+        s.last_decision = f"started {workflow_id}: {answer.reason}"
+
+    async def _inventory(self, activity: object, arg: object) -> None:
+        await workflow.execute_activity(
+            activity,  # type: ignore[arg-type]
+            arg,
+            start_to_close_timeout=INVENTORY_TIMEOUT,
+            retry_policy=INVENTORY_RETRY,
+        )
+
+    def _details(self) -> None:
+        s = self._s
+        sig = s.last_signals
+        seen = "no round yet"
+        if sig:
+            seen = f"hub {_word(sig.hub_ok)}, standby {_word(sig.standby_ok)}, "
+            seen += f"client {_word(sig.client_ok)}"
+        waiting = " **awaiting approval** (`flotilla dr approve`)" if s.awaiting_approval else ""
+        workflow.set_current_details(
+            f"**{s.app}** round {s.rounds}: {seen}; {s.last_decision}{waiting}"
+        )
+
+
+def _word(ok: bool | None) -> str:
+    return "?" if ok is None else ("up" if ok else "DOWN")
