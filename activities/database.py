@@ -13,9 +13,15 @@ take writes away, never make a second primary.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
 from typing import Any
 
+import urllib3
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -35,8 +41,12 @@ from fleet.dr import (
 from fleet.dr_rules import object_epoch_problem, parse_lsn
 
 GROUP_VERSION = "postgresql.cnpg.io/v1"
-# Reading a database that may be dark: one short request.
+# Reading a database that may be dark: short requests.
 READ_TIMEOUT = (2.0, 5.0)
+CONFLICT_ATTEMPTS = 5
+# Where each database's endpoint listens (its `<name>-rw` Service's load balancer), by
+# (cluster, namespace, name): kept so a cluster whose API is cut off can still be probed.
+_addresses: dict[tuple[str, str, str], str] = {}
 
 
 def _path(db: DatabaseRef) -> str:
@@ -54,42 +64,127 @@ def _get(db: DatabaseRef, *, timeout: tuple[float, float] = READ_TIMEOUT) -> dic
                 non_retryable=True,
             ) from None
         raise ApplicationError(api_error_message(db.cluster.name, exc)) from None
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise ApplicationError(api_error_message(db.cluster.name, exc)) from None
+
+
+def address(db: DatabaseRef, *, timeout: tuple[float, float] = READ_TIMEOUT) -> str:
+    """`host:port` of the database's endpoint: the load balancer of Service `<name>-rw`
+    (remembered, so it is known while the cluster's API is cut off)."""
+    key = (db.cluster.name, db.namespace, db.name)
+    path = f"/api/v1/namespaces/{db.namespace}/services/{db.name}-rw"
+    try:
+        service = request(api_client(db.cluster.credential), "GET", path, timeout=timeout)
+    except (ApiException, urllib3.exceptions.HTTPError, OSError):
+        if key in _addresses:
+            return _addresses[key]
+        raise
+    ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    ports = (ingress[0].get("ports") or []) if ingress else []
+    host = (ingress[0].get("ip") or ingress[0].get("hostname")) if ingress else ""
+    if not host or not ports:
+        raise ApplicationError(
+            f"{db.cluster.name}: Service {db.namespace}/{db.name}-rw has no load balancer yet"
+        )
+    _addresses[key] = f"{host}:{ports[0]['port']}"
+    return _addresses[key]
+
+
+def endpoint_call(
+    where: str, host: str, method: str, path: str, *, timeout: float
+) -> tuple[int, dict[str, Any]]:
+    """One HTTP request to a database endpoint at `where` (host:port) for `host`."""
+    body = json.dumps({"seq": 0}).encode() if method == "POST" else None
+    req = urllib.request.Request(
+        f"http://{where}{path}",
+        data=body,
+        method=method,
+        headers={"Host": host, "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read() or b"{}")
+        except ValueError:
+            return exc.code, {"error": str(exc.reason)}
 
 
 def state_of(cluster: str, obj: dict[str, Any]) -> DatabaseState:
-    """What Flotilla reads from a Cluster object (see docs/dr.md for each field)."""
+    """What Flotilla reads from a Cluster object (docs/dr.md lists the fields). The role
+    follows CloudNativePG's `IsReplica()`: no `spec.replica`: primary; else `enabled` when
+    set; else a replica unless `primary` names this Cluster (`self`, or its name)."""
     meta = obj.get("metadata") or {}
     annotations = meta.get("annotations") or {}
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
-    replica = spec.get("replica") or {}
+    replica = spec.get("replica")
     name = str(meta.get("name", ""))
-    me = replica.get("self") or name
-    designated = str(replica.get("primary") or "")
-    designated_self = designated == me if designated else not replica.get("enabled", False)
+    if not replica:
+        primary_role = True
+    elif replica.get("enabled") is not None:
+        primary_role = not replica["enabled"]
+    else:
+        primary_role = replica.get("primary") == (replica.get("self") or name)
+    replica = replica or {}
     current = str(status.get("currentPrimary") or "")
     reported = (status.get("instancesReportedState") or {}).get(current) or {}
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
     ready = (conditions.get("Ready") or {}).get("status") == "True"
+    receiver = conditions.get("WALReceiverStreaming")
+    token = str(status.get("demotionToken") or "")
     return DatabaseState(
         cluster=cluster,
         name=name,
-        designated_primary=designated,
+        designated_primary=str(replica.get("primary") or ""),
         source=str(replica.get("source") or ""),
-        is_primary=designated_self and bool(reported.get("isPrimary")),
+        is_primary=primary_role and bool(reported.get("isPrimary")),
         ready=ready,
         fenced=bool(_fenced(annotations)),
         current_primary=current,
-        demotion_token=str(status.get("demotionToken") or ""),
+        demotion_token=token,
+        demotion_lsn=token_lsn(token),
         promotion_token=str(replica.get("promotionToken") or ""),
         epoch=_epoch(annotations),
-        written_lsn=_lsn(status, "writtenLSN"),
-        replayed_lsn=_lsn(status, "replayedLSN"),
-        lag_seconds=_float(status.get("replicationLagSeconds")),
+        streaming=None if receiver is None else receiver.get("status") == "True",
+        receiver_reason=str((receiver or {}).get("reason") or ""),
         timeline=int(status.get("timelineID") or 0),
         phase=str(status.get("phase") or ""),
-        reason="" if ready else str((conditions.get("Ready") or {}).get("message") or "not ready"),
+        reason=str(status.get("phaseReason") or "")
+        or ("" if ready else str((conditions.get("Ready") or {}).get("reason") or "not ready")),
     )
+
+
+def token_lsn(token: str) -> str:
+    """The final LSN a demotion token names (`latestCheckpointREDOLocation`)."""
+    if not token:
+        return ""
+    try:
+        data = json.loads(base64.b64decode(token))
+        lsn = str(data.get("latestCheckpointREDOLocation") or "")
+        parse_lsn(lsn)
+    except (ValueError, TypeError, AttributeError):
+        return ""
+    return lsn
+
+
+def _with_status(db: DatabaseRef, state: DatabaseState, timeout: tuple[float, float]) -> None:
+    """Adds what the database itself says (WAL positions, writable); unknown on failure."""
+    if not db.host:
+        return
+    try:
+        code, status = endpoint_call(
+            address(db, timeout=timeout), db.host, "GET", "/status", timeout=timeout[1]
+        )
+    except (ApplicationError, ApiException, urllib3.exceptions.HTTPError, OSError, ValueError):
+        return
+    if code != 200:
+        return
+    state.written_lsn = _lsn(status.get("lsn"))
+    state.replayed_lsn = _lsn(status.get("replayLSN"))
+    state.lag_seconds = _float(status.get("lagSeconds"))
+    state.writable = bool(status.get("writable"))
 
 
 def _fenced(annotations: dict[str, str]) -> list[str]:
@@ -105,13 +200,13 @@ def _epoch(annotations: dict[str, str]) -> int:
     return int(text) if text.isdecimal() else 0
 
 
-def _lsn(status: dict[str, Any], field: str) -> str:
-    value = str(status.get(field) or "")
+def _lsn(value: Any) -> str:
+    text = str(value or "")
     try:
-        parse_lsn(value)
+        parse_lsn(text)
     except ValueError:
         return ""
-    return value
+    return text
 
 
 def _float(value: Any) -> float | None:
@@ -130,13 +225,15 @@ def read_database(db: DatabaseRef) -> DatabaseState:
 
 def read_state(db: DatabaseRef, timeout: tuple[float, float] = READ_TIMEOUT) -> DatabaseState:
     try:
-        return state_of(db.cluster.name, _get(db, timeout=timeout))
+        state = state_of(db.cluster.name, _get(db, timeout=timeout))
     except ApplicationError as exc:
         if exc.type == "DatabaseNotFound":
             raise
         return DatabaseState(
             cluster=db.cluster.name, name=db.name, reachable=False, reason=exc.message
         )
+    _with_status(db, state, timeout)
+    return state
 
 
 async def _write(
@@ -160,6 +257,31 @@ def _replace(
     needs_epoch: bool,
     timeout: tuple[float, float] = (5.0, 15.0),
 ) -> DatabaseState:
+    """Read, check, change, replace; a conflict (the operator wrote status meanwhile)
+    starts again from the read, a few times."""
+    for _ in range(CONFLICT_ATTEMPTS - 1):
+        try:
+            return _replace_once(req, change, what=what, needs_epoch=needs_epoch, timeout=timeout)
+        except Conflict:
+            continue
+    try:
+        return _replace_once(req, change, what=what, needs_epoch=needs_epoch, timeout=timeout)
+    except Conflict:
+        raise ApplicationError(f"{req.db.cluster.name}: {req.db.name} keeps changing") from None
+
+
+class Conflict(Exception):
+    pass
+
+
+def _replace_once(
+    req: DatabaseWrite,
+    change: Any,
+    *,
+    what: str,
+    needs_epoch: bool,
+    timeout: tuple[float, float],
+) -> DatabaseState:
     db, fencing = req.db, req.fencing
     obj = _get(db, timeout=timeout)
     annotations = obj.setdefault("metadata", {}).setdefault("annotations", {})
@@ -167,7 +289,9 @@ def _replace(
     if needs_epoch and (problem := object_epoch_problem(found, fencing.epoch, f"{db.name}")):
         raise ApplicationError(f"{what} refused: {problem}", type="StaleEpoch", non_retryable=True)
     if not change(obj):
-        return state_of(db.cluster.name, obj)
+        state = state_of(db.cluster.name, obj)
+        _with_status(db, state, READ_TIMEOUT)
+        return state
     annotations[EPOCH_ANNOTATION] = str(max(found, fencing.epoch))
     activity.logger.info(
         "%s under epoch %d", what, fencing.epoch, extra={"cluster": db.cluster.name}
@@ -177,13 +301,13 @@ def _replace(
         written = request(api, "PUT", _path(db), body=obj, timeout=timeout)
     except ApiException as exc:
         if exc.status == 409:
-            raise ApplicationError(
-                f"{db.cluster.name}: {db.name} changed meanwhile; retrying"
-            ) from None
+            raise Conflict() from None
         raise write_error(
             db.cluster.name, exc, refused=f"{what} refused", type="DatabaseRefused"
         ) from None
-    return state_of(db.cluster.name, dict(written))
+    state = state_of(db.cluster.name, dict(written))
+    _with_status(db, state, READ_TIMEOUT)
+    return state
 
 
 @activity.defn
@@ -254,18 +378,99 @@ async def promote_database(req: DatabaseWrite) -> DatabaseState:
 
 @activity.defn
 async def rebuild_replica(req: DatabaseWrite) -> DatabaseState:
-    """Makes a former primary a replica of `req.primary` again (`spec.replica.primary` and
-    `source`; a stale promotion token is dropped)."""
+    """Re-creates a former primary as a replica of `req.primary`, cloned from `req.peer`
+    (CloudNativePG cannot rewind a primary that went past the new timeline's fork: its
+    Cluster is deleted, dropping its data, and created again with `bootstrap.pg_basebackup`
+    from the peer). The new spec is the peer's with this Cluster's name, so a retry after
+    the delete rebuilds the same object. A Cluster already rebuilt under this epoch is left
+    alone; an unfenced primary is never deleted."""
+    f = req.fencing
+    await check_epoch(activity.client(), EpochCheck(app=f.app, holder=f.holder, epoch=f.epoch))
+    return await asyncio.to_thread(_rebuild, req)
 
-    def change(obj: dict[str, Any]) -> bool:
-        changed = _set_replica(req, token=False)(obj)
-        replica = obj["spec"]["replica"]
-        if "promotionToken" in replica:
-            replica.pop("promotionToken")
-            changed = True
-        return bool(changed)
 
-    return await _write(req, change, what=f"rebuild {req.db.name} as a replica")
+def _rebuild(req: DatabaseWrite) -> DatabaseState:
+    db, epoch = req.db, req.fencing.epoch
+    if req.peer is None:
+        raise ApplicationError(
+            "rebuild needs the peer to clone", type="BadRequest", non_retryable=True
+        )
+    api = api_client(db.cluster.credential)
+    try:
+        obj: dict[str, Any] | None = _get(db, timeout=(5.0, 15.0))
+    except ApplicationError as exc:
+        if exc.type != "DatabaseNotFound":
+            raise
+        obj = None
+    if obj is not None:
+        found = state_of(db.cluster.name, obj)
+        bootstrap = ((obj.get("spec") or {}).get("bootstrap") or {}).get("pg_basebackup") or {}
+        if (
+            found.epoch == epoch
+            and not found.is_primary
+            and found.designated_primary == req.primary
+            and bootstrap.get("source") == req.source
+        ):
+            return found  # rebuilt by an earlier attempt of this step
+        if problem := object_epoch_problem(found.epoch, epoch, db.name):
+            raise ApplicationError(
+                f"rebuild refused: {problem}", type="StaleEpoch", non_retryable=True
+            )
+        if found.is_primary and not found.fenced:
+            raise ApplicationError(
+                f"rebuild refused: {db.name} is an unfenced primary",
+                type="DatabaseRefused",
+                non_retryable=True,
+            )
+        uid = (obj.get("metadata") or {}).get("uid")
+        activity.logger.warning(
+            "deleting %s to rebuild it", db.name, extra={"cluster": db.cluster.name}
+        )
+        try:
+            request(api, "DELETE", _path(db), body={"preconditions": {"uid": uid}})
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise write_error(
+                    db.cluster.name, exc, refused="rebuild refused", type="DatabaseRefused"
+                ) from None
+        _wait_gone(db)
+    peer = _get(req.peer, timeout=(5.0, 15.0))
+    spec = json.loads(json.dumps(peer.get("spec") or {}))
+    spec["replica"] = {"self": db.name, "primary": req.primary, "source": req.source}
+    spec["bootstrap"] = {"pg_basebackup": {"source": req.source}}
+    body = {
+        "apiVersion": GROUP_VERSION,
+        "kind": "Cluster",
+        "metadata": {
+            "name": db.name,
+            "namespace": db.namespace,
+            "annotations": {EPOCH_ANNOTATION: str(epoch)},
+        },
+        "spec": spec,
+    }
+    base = f"/apis/{GROUP_VERSION}/namespaces/{db.namespace}/clusters"
+    try:
+        created = request(api, "POST", base, body=body)
+    except ApiException as exc:
+        if exc.status == 409:
+            raise ApplicationError(f"{db.name} exists again; retrying") from None
+        raise write_error(
+            db.cluster.name, exc, refused="rebuild refused", type="DatabaseRefused"
+        ) from None
+    return state_of(db.cluster.name, dict(created))
+
+
+def _wait_gone(db: DatabaseRef) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            _get(db)
+        except ApplicationError as exc:
+            if exc.type == "DatabaseNotFound":
+                return
+        activity.heartbeat(f"waiting for {db.name} to be deleted")
+        time.sleep(0.2)
+    raise ApplicationError(f"{db.cluster.name}: {db.name} is still being deleted")
 
 
 @activity.defn
@@ -283,22 +488,36 @@ def wait_database(req: DatabaseWait) -> DatabaseState:
         elif req.until == "demoted":
             done = bool(state.demotion_token) and not state.is_primary
             waiting = f"{db.name} to publish its demotion token"
+        elif req.until == "writable":
+            done = _write_ok(db)
+            waiting = f"{db.name} to acknowledge a write ({state.reason or state.phase})"
         elif req.until == "lsn":
             done = _reached(state.replayed_lsn, req.lsn)
             waiting = f"{db.name} to replay {req.lsn} (at {state.replayed_lsn or '?'})"
         else:
-            done = state.ready and not state.is_primary and state.source == state.designated_primary
-            waiting = f"{db.name} to replicate from {state.designated_primary}"
+            done = state.ready and not state.is_primary and state.streaming is True
+            waiting = f"{db.name} to stream from {state.source} ({state.receiver_reason})"
         progress = (state.phase, state.replayed_lsn, state.ready, state.is_primary)
         return Look(state, done, waiting, progress)
 
-    return wait_until(
+    state = wait_until(
         look,
         cluster=db.cluster.name,
         goal=f"{db.name} {req.until}",
         timeout_seconds=req.timeout_seconds,
         timeout_type="DatabaseTimeout",
     )
+    state.checked_at = datetime.now(UTC)
+    return state
+
+
+def _write_ok(db: DatabaseRef) -> bool:
+    """One write through the database's endpoint (`POST /write`, seq 0: not a client's)."""
+    try:
+        code, _ = endpoint_call(address(db), db.host, "POST", "/write", timeout=READ_TIMEOUT[1])
+    except (ApplicationError, ApiException, urllib3.exceptions.HTTPError, OSError, ValueError):
+        return False
+    return code == 200
 
 
 def _reached(position: str, goal: str) -> bool:

@@ -1,11 +1,13 @@
-"""One round of the automatic-failover watch as one activity, and the start of the
-failover it decides on.
+"""One round of the automatic-failover watch as one activity, the fence that waits for a
+returning old primary, and the start of a failover.
 
-The round reads the application's record and its clusters' credentials (inventory), the
-primary's database as the hub sees it, every standby's database (its view of the source
-and whether it could take over), and probes the app through its DNS name; all at once,
-each bounded by the probe timeout, so a dark cluster costs one timeout, not several. It
-also fences every cluster whose fence is pending and that answers again.
+A round reads the application's record and its clusters' credentials (inventory), then at
+once, each bounded by the probe timeout (a dark cluster costs one timeout): the primary's
+database as the hub sees it (through its cluster's API), every standby's database (its
+`WALReceiverStreaming` condition: does it still stream from the primary?), and the app as
+a client finds it: the target the DNSEndpoint publishes, asked whether it takes writes
+(`GET /status` of that database endpoint; `policy.probe_url` instead when set, e.g. a
+real app's health URL).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
 )
 
-from activities.database import fence_now, read_state
+from activities.database import READ_TIMEOUT, address, endpoint_call, fence_now, read_state
+from activities.dns import read_dns
 from activities.dr_probe import probe
 from activities.dr_records import require_app
 from activities.inventory import fetch_records
@@ -35,21 +38,26 @@ from fleet.dr import (
     Fencing,
     Observation,
     OpKind,
+    PendingFence,
     ProbeRequest,
-    ProbeResult,
     StartFailover,
     WatchSignals,
     WatchState,
 )
-from fleet.models import ClusterRef, RecordsQuery
+from fleet.models import RecordsQuery
+
+# How often a pending fence tries the returning cluster.
+FENCE_POLL = 0.1
 
 
-def standby_view(standby: DatabaseState, stale_seconds: float) -> bool | None:
-    """Whether a standby still receives WAL from its primary: its replication lag stays
-    below `stale_seconds` (None: it does not report one, or cannot be read)."""
-    if not standby.reachable or standby.lag_seconds is None:
+def standby_view(standby: DatabaseState) -> bool | None:
+    """What a standby says of its source: streaming (True), the source unreachable
+    (False); anything else (replication stopped on purpose, diverged, unreadable) abstains."""
+    if not standby.reachable or standby.streaming is None:
         return None
-    return standby.lag_seconds < stale_seconds
+    if standby.streaming:
+        return True
+    return False if standby.receiver_reason == "SourceUnreachable" else None
 
 
 @activity.defn
@@ -57,40 +65,38 @@ async def observe_app(watch: WatchState) -> Observation:
     client = activity.client()
     state = await require_app(client, watch.app)
     policy, settings = state.policy, state.policy.watch
-    timeout = (settings.probe_timeout_seconds, settings.probe_timeout_seconds)
+    limit = settings.probe_timeout_seconds
+    timeout = (limit, limit)
     records = await fetch_records(client, RecordsQuery(names=[m.cluster for m in policy.members]))
     refs = {r.name: r.ref() for r in records}
 
     def db(cluster: str) -> DatabaseRef:
+        member = policy.member(cluster)
         return DatabaseRef(
-            cluster=refs[cluster], namespace=policy.namespace, name=policy.member(cluster).database
+            cluster=refs[cluster],
+            namespace=policy.namespace,
+            name=member.database,
+            host=member.endpoint,
         )
 
     at = datetime.now(UTC)
-    standbys = [
-        m.cluster for m in policy.members if m.cluster != state.primary and m.cluster in refs
-    ]
+    standbys = [m.cluster for m in policy.members if m.cluster != state.primary]
 
     async def read(cluster: str) -> DatabaseState:
         if cluster not in refs:
-            return DatabaseState(
-                cluster=cluster, name="", reachable=False, reason="not in the inventory"
-            )
+            return DatabaseState(cluster=cluster, name="", reachable=False, reason="no record")
         return await asyncio.to_thread(read_state, db(cluster), timeout)
 
-    async def client_probe() -> ProbeResult | None:
-        if not policy.probe_url:
-            return None
-        return await probe(
-            ProbeRequest(url=policy.probe_url, timeout_seconds=settings.probe_timeout_seconds)
-        )
+    async def client_probe() -> tuple[bool | None, str]:
+        if policy.probe_url:
+            result = await probe(ProbeRequest(url=policy.probe_url, timeout_seconds=limit))
+            return result.ok, result.reason
+        return await asyncio.to_thread(_through_dns, state, db, limit)
 
-    primary, probed, others = await asyncio.gather(
+    primary, (client_ok, client_reason), others = await asyncio.gather(
         read(state.primary), client_probe(), asyncio.gather(*(read(c) for c in standbys))
     )
-    fenced = await _apply_pending_fences(state, refs, db, timeout)
-    stale = max(3 * settings.interval_seconds, 5.0)
-    views = [standby_view(s, stale) for s in others]
+    views = [standby_view(s) for s in others]
     known = [v for v in views if v is not None]
     ready = [
         s.cluster
@@ -101,16 +107,17 @@ async def observe_app(watch: WatchState) -> Observation:
     reasons = []
     if not hub_ok:
         reasons.append(f"hub: {primary.reason or 'not a ready primary'}")
-    if probed is not None and not probed.ok:
-        reasons.append(f"client: {probed.reason or probed.status}")
+    if client_ok is False:
+        reasons.append(f"client: {client_reason}")
     signals = WatchSignals(
         at=at,
         hub_ok=hub_ok,
         standby_ok=any(known) if known else None,
-        client_ok=None if probed is None else probed.ok,
+        client_ok=client_ok,
         standby_ready=bool(ready),
         reason="; ".join(reasons),
     )
+    fencing = Fencing(app=policy.app, holder="", epoch=state.epoch)
     return Observation(
         signals=signals,
         primary=state.primary,
@@ -120,35 +127,50 @@ async def observe_app(watch: WatchState) -> Observation:
         last_failover_at=state.last_failover_at,
         health_down=state.health.down,
         settings=settings,
-        fenced=fenced,
+        pending=[
+            PendingFence(cluster=c, db=db(c), fencing=fencing)
+            for c in state.pending_fences
+            if c in refs and c != state.primary
+        ],
     )
 
 
-async def _apply_pending_fences(
-    state: DrAppState,
-    refs: dict[str, ClusterRef],
-    db: object,
-    limits: tuple[float, float],
-) -> list[str]:
-    """Fences each pending cluster that answers; returns those now fenced."""
-    done = []
-    for cluster in state.pending_fences:
-        if cluster not in refs or cluster == state.primary:
-            continue
-        write = DatabaseWrite(
-            db=db(cluster),  # type: ignore[operator]
-            fencing=Fencing(app=state.policy.app, holder="dr-watch", epoch=state.epoch),
-            fence=True,
-        )
+def _through_dns(state: DrAppState, db: object, limit: float) -> tuple[bool | None, str]:
+    """Whether the database the DNS record names takes writes, as a client would find it;
+    None when the record cannot be read or names no member."""
+    policy = state.policy
+    try:
+        published = read_dns(policy.dns)
+    except Exception as exc:  # the management cluster is out of reach: abstain
+        return None, f"DNS record unreadable: {exc}"
+    member = next((m for m in policy.members if m.endpoint in published.targets), None)
+    if member is None:
+        return None, f"{policy.dns.dns_name} names no member ({published.targets})"
+    ref: DatabaseRef = db(member.cluster)  # type: ignore[operator]
+    try:
+        where = address(ref, timeout=(limit, limit))
+        code, status = endpoint_call(where, ref.host, "GET", "/status", timeout=limit)
+    except Exception as exc:
+        return False, f"{member.endpoint}: {type(exc).__name__}: {exc}"[:200]
+    if code == 200 and status.get("writable"):
+        return True, ""
+    return False, f"{member.endpoint}: {status.get('error') or 'not writable'} ({code})"
+
+
+@activity.defn
+async def fence_when_back(pending: PendingFence) -> DatabaseState:
+    """Tries to fence `pending.db` every FENCE_POLL seconds until it succeeds (the old
+    primary is back, and fenced before anything else touches it); heartbeats meanwhile."""
+    write = DatabaseWrite(db=pending.db, fencing=pending.fencing, fence=True)
+    while True:
         try:
-            fenced = await asyncio.to_thread(fence_now, write, limits)
-        except Exception as exc:  # still unreachable: the fence stays pending
-            activity.logger.info("pending fence of %s not applied yet: %s", cluster, exc)
+            fenced = await asyncio.to_thread(fence_now, write, READ_TIMEOUT)
+        except Exception as exc:
+            activity.heartbeat(f"{pending.cluster} not back yet: {exc}"[:200])
+            await asyncio.sleep(FENCE_POLL)
             continue
-        if fenced.fenced:
-            activity.logger.warning("fenced returning %s", cluster, extra={"cluster": cluster})
-            done.append(cluster)
-    return done
+        activity.logger.warning("fenced returning %s", pending.cluster)
+        return fenced
 
 
 async def start_run(

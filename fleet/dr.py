@@ -336,9 +336,13 @@ class Fencing(Model):
 
 
 class DatabaseRef(Model):
+    """A CloudNativePG Cluster, and the host name its application endpoint answers to
+    (served at the load balancer of Service `<name>-rw`)."""
+
     cluster: ClusterRef
     namespace: str
     name: str  # the CloudNativePG Cluster
+    host: str = ""
 
 
 class DatabaseState(Model):
@@ -357,12 +361,21 @@ class DatabaseState(Model):
     demotion_token: str = ""
     promotion_token: str = ""  # spec.replica.promotionToken
     epoch: int = 0  # EPOCH_ANNOTATION
-    # WAL positions: written (primary) / received and replayed (replica); "" when unknown.
+    # From the database itself (the endpoint's status, as pg_current_wal_lsn(),
+    # pg_last_wal_replay_lsn() and pg_stat_wal_receiver say); "" / None when unknown.
     written_lsn: str = ""
     replayed_lsn: str = ""
     lag_seconds: float | None = None
+    writable: bool | None = None
+    # A replica's WALReceiverStreaming condition: True streaming from its source, False
+    # with `receiver_reason` (SourceUnreachable, ReplicationStopped, TimelineDiverged).
+    streaming: bool | None = None
+    receiver_reason: str = ""
     timeline: int = 0
     phase: str = ""
+    # The final LSN of a demotion (latestCheckpointREDOLocation of the demotion token).
+    demotion_lsn: str = ""
+    checked_at: datetime | None = None  # a wait: when it saw the state it waited for
 
 
 class DatabaseWrite(Model):
@@ -374,16 +387,18 @@ class DatabaseWrite(Model):
     source: str = ""  # the new spec.replica.source
     promotion_token: str = ""
     fence: bool = True  # fence: True fences, False lifts the fence
+    # Rebuild: the Cluster to clone (its spec is the template of the new replica).
+    peer: DatabaseRef | None = None
 
 
-WaitUntil = Literal["promoted", "demoted", "lsn", "replica"]
+WaitUntil = Literal["promoted", "demoted", "lsn", "replica", "writable"]
 
 
 class DatabaseWait(Model):
     db: DatabaseRef
     timeout_seconds: float = 300
     # promoted: primary and ready; demoted: a demotion token; lsn: replayed >= `lsn`;
-    # replica: following `source` and ready.
+    # replica: streaming from its source and ready; writable: a write is acknowledged.
     until: WaitUntil
     lsn: str = ""
 
@@ -424,6 +439,14 @@ class WatchSignals(Model):
     reason: str = ""
 
 
+class PendingFence(Model):
+    """Fence `db` as soon as its cluster answers (a returning old primary)."""
+
+    cluster: str
+    db: DatabaseRef
+    fencing: Fencing
+
+
 class Observation(Model):
     """What one round of the watch learned (one activity: record, databases, probe), and
     the pending fences it applied."""
@@ -436,7 +459,8 @@ class Observation(Model):
     last_failover_at: datetime | None = None
     health_down: bool = False  # what the record says now
     settings: WatchSettings = Field(default_factory=WatchSettings)
-    fenced: list[str] = Field(default_factory=list)  # pending fences applied this round
+    # Databases whose fence is pending (old primaries): fenced the moment they answer.
+    pending: list[PendingFence] = Field(default_factory=list)
 
 
 # --- workflow messages -----------------------------------------------------------------

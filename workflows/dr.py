@@ -76,7 +76,7 @@ with workflow.unsafe.imports_passed_through():
         StepRecord,
         WaitUntil,
     )
-    from fleet.dr_rules import default_target, lsn_gap, rto_seconds
+    from fleet.dr_rules import default_target, lsn_gap, parse_lsn, rto_seconds
     from fleet.models import ClusterRef, LockRelease, LockRequest, Phase
     from fleet.rollout_models import ClusterNames
     from workflows.common import INVENTORY_RETRY, INVENTORY_TIMEOUT, root_failure
@@ -295,12 +295,17 @@ class DrRun:
         )
 
     def db(self, cluster: str) -> DatabaseRef:
-        policy = self.grant.policy
+        member = self.grant.policy.member(cluster)
         return DatabaseRef(
             cluster=self._refs[cluster],
-            namespace=policy.namespace,
-            name=policy.member(cluster).database,
+            namespace=self.grant.policy.namespace,
+            name=member.database,
+            host=member.endpoint,
         )
+
+    def name(self, cluster: str) -> str:
+        """The CloudNativePG Cluster of `cluster` (what `spec.replica` fields name)."""
+        return self.grant.policy.member(cluster).database
 
     async def read(self, cluster: str) -> DatabaseState:
         state: DatabaseState = await self._call(read_database, self.db(cluster))
@@ -355,20 +360,18 @@ class DrRun:
 
         async def verify() -> str:
             url = policy.member(target).probe_url
-            if not url:
-                state = await self.read(target)
-                if not (state.is_primary and state.ready and not state.fenced):
-                    raise StepFailed(f"{target} is not a ready, unfenced primary")
-                m.writable_at = workflow.now()
-                return "no probe URL: the database reports a ready primary"
-            result = await self._call(
-                wait_writable,
-                ProbeRequest(url=url, timeout_seconds=req.wait_seconds),
-                limit=timedelta(seconds=req.wait_seconds + 30),
-                heartbeat=WAIT_HEARTBEAT,
-            )
-            m.writable_at = result.at or workflow.now()
-            return f"write accepted by {target} ({result.status})"
+            if url:
+                result = await self._call(
+                    wait_writable,
+                    ProbeRequest(url=url, timeout_seconds=req.wait_seconds),
+                    limit=timedelta(seconds=req.wait_seconds + 30),
+                    heartbeat=WAIT_HEARTBEAT,
+                )
+                m.writable_at = result.at or workflow.now()
+                return f"write accepted at {url} ({result.status})"
+            state = await self.wait(req, target, "writable")
+            m.writable_at = state.checked_at or workflow.now()
+            return f"write acknowledged by {state.name} (timeline {state.timeline})"
 
         await self.step("verify writes", verify)
         m.rto_seconds = rto_seconds(m.down_since, m.writable_at)
@@ -406,9 +409,10 @@ class DrRun:
 
         async def demote() -> str:
             nonlocal token, final_lsn
-            await self.write(demote_database, source, primary=target, source=target)
+            new = self.name(target)
+            await self.write(demote_database, source, primary=new, source=new)
             demoted = await self.wait(req, source, "demoted")
-            token, final_lsn = demoted.demotion_token, demoted.written_lsn
+            token, final_lsn = demoted.demotion_token, demoted.demotion_lsn
             return f"demotion token issued at {final_lsn or '?'}"
 
         await self.step(f"demote {source}", demote)
@@ -423,7 +427,9 @@ class DrRun:
         await self.step(f"wait for {target} to catch up", catch_up)
 
         async def promote() -> str:
-            await self.write(promote_database, target, primary=target, promotion_token=token)
+            await self.write(
+                promote_database, target, primary=self.name(target), promotion_token=token
+            )
             await self.wait(req, target, "promoted")
             return f"{target} promoted with the demotion token"
 
@@ -507,12 +513,12 @@ class Failover(DrRun):
         health = self.grant.primary_health
         if m.down_since is None and health.down:
             m.down_since = health.last_up_at or health.since
-        last_source: DatabaseState | None = None
+        last_written = ""
 
         async def fence() -> str:
-            nonlocal last_source
+            nonlocal last_written
             try:
-                last_source = await workflow.execute_activity(
+                fenced: DatabaseState = await workflow.execute_activity(
                     fence_database,
                     DatabaseWrite(db=self.db(source), fencing=self.fencing, fence=True),
                     start_to_close_timeout=REACH_TIMEOUT,
@@ -528,6 +534,7 @@ class Failover(DrRun):
                     retry=INVENTORY_RETRY,
                 )
                 return f"unreachable ({root_failure(err).message}): fence pending until it returns"
+            last_written = fenced.written_lsn
             return f"{source} fenced"
 
         await self.step(f"fence {source}", fence)
@@ -538,9 +545,15 @@ class Failover(DrRun):
             before = await self.read(target)
             if not before.reachable:
                 raise StepFailed(f"{target} is unreachable: {before.reason}")
+            # What the target received from the source and what it replayed: the unreplayed
+            # rest is lost by a promotion without a token.
             m.target_lsn = before.replayed_lsn
-            m.source_lsn = last_source.written_lsn if last_source else before.written_lsn
-            await self.write(promote_database, target, primary=target, promotion_token="")
+            m.source_lsn = max(
+                (lsn for lsn in (before.written_lsn, last_written) if lsn),
+                key=parse_lsn,
+                default="",
+            )
+            await self.write(promote_database, target, primary=self.name(target))
             promoted = await self.wait(req, target, "promoted")
             m.rpo_bytes = lsn_gap(m.source_lsn, m.target_lsn)
             m.rpo_seconds = before.lag_seconds
@@ -568,10 +581,10 @@ class Failback(DrRun):
         await self.step(f"fence {home}", fence)
 
         async def rebuild() -> str:
-            await self.write(rebuild_replica, home, primary=current, source=current)
-            await self.write(fence_database, home, fence=False)
+            new = self.name(current)
+            await self.write(rebuild_replica, home, primary=new, source=new, peer=self.db(current))
             state = await self.wait(req, home, "replica")
-            return f"{home} replicates from {current} ({state.replayed_lsn})"
+            return f"{home} streams from {current} (replayed {state.replayed_lsn or '?'})"
 
         await self.step(f"rebuild {home} as a replica of {current}", rebuild)
 

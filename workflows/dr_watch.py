@@ -19,14 +19,16 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.workflow import ActivityHandle
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.dr_observe import observe_app, start_failover
+    from activities.dr_observe import fence_when_back, observe_app, start_failover
     from activities.dr_records import admit_automatic, note_fence, note_health
     from fleet.dr import (
         ApproveFailover,
+        DatabaseState,
         DrRequest,
         FenceNote,
         GuardRequest,
@@ -46,6 +48,8 @@ class DrWatch:
     @workflow.init
     def __init__(self, state: WatchState) -> None:
         self._s = state
+        # A running fence_when_back per cluster whose fence is pending.
+        self._fencers: dict[str, ActivityHandle[DatabaseState]] = {}
 
     @workflow.query
     def state(self) -> WatchState:
@@ -91,8 +95,7 @@ class DrWatch:
             s.last_decision = f"could not observe: {err.cause or err}"
             self._details()
             return 5.0
-        for cluster in seen.fenced:
-            await self._inventory(note_fence, FenceNote(app=s.app, cluster=cluster, pending=False))
+        await self._fences(seen)
         signals, settings = seen.signals, seen.settings
         down = primary_down(signals, settings)
         s.consecutive_down = s.consecutive_down + 1 if down else 0
@@ -117,6 +120,25 @@ class DrWatch:
             await self._fail_over(seen)
         self._details()
         return settings.interval_seconds
+
+    async def _fences(self, seen: Observation) -> None:
+        """Keeps one fence_when_back running per pending fence; clears those done."""
+        for cluster, handle in list(self._fencers.items()):
+            if handle.done():
+                del self._fencers[cluster]
+                if handle.exception() is None:
+                    note = FenceNote(app=self._s.app, cluster=cluster, pending=False)
+                    await self._inventory(note_fence, note)
+        for pending in seen.pending:
+            if pending.cluster not in self._fencers:
+                self._fencers[pending.cluster] = workflow.start_activity(
+                    fence_when_back,
+                    pending,
+                    start_to_close_timeout=timedelta(days=7),
+                    heartbeat_timeout=timedelta(seconds=10),
+                    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5)),
+                    summary=f"fence {pending.cluster} the moment it returns",
+                )
 
     async def _fail_over(self, seen: Observation) -> None:
         s = self._s
