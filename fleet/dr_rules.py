@@ -69,10 +69,10 @@ def begin_problem(state: DrAppState, req: BeginRequest) -> str | None:
     if not policy.has(req.target):
         clusters = ", ".join(m.cluster for m in policy.members)
         return f"{req.target!r} is not a cluster of {policy.app}'s DR policy ({clusters})"
-    if req.require_not_primary and req.target == state.primary:
-        return f"{req.target} already is the primary of {policy.app}"
     if req.kind == OpKind.FAILBACK and state.primary == policy.home:
         return f"{policy.app} already runs on its home cluster {policy.home}; nothing to fail back"
+    if req.require_not_primary and req.target == state.primary:
+        return f"{req.target} already is the primary of {policy.app}"
     return None
 
 
