@@ -6,6 +6,7 @@
     POST   /clusters/{name}/faults {kind, ...params}   inject a fault
     DELETE /clusters/{name}/faults[/{kind}]  clear all faults or one kind
     POST   /clusters/{name}/users {name, verbs, resources?} -> {token}
+    /dr/apps, /dns/{name}, /workloads: disaster-recovery helpers (lab/dr_admin.py)
 
 Errors are `{"error": message}` with 404 for an unknown cluster and 400 for bad input.
 """
@@ -18,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from lab import dr_admin
 from lab.runtime import Lab
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -72,6 +74,7 @@ class AdminServer:
                 web.delete("/clusters/{name}/faults", self.clear_faults),
                 web.delete("/clusters/{name}/faults/{kind}", self.clear_faults),
                 web.post("/clusters/{name}/users", self.add_user),
+                *dr_admin.routes(lab),
             ]
         )
         self._runner = web.AppRunner(app, access_log=None)

@@ -2,6 +2,7 @@
 
     python -m lab up [--clusters 6] [--dir .state/lab] [--nodes 3] [--version v1.30.6]
                      [--rollout-delay 0.5] [--upgrade-seconds 2.0] [--state-file F] [--seed 0]
+                     [--dr-app NAME=PRIMARY,REPLICA[,...]] [--dr-step 0.3] [--dns-sync 0.2]
     python -m lab status | fault CLUSTER KIND [...] | clear CLUSTER [KIND]
     python -m lab add NAME [--label k=v ...] [--version V] | remove NAME
 
@@ -24,6 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from lab.dr import DrAppSpec, parse_app
 from lab.testing import LabAdmin, LabError
 from lab.topology import DEFAULT_VERSION
 
@@ -56,6 +58,9 @@ def _up(args: argparse.Namespace) -> None:
         upgrade_seconds=args.upgrade_seconds,
         state_file=args.state_file,
         seed=args.seed,
+        dr_apps=args.dr_app,
+        dr_step=args.dr_step,
+        dns_sync=args.dns_sync,
     )
     try:
         asyncio.run(_serve(lab, info_path))
@@ -131,13 +136,15 @@ def _describe_fault(kind: str, params: dict[str, Any]) -> str:
 
 def _fault(args: argparse.Namespace) -> None:
     params: dict[str, Any] = {}
-    for name in ("mode", "latency_ms", "rate", "count"):
+    for name in ("mode", "latency_ms", "rate", "count", "seconds"):
         if getattr(args, name) is not None:
             params[name] = getattr(args, name)
     if args.codes is not None:
         params["codes"] = args.codes
     if args.image:
         params["images"] = args.image
+    if args.stop:
+        params["stop"] = True
     result = _admin(args.dir).fault(args.cluster, args.kind, **params)
     print(f"{args.cluster}: faults {_faults_line(result)}")
 
@@ -193,6 +200,13 @@ def _codes(text: str) -> list[int]:
         ) from None
 
 
+def _dr_app(text: str) -> DrAppSpec:
+    try:
+        return parse_app(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """Usage mistakes as one line, not argparse's usage block."""
@@ -222,6 +236,15 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--upgrade-seconds", type=float, default=2.0)
     up.add_argument("--state-file", type=Path)
     up.add_argument("--seed", type=int, default=0)
+    up.add_argument(
+        "--dr-app",
+        type=_dr_app,
+        action="append",
+        default=[],
+        help="seed a DR app NAME=PRIMARY,REPLICA[,...] (repeatable; docs/lab-dr.md)",
+    )
+    up.add_argument("--dr-step", type=float, default=0.3, help="seconds per CNPG operator step")
+    up.add_argument("--dns-sync", type=float, default=0.2, help="external-dns publish delay")
     up.set_defaults(run=_up)
 
     status = command("status", "list clusters, versions and faults")
@@ -231,7 +254,9 @@ def parser() -> argparse.ArgumentParser:
     fault = command("fault", "inject a fault into a cluster")
     fault.add_argument("cluster")
     fault.add_argument(
-        "kind", help="dark | slow | flaky | nodes-not-ready | upgrade-fail | image-missing"
+        "kind",
+        help="dark | slow | flaky | nodes-not-ready | upgrade-fail | image-missing | "
+        "partition | replication-lag | db-not-ready",
     )
     fault.add_argument("--mode", choices=["refuse", "hang"], help="dark: refuse or hang")
     fault.add_argument("--latency-ms", type=int, help="slow: added latency")
@@ -241,6 +266,10 @@ def parser() -> argparse.ArgumentParser:
     fault.add_argument(
         "--image", action="append", help="image-missing: a reference whose pulls fail, repeatable"
     )
+    fault.add_argument(
+        "--seconds", type=float, help="replication-lag: replay delay; db-not-ready: duration"
+    )
+    fault.add_argument("--stop", action="store_true", help="replication-lag: stop replaying")
     fault.set_defaults(run=_fault)
 
     clear = command("clear", "clear one fault kind or all faults of a cluster")

@@ -21,6 +21,7 @@ from lab.api import discovery
 from lab.api.registry import NAMESPACES
 from lab.auth import ALL_VERBS, User, new_token
 from lab.cluster import HTTP_FAULTS, Cluster
+from lab.dr import DR_FAULTS, Dr, DrAppSpec, check_fault
 from lab.server import ApiServer
 from lab.simulation import BEHAVIOUR_FAULTS, Simulation
 from lab.store import ObjectStore
@@ -28,7 +29,7 @@ from lab.topology import DEFAULT_VERSION, MANAGEMENT, ClusterSpec, fleet
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _VERSION = re.compile(r"^v\d+\.\d+\.\d+$")
-FAULT_KINDS = (*HTTP_FAULTS, *sorted(BEHAVIOUR_FAULTS))
+FAULT_KINDS = (*HTTP_FAULTS, *sorted(BEHAVIOUR_FAULTS), *sorted(DR_FAULTS))
 
 
 class Lab:
@@ -38,6 +39,8 @@ class Lab:
     `start()` restores ports, tokens, CA and objects from it when it exists, and `stop()`
     writes it. `simulate=False` serves bare API servers (namespaces only, no controllers:
     a deleted namespace stays Terminating, as without kube-controller-manager).
+    `dr_apps` seeds disaster-recovery applications (lab/dr.py, docs/lab-dr.md) whose
+    operator steps take `dr_step` seconds and whose DNS changes publish after `dns_sync`.
     """
 
     def __init__(
@@ -52,6 +55,9 @@ class Lab:
         state_file: Path | None = None,
         seed: int = 0,
         simulate: bool = True,
+        dr_apps: Sequence[DrAppSpec] = (),
+        dr_step: float = 0.3,
+        dns_sync: float = 0.2,
     ) -> None:
         self.directory = Path(directory)
         self.specs = (
@@ -67,6 +73,10 @@ class Lab:
             else None
         )
         self.clusters: dict[str, Cluster] = {}  # management first, then workload clusters
+        self.dr: Dr | None = (
+            Dr(self.clusters, step=dr_step, dns_sync=dns_sync, seed=seed) if simulate else None
+        )
+        self.dr_apps = list(dr_apps)
         self.ca: pki.KeyPair | None = None
         self._server: ApiServer | None = None
         self._sim_task: asyncio.Task[None] | None = None
@@ -103,15 +113,18 @@ class Lab:
         )
         await self._server.start()
         for cluster in self.clusters.values():
-            dark = cluster.faults.get("dark", {}).get("mode") == "refuse"
-            if not dark:
+            if not _closed(cluster):
                 await self._server.listen(cluster)
         if self.simulation is not None:
             self._sim_task = asyncio.create_task(self.simulation.run())
+        if self.dr is not None:
+            await self.dr.start(self.dr_apps if saved is None else ())
         self.write_kubeconfig()
 
     async def stop(self) -> None:
         """Stops serving and the simulation; writes the state file when configured."""
+        if self.dr is not None:
+            await self.dr.stop()
         if self.simulation is not None:
             self.simulation.stop()
         if self._sim_task is not None:
@@ -183,6 +196,8 @@ class Lab:
         cluster = self._get(name)
         if cluster.management:
             raise ValueError("the management cluster cannot be removed")
+        if self.dr is not None:
+            await self.dr.forget(name)
         if self.simulation is not None:
             self.simulation.unregister_capi(name)
             self.simulation.detach(name)
@@ -222,6 +237,12 @@ class Lab:
                 cluster.released = asyncio.Event()
             elif self._server is not None:
                 await self._server.stop_listening(cluster)
+        elif kind in DR_FAULTS:
+            if self.dr is None:
+                raise ValueError(f"fault {kind!r} needs the simulation")
+            params = check_fault(kind, params)
+            if kind == "partition" and self._server is not None:
+                await self._server.stop_listening(cluster)
         elif kind == "slow":
             latency = params.get("latency_ms")
             if not isinstance(latency, int | float) or isinstance(latency, bool) or latency < 0:
@@ -239,6 +260,8 @@ class Lab:
                 f"unknown fault kind {kind!r}; expected one of {', '.join(FAULT_KINDS)}"
             )
         cluster.faults[kind] = params
+        if self.dr is not None:
+            await self.dr.faults_changed(name)
 
     async def clear_fault(self, name: str, kind: str | None = None) -> None:
         """Clears one fault kind, or all; service restores at once."""
@@ -253,13 +276,18 @@ class Lab:
             self.simulation.clear_fault(name, kind)
         for k in list(cluster.faults) if kind is None else [kind]:
             cluster.faults.pop(k, None)
+        reopen = self._server is not None and cluster.site is None and not _closed(cluster)
+        if kind in (None, "partition") and reopen and self._server is not None:
+            await self._server.listen(cluster)
+        if self.dr is not None:
+            await self.dr.faults_changed(name)
 
     async def _clear_dark(self, cluster: Cluster) -> None:
         dark = cluster.faults.pop("dark", None)
         if dark is None:
             return
         cluster.released.set()
-        if dark.get("mode") == "refuse" and self._server is not None:
+        if not _closed(cluster) and self._server is not None and cluster.site is None:
             await self._server.listen(cluster)
 
     # ---- users, kubeconfig, state ------------------------------------------------------
@@ -368,6 +396,11 @@ class Lab:
         for cluster in self.clusters.values():
             if cluster.faults.get("dark", {}).get("mode") == "hang":
                 cluster.released = asyncio.Event()
+
+
+def _closed(cluster: Cluster) -> bool:
+    """Whether the cluster's API port is closed (dark/refuse, or partitioned)."""
+    return cluster.faults.get("dark", {}).get("mode") == "refuse" or "partition" in cluster.faults
 
 
 _BARE_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
