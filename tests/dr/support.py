@@ -2,8 +2,26 @@
 
 from __future__ import annotations
 
-from fleet.dr import DnsRecord, DrMember, DrPolicy, Role, WatchSettings
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fleet.dr import (
+    DnsRecord,
+    DrMember,
+    DrPolicy,
+    DrRequest,
+    DrResult,
+    OpKind,
+    Role,
+    WatchSettings,
+)
 from fleet.models import CredentialRef
+from tests.conftest import RunningWorker
+from tests.workflows.core_support import unique
+
+if TYPE_CHECKING:
+    from lab.testing import LabProcess
 
 
 def lab_policy(
@@ -43,3 +61,64 @@ def lab_policy(
         automatic=automatic,
         watch=watch or WatchSettings(),
     )
+
+
+@dataclass
+class LabApp:
+    """A DR application seeded in the lab and registered in Flotilla."""
+
+    name: str
+    clusters: list[str]
+    policy: DrPolicy
+
+
+async def seed_app(
+    lab: LabProcess,
+    worker: RunningWorker,
+    clusters: list[str],
+    *,
+    ttl: int = 1,
+    automatic: bool = False,
+    watch: WatchSettings | None = None,
+    start_watch: bool = False,
+) -> LabApp:
+    """Seeds an application on `clusters` (first = primary) and registers its policy."""
+    from activities.dr_records import register_policy
+    from starters.cli_dr import start_watch as start
+
+    name = unique("app")
+    lab.admin.seed_dr_app(name, clusters, ttl=ttl)
+    policy = lab_policy(
+        name,
+        clusters,
+        kubeconfig=str(lab.kubeconfig),
+        management_context=lab.info["management_context"],
+        ttl=ttl,
+        automatic=automatic,
+        watch=watch,
+    )
+    await register_policy(worker.client, policy, task_queue=worker.task_queue)
+    if start_watch:
+        await start(worker.client, name, task_queue=worker.task_queue)
+    return LabApp(name=name, clusters=clusters, policy=policy)
+
+
+async def run(worker: RunningWorker, kind: OpKind, request: DrRequest) -> tuple[str, DrResult]:
+    """Starts a DR run and waits for it; returns its id and result."""
+    from activities.dr_observe import start_run
+
+    workflow_id = f"{kind}:{request.app}:{unique('r')}"
+    await start_run(
+        worker.client, kind, request, workflow_id=workflow_id, task_queue=worker.task_queue
+    )
+    handle = worker.client.get_workflow_handle(workflow_id, result_type=DrResult)
+    return workflow_id, await handle.result()
+
+
+def writable(lab: LabProcess, app: str) -> list[str]:
+    """Members whose database says it takes writes now."""
+    return [m["member"] for m in lab.admin.dr_app(app)["members"] if m["writable"]]
+
+
+async def settle(seconds: float) -> None:
+    await asyncio.sleep(seconds)
