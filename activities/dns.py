@@ -73,10 +73,14 @@ async def set_dns_target(req: DnsWrite) -> DnsState:
     """Points the record at `req.target` alone (creating the DNSEndpoint if needed)."""
     f = req.fencing
     await check_epoch(activity.client(), EpochCheck(app=f.app, holder=f.holder, epoch=f.epoch))
-    return await asyncio.to_thread(_set, req)
+    state, generation = await asyncio.to_thread(_set, req)
+    if generation:
+        await _wait_observed(req.dns, generation)
+    return state
 
 
-def _set(req: DnsWrite) -> DnsState:
+def _set(req: DnsWrite) -> tuple[DnsState, int]:
+    """Writes the record; returns its state and the generation to wait for (0: none)."""
     dns, epoch = req.dns, req.fencing.epoch
     api = api_client(dns.credential)
     where = f"DNSEndpoint {dns.namespace}/{dns.name}"
@@ -104,14 +108,14 @@ def _set(req: DnsWrite) -> DnsState:
             if exc.status == 409:
                 raise ApplicationError(f"{where} was created meanwhile; retrying") from None
             raise write_error(where, exc, refused="DNS change refused", type="DnsRefused") from None
-        return state_of(dict(created), dns)
+        return state_of(dict(created), dns), 0
     current = state_of(obj, dns)
     if problem := object_epoch_problem(current.epoch, epoch, where):
         raise ApplicationError(
             f"DNS change refused: {problem}", type="StaleEpoch", non_retryable=True
         )
     if current.targets == [req.target] and current.ttl == dns.ttl:
-        return current
+        return current, 0
     spec = obj.setdefault("spec", {})
     others = [
         e
@@ -127,20 +131,21 @@ def _set(req: DnsWrite) -> DnsState:
         if exc.status == 409:
             raise ApplicationError(f"{where} changed meanwhile; retrying") from None
         raise write_error(where, exc, refused="DNS change refused", type="DnsRefused") from None
+    generation = 0
     if "observedGeneration" in (obj.get("status") or {}):
-        _wait_observed(dns, int((written.get("metadata") or {}).get("generation") or 0))
-    return state_of(written, dns)
+        generation = int((written.get("metadata") or {}).get("generation") or 0)
+    return state_of(written, dns), generation
 
 
-def _wait_observed(dns: DnsRecord, generation: int) -> None:
+async def _wait_observed(dns: DnsRecord, generation: int) -> None:
     """Waits (bounded) until external-dns reports the generation as observed."""
     deadline = time.monotonic() + OBSERVE_SECONDS
     while time.monotonic() < deadline:
-        obj = _get(dns) or {}
+        obj = await asyncio.to_thread(_get, dns) or {}
         if int((obj.get("status") or {}).get("observedGeneration") or 0) >= generation:
             return
         activity.heartbeat(f"waiting for external-dns to publish generation {generation}")
-        time.sleep(0.2)
+        await asyncio.sleep(0.1)
     raise ApplicationError(
         f"external-dns has not published {dns.dns_name} (generation {generation}) after "
         f"{OBSERVE_SECONDS:.0f}s",

@@ -115,6 +115,7 @@ async def observe_app(watch: WatchState) -> Observation:
         standby_ok=any(known) if known else None,
         client_ok=client_ok,
         standby_ready=bool(ready),
+        primary_lsn=primary.written_lsn,
         reason="; ".join(reasons),
     )
     fencing = Fencing(app=policy.app, holder="", epoch=state.epoch)

@@ -233,6 +233,7 @@ class PrimaryHealth(Model):
     down: bool = False
     since: datetime | None = None  # when `down` last changed
     last_up_at: datetime | None = None  # last round the primary took writes
+    last_lsn: str = ""  # the primary's WAL position that round
     reason: str = ""
 
 
@@ -321,6 +322,7 @@ class HealthNote(Model):
     down: bool
     at: datetime
     last_up_at: datetime | None = None
+    last_lsn: str = ""
     reason: str = ""
 
 
@@ -436,6 +438,7 @@ class WatchSignals(Model):
     standby_ok: bool | None  # the standby still streams from the primary (None: unknown)
     client_ok: bool | None  # the external probe through DNS takes a write (None: no probe)
     standby_ready: bool = False  # a standby is ready to be promoted
+    primary_lsn: str = ""  # the primary's WAL position, when the hub reads it
     reason: str = ""
 
 
@@ -520,6 +523,7 @@ class WatchState(Model):
     last_decision: str = ""
     last_started: str = ""  # id of the last failover it started
     last_up_at: datetime | None = None  # the last round the primary took writes
+    last_lsn: str = ""  # the primary's WAL position in that round
     # Test hook: stop after this many rounds (0: never).
     max_rounds: int = 0
 

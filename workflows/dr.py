@@ -549,7 +549,7 @@ class Failover(DrRun):
             # rest is lost by a promotion without a token.
             m.target_lsn = before.replayed_lsn
             m.source_lsn = max(
-                (lsn for lsn in (before.written_lsn, last_written) if lsn),
+                (lsn for lsn in (last_written, health.last_lsn, before.replayed_lsn) if lsn),
                 key=parse_lsn,
                 default="",
             )

@@ -207,6 +207,9 @@ class DrApp:
 
     @workflow.update
     def note_fence(self, note: FenceNote) -> DrAppState:
+        """A fence pending on a cluster that could not be reached (a failover notes it on
+        the primary it is replacing); the watch applies it once that is no longer the
+        primary and the cluster answers."""
         fences = self._state.pending_fences
         if note.pending and note.cluster not in fences:
             fences.append(note.cluster)
@@ -220,16 +223,14 @@ class DrApp:
     def _validate_fence(self, note: FenceNote) -> None:
         if not self._state.policy.has(note.cluster):
             raise _invalid(f"{note.cluster!r} is not a cluster of {self._state.policy.app}")
-        if note.pending and note.cluster == self._state.primary:
-            raise _invalid(f"{note.cluster} is the primary; it cannot be fenced")
 
     @workflow.update
     def note_health(self, note: HealthNote) -> DrAppState:
         health = self._state.health
-        if not note.down:
-            health.last_up_at = note.at
         if health.down != note.down:
             health.down, health.since, health.reason = note.down, note.at, note.reason
+            health.last_up_at = note.last_up_at or health.last_up_at
+            health.last_lsn = note.last_lsn or health.last_lsn
             self._changed()
         return self._state
 

@@ -100,10 +100,15 @@ class DrWatch:
         down = primary_down(signals, settings)
         s.consecutive_down = s.consecutive_down + 1 if down else 0
         if not down and signals.hub_ok:
-            s.last_up_at = signals.at
+            s.last_up_at, s.last_lsn = signals.at, signals.primary_lsn or s.last_lsn
         if down != seen.health_down:
             note = HealthNote(
-                app=s.app, down=down, at=signals.at, last_up_at=s.last_up_at, reason=signals.reason
+                app=s.app,
+                down=down,
+                at=signals.at,
+                last_up_at=s.last_up_at,
+                last_lsn=s.last_lsn,
+                reason=signals.reason,
             )
             await self._inventory(note_health, note)
         s.last_signals = signals

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -122,3 +123,11 @@ def writable(lab: LabProcess, app: str) -> list[str]:
 
 async def settle(seconds: float) -> None:
     await asyncio.sleep(seconds)
+
+
+async def wait_for(check: Callable[[], bool], what: str, *, within: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
