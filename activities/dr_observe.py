@@ -150,6 +150,9 @@ def _through_dns(state: DrAppState, db: object, limit: float) -> tuple[bool | No
     ref: DatabaseRef = db(member.cluster)  # type: ignore[operator]
     try:
         where = address(ref, timeout=(limit, limit))
+    except Exception as exc:  # where the endpoint listens is unknown: not the client's view
+        return None, f"{member.endpoint}: address unknown ({type(exc).__name__})"
+    try:
         code, status = endpoint_call(where, ref.host, "GET", "/status", timeout=limit)
     except Exception as exc:
         return False, f"{member.endpoint}: {type(exc).__name__}: {exc}"[:200]
