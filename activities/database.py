@@ -26,7 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.dr_records import check_epoch
+from activities.dr_records import beating, check_epoch
 from activities.kube import api_client, api_error_message, request, write_error
 from activities.polling import Look, wait_until
 from fleet.dr import (
@@ -220,6 +220,7 @@ def _float(value: Any) -> float | None:
 def read_database(db: DatabaseRef) -> DatabaseState:
     """The database's state; an unreachable cluster is a state (`reachable=False`), not a
     failure, so the watch and preflights can decide on it."""
+    activity.heartbeat()
     return read_state(db)
 
 
@@ -245,8 +246,10 @@ async def _write(
     fencing = req.fencing
     if needs_epoch:
         check = EpochCheck(app=fencing.app, holder=fencing.holder, epoch=fencing.epoch)
-        await check_epoch(activity.client(), check)
-    return await asyncio.to_thread(_replace, req, change, what=what, needs_epoch=needs_epoch)
+        await beating(check_epoch(activity.client(), check))
+    return await beating(
+        asyncio.to_thread(_replace, req, change, what=what, needs_epoch=needs_epoch)
+    )
 
 
 def _replace(
@@ -385,8 +388,9 @@ async def rebuild_replica(req: DatabaseWrite) -> DatabaseState:
     the delete rebuilds the same object. A Cluster already rebuilt under this epoch is left
     alone; an unfenced primary is never deleted."""
     f = req.fencing
-    await check_epoch(activity.client(), EpochCheck(app=f.app, holder=f.holder, epoch=f.epoch))
-    return await asyncio.to_thread(_rebuild, req)
+    check = EpochCheck(app=f.app, holder=f.holder, epoch=f.epoch)
+    await beating(check_epoch(activity.client(), check))
+    return await beating(asyncio.to_thread(_rebuild, req))
 
 
 def _rebuild(req: DatabaseWrite) -> DatabaseState:

@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.dr_records import check_epoch
+from activities.dr_records import beating, check_epoch
 from activities.kube import api_client, api_error_message, request, write_error
 from fleet.dr import EPOCH_ANNOTATION, DnsRecord, DnsState, DnsWrite, EpochCheck
 from fleet.dr_rules import object_epoch_problem
@@ -72,8 +72,9 @@ def read_dns(dns: DnsRecord) -> DnsState:
 async def set_dns_target(req: DnsWrite) -> DnsState:
     """Points the record at `req.target` alone (creating the DNSEndpoint if needed)."""
     f = req.fencing
-    await check_epoch(activity.client(), EpochCheck(app=f.app, holder=f.holder, epoch=f.epoch))
-    state, generation = await asyncio.to_thread(_set, req)
+    check = EpochCheck(app=f.app, holder=f.holder, epoch=f.epoch)
+    await beating(check_epoch(activity.client(), check))
+    state, generation = await beating(asyncio.to_thread(_set, req))
     if generation:
         await _wait_observed(req.dns, generation)
     return state

@@ -7,7 +7,9 @@ error type (`OperationRunning`, `BadTarget`, `StaleEpoch`, ...) and message.
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from temporalio import activity
@@ -157,34 +159,48 @@ async def check_epoch(client: Client, check: EpochCheck) -> Grant:
 # --- activities ----------------------------------------------------------------------------
 
 
+async def beating(work: Awaitable[T]) -> T:
+    """Awaits `work`, heartbeating every second: the workflow's short heartbeat timeout
+    then notices a dead worker in seconds, whatever the call's own timeout."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=1.0)
+            if done:
+                return task.result()
+            activity.heartbeat()
+    finally:
+        task.cancel()
+
+
 @activity.defn
 async def begin_operation(req: BeginRequest) -> Grant:
-    return await _update(activity.client(), req.app, "begin", req, Grant)
+    return await beating(_update(activity.client(), req.app, "begin", req, Grant))
 
 
 @activity.defn
 async def set_primary(req: SetPrimary) -> DrAppState:
-    return await _update(activity.client(), req.app, "set_primary", req, DrAppState)
+    return await beating(_update(activity.client(), req.app, "set_primary", req, DrAppState))
 
 
 @activity.defn
 async def note_fence(note: FenceNote) -> DrAppState:
-    return await _update(activity.client(), note.app, "note_fence", note, DrAppState)
+    return await beating(_update(activity.client(), note.app, "note_fence", note, DrAppState))
 
 
 @activity.defn
 async def note_health(note: HealthNote) -> DrAppState:
-    return await _update(activity.client(), note.app, "note_health", note, DrAppState)
+    return await beating(_update(activity.client(), note.app, "note_health", note, DrAppState))
 
 
 @activity.defn
 async def finish_operation(req: FinishRequest) -> DrAppState:
-    return await _update(activity.client(), req.app, "finish", req, DrAppState)
+    return await beating(_update(activity.client(), req.app, "finish", req, DrAppState))
 
 
 @activity.defn
 async def read_app(req: AppRef) -> DrAppState:
-    return await require_app(activity.client(), req.app)
+    return await beating(require_app(activity.client(), req.app))
 
 
 @activity.defn

@@ -79,7 +79,7 @@ with workflow.unsafe.imports_passed_through():
     from fleet.dr_rules import default_target, lsn_gap, parse_lsn, rto_seconds
     from fleet.models import ClusterRef, LockRelease, LockRequest, Phase
     from fleet.rollout_models import ClusterNames
-    from workflows.common import INVENTORY_RETRY, INVENTORY_TIMEOUT, root_failure
+    from workflows.common import INVENTORY_RETRY, root_failure
 
 T = TypeVar("T")
 
@@ -89,11 +89,18 @@ KUBE = RetryPolicy(
     maximum_interval=timedelta(seconds=5),
     maximum_attempts=5,
 )
+# Every DR activity heartbeats at least every second, so a worker that dies mid-step is
+# noticed in HEARTBEAT and the step resumes on another worker (a failover must not wait
+# out a start-to-close timeout).
+HEARTBEAT = timedelta(seconds=3)
 WRITE_TIMEOUT = timedelta(seconds=30)
+RECORD_TIMEOUT = timedelta(seconds=20)
+# The inventory's lock calls do not heartbeat when they answer at once: a short limit.
+LOCK_TIMEOUT = timedelta(seconds=8)
+READ_HEARTBEAT = timedelta(seconds=8)
 # Fencing a primary that may be dark: two quick tries, then the fence stays pending.
 REACH_TIMEOUT = timedelta(seconds=8)
 REACH_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_attempts=2)
-WAIT_HEARTBEAT = timedelta(seconds=10)
 
 
 class StepFailed(Exception):
@@ -162,7 +169,7 @@ class DrRun:
 
     async def _admit(self, req: DrRequest) -> None:
         p = self._p
-        state = await self._call(read_app, AppRef(app=req.app), limit=INVENTORY_TIMEOUT)
+        state = await self._call(read_app, AppRef(app=req.app), limit=RECORD_TIMEOUT)
         target = req.target or default_target(state, self.kind)
         begin = BeginRequest(
             app=req.app,
@@ -176,6 +183,7 @@ class DrRun:
                 begin_operation,
                 begin,
                 start_to_close_timeout=timedelta(seconds=60),
+                heartbeat_timeout=HEARTBEAT,
                 retry_policy=INVENTORY_RETRY,
                 summary=f"admit {self.kind} of {req.app} to {target}",
             )
@@ -208,7 +216,8 @@ class DrRun:
                 operation=f"dr-{self.kind}",
                 phase=Phase.FAILING_OVER,
             ),
-            limit=INVENTORY_TIMEOUT,
+            limit=LOCK_TIMEOUT,
+            heartbeat=None,
             retry=INVENTORY_RETRY,
         )
         self._locked.append(cluster)
@@ -225,7 +234,7 @@ class DrRun:
                 await workflow.execute_activity(
                     release_cluster_lock,
                     LockRelease(cluster=cluster, holder=p.id, phase=None),
-                    start_to_close_timeout=INVENTORY_TIMEOUT,
+                    start_to_close_timeout=LOCK_TIMEOUT,
                     retry_policy=INVENTORY_RETRY,
                     summary=f"release {cluster}",
                 )
@@ -250,7 +259,8 @@ class DrRun:
             await workflow.execute_activity(
                 finish_operation,
                 FinishRequest(app=p.app, holder=p.id, run=run),
-                start_to_close_timeout=INVENTORY_TIMEOUT,
+                start_to_close_timeout=RECORD_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT,
                 retry_policy=INVENTORY_RETRY,
                 summary="hand the run to the DR record",
             )
@@ -284,7 +294,7 @@ class DrRun:
         *,
         limit: timedelta = WRITE_TIMEOUT,
         retry: RetryPolicy = KUBE,
-        heartbeat: timedelta | None = None,
+        heartbeat: timedelta | None = HEARTBEAT,
     ) -> Any:
         return await workflow.execute_activity(
             activity,
@@ -308,7 +318,9 @@ class DrRun:
         return self.grant.policy.member(cluster).database
 
     async def read(self, cluster: str) -> DatabaseState:
-        state: DatabaseState = await self._call(read_database, self.db(cluster))
+        state: DatabaseState = await self._call(
+            read_database, self.db(cluster), heartbeat=READ_HEARTBEAT
+        )
         return state
 
     async def write(
@@ -327,7 +339,7 @@ class DrRun:
                 db=self.db(cluster), until=until, lsn=lsn, timeout_seconds=req.wait_seconds
             ),
             limit=timedelta(seconds=req.wait_seconds + 30),
-            heartbeat=WAIT_HEARTBEAT,
+            heartbeat=HEARTBEAT,
         )
         return state
 
@@ -341,7 +353,7 @@ class DrRun:
             await self._call(
                 set_primary,
                 SetPrimary(app=p.app, holder=p.id, epoch=p.epoch, primary=target),
-                limit=INVENTORY_TIMEOUT,
+                limit=RECORD_TIMEOUT,
                 retry=INVENTORY_RETRY,
             )
             return f"{target} is the primary of {p.app} (epoch {p.epoch})"
@@ -365,7 +377,7 @@ class DrRun:
                     wait_writable,
                     ProbeRequest(url=url, timeout_seconds=req.wait_seconds),
                     limit=timedelta(seconds=req.wait_seconds + 30),
-                    heartbeat=WAIT_HEARTBEAT,
+                    heartbeat=HEARTBEAT,
                 )
                 m.writable_at = result.at or workflow.now()
                 return f"write accepted at {url} ({result.status})"
@@ -496,8 +508,9 @@ class Failover(DrRun):
                 found = await self._call(
                     resolve_clusters,
                     ClusterNames(names=[source]),
-                    limit=INVENTORY_TIMEOUT,
+                    limit=LOCK_TIMEOUT,
                     retry=INVENTORY_RETRY,
+                    heartbeat=None,
                 )
                 if not found.clusters:
                     raise StepFailed(f"{source} is not in the inventory") from None
@@ -522,6 +535,7 @@ class Failover(DrRun):
                     fence_database,
                     DatabaseWrite(db=self.db(source), fencing=self.fencing, fence=True),
                     start_to_close_timeout=REACH_TIMEOUT,
+                    heartbeat_timeout=HEARTBEAT,
                     retry_policy=REACH_RETRY,
                 )
             except ActivityError as err:
@@ -530,7 +544,7 @@ class Failover(DrRun):
                 await self._call(
                     note_fence,
                     FenceNote(app=p.app, cluster=source, pending=True),
-                    limit=INVENTORY_TIMEOUT,
+                    limit=RECORD_TIMEOUT,
                     retry=INVENTORY_RETRY,
                 )
                 return f"unreachable ({root_failure(err).message}): fence pending until it returns"
@@ -592,7 +606,7 @@ class Failback(DrRun):
             await self._call(
                 note_fence,
                 FenceNote(app=p.app, cluster=home, pending=False),
-                limit=INVENTORY_TIMEOUT,
+                limit=RECORD_TIMEOUT,
                 retry=INVENTORY_RETRY,
             )
             return "no fence pending"
