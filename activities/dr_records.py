@@ -25,6 +25,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from fleet.dr import (
     GUARD_ID,
     AppRef,
+    AppSummary,
     BeginRequest,
     DrAppState,
     DrPolicy,
@@ -151,9 +152,9 @@ async def list_apps(client: Client) -> list[DrAppState]:
     return [s for s in found if s is not None]
 
 
-async def check_epoch(client: Client, check: EpochCheck) -> Grant:
+async def check_epoch(client: Client, check: EpochCheck) -> EpochCheck:
     """Raises non-retryable `StaleEpoch` unless `check.holder` runs at the current epoch."""
-    return await _update(client, check.app, "check_epoch", check, Grant)
+    return await _update(client, check.app, "check_epoch", check, EpochCheck)
 
 
 # --- activities ----------------------------------------------------------------------------
@@ -179,28 +180,28 @@ async def begin_operation(req: BeginRequest) -> Grant:
 
 
 @activity.defn
-async def set_primary(req: SetPrimary) -> DrAppState:
-    return await beating(_update(activity.client(), req.app, "set_primary", req, DrAppState))
+async def set_primary(req: SetPrimary) -> AppSummary:
+    return await beating(_update(activity.client(), req.app, "set_primary", req, AppSummary))
 
 
 @activity.defn
-async def note_fence(note: FenceNote) -> DrAppState:
-    return await beating(_update(activity.client(), note.app, "note_fence", note, DrAppState))
+async def note_fence(note: FenceNote) -> AppSummary:
+    return await beating(_update(activity.client(), note.app, "note_fence", note, AppSummary))
 
 
 @activity.defn
-async def note_health(note: HealthNote) -> DrAppState:
-    return await beating(_update(activity.client(), note.app, "note_health", note, DrAppState))
+async def note_health(note: HealthNote) -> AppSummary:
+    return await beating(_update(activity.client(), note.app, "note_health", note, AppSummary))
 
 
 @activity.defn
-async def finish_operation(req: FinishRequest) -> DrAppState:
-    return await beating(_update(activity.client(), req.app, "finish", req, DrAppState))
+async def finish_operation(req: FinishRequest) -> AppSummary:
+    return await beating(_update(activity.client(), req.app, "finish", req, AppSummary))
 
 
 @activity.defn
-async def read_app(req: AppRef) -> DrAppState:
-    return await beating(require_app(activity.client(), req.app))
+async def read_app(req: AppRef) -> AppSummary:
+    return (await beating(require_app(activity.client(), req.app))).summary()
 
 
 @activity.defn

@@ -253,6 +253,26 @@ class DrAppState(Model):
     updated_at: datetime | None = None
     lock_check_seconds: int = 60
 
+    def summary(self) -> AppSummary:
+        return AppSummary(
+            policy=self.policy,
+            primary=self.primary,
+            epoch=self.epoch,
+            operation=self.operation,
+            pending_fences=list(self.pending_fences),
+        )
+
+
+class AppSummary(Model):
+    """A small answer of the record's updates and of `read_app` (history stays small:
+    the runs are left out)."""
+
+    policy: DrPolicy
+    primary: str
+    epoch: int
+    operation: ActiveOperation | None = None
+    pending_fences: list[str] = Field(default_factory=list)
+
 
 # --- entity messages -------------------------------------------------------------------
 

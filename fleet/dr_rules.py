@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from fleet.dr import (
     ActiveOperation,
+    AppSummary,
     BeginRequest,
     DrAppState,
     GuardRequest,
@@ -177,7 +178,7 @@ def guard_admit(state: GuardState, req: GuardRequest, now: datetime) -> tuple[bo
     return True, f"{len(state.granted)} of {state.max_automatic} in the interval"
 
 
-def default_target(state: DrAppState, kind: OpKind) -> str:
+def default_target(state: DrAppState | AppSummary, kind: OpKind) -> str:
     """The cluster an operation promotes when none is named: home for failback, else the
     first other member of the policy."""
     if kind == OpKind.FAILBACK:

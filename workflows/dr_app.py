@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from fleet.dr import (
         KEEP_RUNS,
         ActiveOperation,
+        AppSummary,
         BeginRequest,
         DrAppState,
         EpochCheck,
@@ -177,9 +178,10 @@ class DrApp:
         )
 
     @workflow.update
-    def check_epoch(self, req: EpochCheck) -> Grant:
-        """Refuses (`StaleEpoch`) unless `req.holder` runs at the current epoch."""
-        return self._grant(req.holder)
+    def check_epoch(self, req: EpochCheck) -> EpochCheck:
+        """Refuses (`StaleEpoch`) unless `req.holder` runs at the current epoch; answers
+        with the request (small: every write step asks)."""
+        return req
 
     @check_epoch.validator
     def _validate_check(self, req: EpochCheck) -> None:
@@ -187,7 +189,7 @@ class DrApp:
             raise _invalid(problem, "StaleEpoch")
 
     @workflow.update
-    def set_primary(self, req: SetPrimary) -> DrAppState:
+    def set_primary(self, req: SetPrimary) -> AppSummary:
         """The commit point of an operation: the application's writes now go to
         `req.primary`."""
         if self._state.primary != req.primary:
@@ -196,7 +198,7 @@ class DrApp:
             self._state.health.since = workflow.now()
             self._state.health.reason = f"{req.primary} promoted"
             self._changed()
-        return self._state
+        return self._state.summary()
 
     @set_primary.validator
     def _validate_set_primary(self, req: SetPrimary) -> None:
@@ -206,7 +208,7 @@ class DrApp:
             raise _invalid(f"{req.primary!r} is not a cluster of {self._state.policy.app}")
 
     @workflow.update
-    def note_fence(self, note: FenceNote) -> DrAppState:
+    def note_fence(self, note: FenceNote) -> AppSummary:
         """A fence pending on a cluster that could not be reached (a failover notes it on
         the primary it is replacing); the watch applies it once that is no longer the
         primary and the cluster answers."""
@@ -217,7 +219,7 @@ class DrApp:
         elif not note.pending and note.cluster in fences:
             fences.remove(note.cluster)
             self._changed()
-        return self._state
+        return self._state.summary()
 
     @note_fence.validator
     def _validate_fence(self, note: FenceNote) -> None:
@@ -225,17 +227,17 @@ class DrApp:
             raise _invalid(f"{note.cluster!r} is not a cluster of {self._state.policy.app}")
 
     @workflow.update
-    def note_health(self, note: HealthNote) -> DrAppState:
+    def note_health(self, note: HealthNote) -> AppSummary:
         health = self._state.health
         if health.down != note.down:
             health.down, health.since, health.reason = note.down, note.at, note.reason
             health.last_up_at = note.last_up_at or health.last_up_at
             health.last_lsn = note.last_lsn or health.last_lsn
             self._changed()
-        return self._state
+        return self._state.summary()
 
     @workflow.update
-    def finish(self, req: FinishRequest) -> DrAppState:
+    def finish(self, req: FinishRequest) -> AppSummary:
         """Ends the operation (idempotent) and keeps its run in the history."""
         active = self._state.operation
         if active is not None and active.holder == req.holder:
@@ -245,7 +247,7 @@ class DrApp:
             if req.run.kind == OpKind.FAILOVER and req.run.outcome == "succeeded":
                 self._state.last_failover_at = req.run.finished_at
         self._changed()
-        return self._state
+        return self._state.summary()
 
     # --- helpers ------------------------------------------------------------------------
 

@@ -10,8 +10,8 @@ from temporalio.client import WorkflowFailureError
 
 from activities.dr_records import _update, check_epoch, get_app, register_policy
 from fleet.dr import (
+    AppSummary,
     BeginRequest,
-    DrAppState,
     DrRequest,
     EpochCheck,
     FenceNote,
@@ -49,7 +49,7 @@ async def test_begin_gives_epochs_one_operation_at_a_time(temporal_worker: Runni
     with pytest.raises(Exception, match="stale"):
         await check_epoch(client, EpochCheck(app=app, holder=first.id, epoch=0))
     commit = SetPrimary(app=app, holder=first.id, epoch=1, primary="us")
-    assert (await _update(client, app, "set_primary", commit, DrAppState)).primary == "us"
+    assert (await _update(client, app, "set_primary", commit, AppSummary)).primary == "us"
 
     # the first holder dies without finishing: the next operation replaces it, and the
     # dead one can no longer write
@@ -61,14 +61,14 @@ async def test_begin_gives_epochs_one_operation_at_a_time(temporal_worker: Runni
         await check_epoch(client, EpochCheck(app=app, holder=first.id, epoch=1))
     stale_commit = commit.model_copy(update={"primary": "eu"})
     with pytest.raises(Exception, match="stale"):
-        await _update(client, app, "set_primary", stale_commit, DrAppState)
+        await _update(client, app, "set_primary", stale_commit, AppSummary)
 
     fence = FenceNote(app=app, cluster="eu", pending=True)
-    state = await _update(client, app, "note_fence", fence, DrAppState)
+    state = await _update(client, app, "note_fence", fence, AppSummary)
     assert state.pending_fences == ["eu"]
-    with pytest.raises(Exception, match="is the primary"):
+    with pytest.raises(Exception, match="not a cluster of"):
         await _update(
-            client, app, "note_fence", fence.model_copy(update={"cluster": "us"}), DrAppState
+            client, app, "note_fence", fence.model_copy(update={"cluster": "ap"}), AppSummary
         )
     await second.terminate()
 
