@@ -8,10 +8,13 @@ import contextlib
 from pathlib import Path
 
 import aiohttp
+import pytest
 import yaml
 from temporalio.client import WorkflowFailureError
+from temporalio.service import RPCError
 
 from activities.dr_records import get_app, register_policy
+from fleet.dr import drill_schedule_id
 from starters.webhook import Auth, create_app, start_site
 from tests.conftest import RunningWorker
 from tests.dr.support import lab_policy
@@ -103,3 +106,19 @@ async def test_webhook_dr_routes(temporal_worker: RunningWorker) -> None:
             } <= set(schema["paths"])
     finally:
         await runner.cleanup()
+
+
+async def test_drill_schedule(temporal_worker: RunningWorker) -> None:
+    from starters.cli_dr import ensure_drill_schedule
+
+    client, queue = temporal_worker.client, temporal_worker.task_queue
+    app = unique("app")
+    await ensure_drill_schedule(client, app, 7 * 86400, task_queue=queue)
+    await ensure_drill_schedule(client, app, 86400, task_queue=queue)  # an update
+    handle = client.get_schedule_handle(drill_schedule_id(app))
+    described = await handle.describe()
+    spec = described.schedule.spec
+    assert [i.every.total_seconds() for i in spec.intervals] == [86400]
+    await ensure_drill_schedule(client, app, 0, task_queue=queue)
+    with pytest.raises(RPCError):
+        await handle.describe()
