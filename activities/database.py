@@ -44,6 +44,8 @@ GROUP_VERSION = "postgresql.cnpg.io/v1"
 # Reading a database that may be dark: short requests.
 READ_TIMEOUT = (2.0, 5.0)
 CONFLICT_ATTEMPTS = 5
+# A DR wait is on the RTO's critical path: look often (each look is one or two requests).
+POLL_SECONDS = 0.1
 # Where each database's endpoint listens (its `<name>-rw` Service's load balancer), by
 # (cluster, namespace, name): kept so a cluster whose API is cut off can still be probed.
 _addresses: dict[tuple[str, str, str], str] = {}
@@ -68,10 +70,15 @@ def _get(db: DatabaseRef, *, timeout: tuple[float, float] = READ_TIMEOUT) -> dic
         raise ApplicationError(api_error_message(db.cluster.name, exc)) from None
 
 
-def address(db: DatabaseRef, *, timeout: tuple[float, float] = READ_TIMEOUT) -> str:
-    """`host:port` of the database's endpoint: the load balancer of Service `<name>-rw`
-    (remembered, so it is known while the cluster's API is cut off)."""
+def address(
+    db: DatabaseRef, *, timeout: tuple[float, float] = READ_TIMEOUT, refresh: bool = False
+) -> str:
+    """`host:port` of the database's endpoint: the load balancer of Service `<name>-rw`,
+    looked up once and remembered (so it is known while the cluster's API is cut off);
+    `refresh` looks it up again (after the remembered one failed)."""
     key = (db.cluster.name, db.namespace, db.name)
+    if key in _addresses and not refresh:
+        return _addresses[key]
     path = f"/api/v1/namespaces/{db.namespace}/services/{db.name}-rw"
     try:
         service = request(api_client(db.cluster.credential), "GET", path, timeout=timeout)
@@ -174,9 +181,12 @@ def _with_status(db: DatabaseRef, state: DatabaseState, timeout: tuple[float, fl
     if not db.host:
         return
     try:
-        code, status = endpoint_call(
-            address(db, timeout=timeout), db.host, "GET", "/status", timeout=timeout[1]
-        )
+        try:
+            where = address(db, timeout=timeout)
+            code, status = endpoint_call(where, db.host, "GET", "/status", timeout=timeout[1])
+        except OSError:
+            where = address(db, timeout=timeout, refresh=True)
+            code, status = endpoint_call(where, db.host, "GET", "/status", timeout=timeout[1])
     except (ApplicationError, ApiException, urllib3.exceptions.HTTPError, OSError, ValueError):
         return
     if code != 200:
@@ -510,6 +520,7 @@ def wait_database(req: DatabaseWait) -> DatabaseState:
         goal=f"{db.name} {req.until}",
         timeout_seconds=req.timeout_seconds,
         timeout_type="DatabaseTimeout",
+        poll_seconds=POLL_SECONDS,
     )
     state.checked_at = datetime.now(UTC)
     return state

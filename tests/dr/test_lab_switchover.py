@@ -30,3 +30,6 @@ async def test_switchover_loses_no_write(worker: RunningWorker, lab, onboarded_f
     assert measured["ackedBy"].get(US, 0) > 0
     assert writable(lab, app.name) == [US]
     print(f"switchover RTO {m.rto_seconds:.2f}s (client {measured['rtoSeconds']:.2f}s)")
+    for s in p.steps:
+        assert s.finished_at is not None
+        print(f"  {s.name}: {(s.finished_at - s.started_at).total_seconds():.2f}s {s.detail}")
