@@ -240,9 +240,10 @@ def read_state(db: DatabaseRef, timeout: tuple[float, float] = READ_TIMEOUT) -> 
     except ApplicationError as exc:
         if exc.type == "DatabaseNotFound":
             raise
-        return DatabaseState(
+        state = DatabaseState(
             cluster=db.cluster.name, name=db.name, reachable=False, reason=exc.message
         )
+    # Also when the API is cut off: the database itself may still answer (a partition).
     _with_status(db, state, timeout)
     return state
 

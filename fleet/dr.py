@@ -504,6 +504,9 @@ class DrRequest(Model):
     wait_seconds: float = Field(default=300, gt=0, le=86400)
     # Switchover: the most the standby may lag before the primary is demoted.
     max_lag_seconds: float = Field(default=30, ge=0)
+    # Failover: promote even though the old primary, unreachable for its fence, still
+    # takes writes (accepting two primaries until it is fenced).
+    force: bool = False
 
 
 class DrProgress(Model):

@@ -280,11 +280,18 @@ async def check_request(client: Client, kind: OpKind, app: str, target: str) -> 
 
 
 async def run_operation(
-    kind: OpKind, app: str, *, target: str, wait: bool, run_id: str, reason: str
+    kind: OpKind,
+    app: str,
+    *,
+    target: str,
+    wait: bool,
+    run_id: str,
+    reason: str,
+    force: bool = False,
 ) -> None:
     client = await connect()
     await check_request(client, kind, app, target)
-    request = DrRequest(app=app, target=target, who=getpass.getuser(), reason=reason)
+    request = DrRequest(app=app, target=target, who=getpass.getuser(), reason=reason, force=force)
     workflow_id = f"{kind}:{app}:{run_id or new_id()}"
     await start_run(client, kind, request, workflow_id=workflow_id, task_queue=_queue())
     if not wait:
@@ -318,9 +325,30 @@ def _operation_command(kind: OpKind, help_text: str) -> None:
 _operation_command(
     OpKind.SWITCHOVER, "Planned: fence, demote with a token, catch up, promote, DNS. No loss."
 )
-_operation_command(
-    OpKind.FAILOVER, "Unplanned: fence what answers, promote the standby, DNS; RPO and RTO."
-)
+
+
+@dr_app.command("failover")
+def failover(
+    app: Annotated[str, typer.Argument(help="The application.")],
+    to: Annotated[
+        str, typer.Option("--to", help="Cluster to promote (default: the policy's).")
+    ] = "",
+    wait: Annotated[bool, typer.Option(help="Follow the run until it ends.")] = True,
+    run_id: Annotated[str, typer.Option("--id", help="Run id (default: date-time).")] = "",
+    reason: Annotated[str, typer.Option(help="Why (kept in the record).")] = "",
+    force: Annotated[
+        bool,
+        typer.Option(help="Promote even if the unfenceable old primary still takes writes."),
+    ] = False,
+) -> None:
+    """Unplanned: fence what answers, promote the standby, DNS; RPO and RTO."""
+    _run(
+        run_operation(
+            OpKind.FAILOVER, app, target=to, wait=wait, run_id=run_id, reason=reason, force=force
+        )
+    )
+
+
 _operation_command(
     OpKind.FAILBACK, "Rebuild the old primary as a replica, catch up, switch over back home."
 )

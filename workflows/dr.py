@@ -169,16 +169,18 @@ class DrRun:
 
     async def _admit(self, req: DrRequest) -> None:
         p = self._p
-        state = await self._call(read_app, AppRef(app=req.app), limit=RECORD_TIMEOUT)
-        target = req.target or default_target(state, self.kind)
-        begin = BeginRequest(
-            app=req.app,
-            holder=p.id,
-            kind=self.kind,
-            target=target,
-            require_not_primary=self.kind != OpKind.DRILL,
-        )
+        target = req.target
         try:
+            if not target:
+                state = await self._call(read_app, AppRef(app=req.app), limit=RECORD_TIMEOUT)
+                target = default_target(state, self.kind)
+            begin = BeginRequest(
+                app=req.app,
+                holder=p.id,
+                kind=self.kind,
+                target=target,
+                require_not_primary=self.kind != OpKind.DRILL,
+            )
             self._grant = await workflow.execute_activity(
                 begin_operation,
                 begin,
@@ -541,6 +543,13 @@ class Failover(DrRun):
             except ActivityError as err:
                 if is_cancelled_exception(err):
                     raise
+                seen = await self.read(source)
+                if seen.writable and not req.force:
+                    raise StepFailed(
+                        f"{source} cannot be fenced ({root_failure(err).message}) but its "
+                        "database still takes writes (a partition only Flotilla sees?): "
+                        "promoting would make two primaries; retry with force to accept that"
+                    ) from None
                 await self._call(
                     note_fence,
                     FenceNote(app=p.app, cluster=source, pending=True),

@@ -7,10 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from temporalio.client import WorkflowFailureError
+
 from fleet.dr import (
     DnsRecord,
     DrMember,
     DrPolicy,
+    DrProgress,
     DrRequest,
     DrResult,
     OpKind,
@@ -113,7 +116,11 @@ async def run(worker: RunningWorker, kind: OpKind, request: DrRequest) -> tuple[
         worker.client, kind, request, workflow_id=workflow_id, task_queue=worker.task_queue
     )
     handle = worker.client.get_workflow_handle(workflow_id, result_type=DrResult)
-    return workflow_id, await handle.result()
+    try:
+        return workflow_id, await handle.result()
+    except WorkflowFailureError:  # a failed run: its progress says why
+        progress = await handle.query("progress", result_type=DrProgress)
+        return workflow_id, DrResult(progress=progress)
 
 
 def writable(lab: LabProcess, app: str) -> list[str]:

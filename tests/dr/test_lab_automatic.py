@@ -9,9 +9,17 @@ import asyncio
 import pytest
 
 from activities.dr_records import get_app
-from fleet.dr import ApproveFailover, DrOutcome, DrResult, WatchSettings, watch_id
+from fleet.dr import (
+    ApproveFailover,
+    DrOutcome,
+    DrRequest,
+    DrResult,
+    OpKind,
+    WatchSettings,
+    watch_id,
+)
 from tests.conftest import RunningWorker
-from tests.dr.support import seed_app, wait_for, writable
+from tests.dr.support import run, seed_app, wait_for, writable
 from workflows.dr_watch import DrWatch
 
 EU, US = "eu-prod-1", "us-prod-1"
@@ -42,8 +50,12 @@ async def test_partition_seen_only_by_the_hub_does_not_fail_over(
     try:
         await asyncio.sleep(4.0)  # 8 rounds, more than failure_rounds
         watch = await worker.client.get_workflow_handle(watch_id(app.name)).query(DrWatch.state)
+        # an operator's failover is refused too: EU cannot be fenced but still takes writes
+        _, forced = await run(worker, OpKind.FAILOVER, DrRequest(app=app.name))
     finally:
         lab.admin.clear(EU, "partition")
+    assert forced.progress.outcome == DrOutcome.FAILED
+    assert "still takes writes" in forced.progress.reason
     assert watch.last_signals is not None and watch.last_signals.hub_ok is False
     assert watch.last_signals.standby_ok and watch.last_signals.client_ok
     assert "below quorum" in watch.last_decision
