@@ -542,6 +542,7 @@ class WatchState(Model):
     rounds: int = 0
     awaiting_approval: bool = False
     approved_by: str = ""
+    asked_at: datetime | None = None  # when it last asked the fleet-wide budget
     last_signals: WatchSignals | None = None
     last_decision: str = ""
     last_started: str = ""  # id of the last failover it started

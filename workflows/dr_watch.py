@@ -41,6 +41,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.common import INVENTORY_RETRY, INVENTORY_TIMEOUT
 
 OBSERVE_RETRY = RetryPolicy(maximum_attempts=1)
+# While waiting for an approval, how often the watch asks the budget again (it may free).
+ASK_AGAIN = timedelta(seconds=60)
 
 
 @workflow.defn(name="DrWatch")
@@ -121,6 +123,8 @@ class DrWatch:
             last_failover_at=seen.last_failover_at,
         )
         s.last_decision = decision.reason
+        if not down and s.awaiting_approval:  # the primary came back: nothing to approve
+            s.awaiting_approval, s.approved_by = False, ""
         if decision.failover:
             await self._fail_over(seen)
         self._details()
@@ -147,6 +151,16 @@ class DrWatch:
 
     async def _fail_over(self, seen: Observation) -> None:
         s = self._s
+        now = workflow.now()
+        if (
+            s.awaiting_approval
+            and not s.approved_by
+            and s.asked_at is not None
+            and now - s.asked_at < ASK_AGAIN
+        ):
+            s.last_decision = "failover needs approval (`flotilla dr approve`)"
+            return
+        s.asked_at = now
         answer = await workflow.execute_activity(
             admit_automatic,
             GuardRequest(app=s.app, approved_by=s.approved_by),
