@@ -3,8 +3,10 @@
     python -m lab up [--clusters 6] [--dir .state/lab] [--nodes 3] [--version v1.30.6]
                      [--rollout-delay 0.5] [--upgrade-seconds 2.0] [--state-file F] [--seed 0]
                      [--dr-app NAME=PRIMARY,REPLICA[,...]] [--dr-step 0.3] [--dns-sync 0.2]
+                     [--dr-crash-recovery 1.0]
     python -m lab status | fault CLUSTER KIND [...] | clear CLUSTER [KIND]
     python -m lab add NAME [--label k=v ...] [--version V] | remove NAME
+    python -m lab dr [NAME PRIMARY REPLICA...] [--ttl 5] [--json]
 
 `up` runs in the foreground until SIGINT/SIGTERM. Once serving it writes DIR/kubeconfig,
 then DIR/lab.json (atomically, last); a clean stop writes the state file (if given) and
@@ -58,9 +60,11 @@ def _up(args: argparse.Namespace) -> None:
         upgrade_seconds=args.upgrade_seconds,
         state_file=args.state_file,
         seed=args.seed,
+        cert_expiry=args.cert_expiry,
         dr_apps=args.dr_app,
         dr_step=args.dr_step,
         dns_sync=args.dns_sync,
+        dr_crash_recovery=args.dr_crash_recovery,
     )
     try:
         asyncio.run(_serve(lab, info_path))
@@ -170,6 +174,36 @@ def _add(args: argparse.Namespace) -> None:
     print(f"added {added['name']} ({added['version']}), context {added['context']}")
 
 
+def _dr(args: argparse.Namespace) -> None:
+    admin = _admin(args.dir)
+    if args.name:
+        admin.seed_dr_app(args.name, args.clusters, ttl=args.ttl)
+    apps = admin.dr_apps()
+    if args.json:
+        print(json.dumps(apps, indent=2))
+        return
+    rows = [("APP", "CLUSTER", "MEMBER", "ROLE", "WRITABLE", "TIMELINE", "LSN", "RECEIVER")]
+    for app in apps:
+        for m in app["members"]:
+            lsn = m["lsn"] or m["replayLSN"] or "-"
+            writable = "yes" if m["writable"] else "no"
+            rows.append(
+                (
+                    app["name"],
+                    m["cluster"],
+                    m["member"],
+                    m["role"] or "-",
+                    writable,
+                    str(m["timeline"] or "-"),
+                    lsn,
+                    m["receiver"] or "-",
+                )
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
 def _remove(args: argparse.Namespace) -> None:
     _admin(args.dir).remove_cluster(args.name)
     print(f"removed {args.name}")
@@ -189,6 +223,18 @@ def _version(text: str) -> str:
     if not re.fullmatch(r"v\d+\.\d+\.\d+", text):
         raise argparse.ArgumentTypeError(f"expected vMAJOR.MINOR.PATCH, got {text!r}")
     return text
+
+
+def _expiries(text: str) -> dict[str, float]:
+    """`eu-dev-1=-2,eu-prod-1=5`: days each cluster's serving certificate has left."""
+    out: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, days = item.partition("=")
+        try:
+            out[name] = float(days)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected NAME=DAYS, got {item!r}") from None
+    return out
 
 
 def _codes(text: str) -> list[int]:
@@ -237,6 +283,12 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--state-file", type=Path)
     up.add_argument("--seed", type=int, default=0)
     up.add_argument(
+        "--cert-expiry",
+        type=_expiries,
+        default={},
+        help="NAME=DAYS,...: days a cluster's serving certificate has left (negative: expired)",
+    )
+    up.add_argument(
         "--dr-app",
         type=_dr_app,
         action="append",
@@ -245,6 +297,12 @@ def parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--dr-step", type=float, default=0.3, help="seconds per CNPG operator step")
     up.add_argument("--dns-sync", type=float, default=0.2, help="external-dns publish delay")
+    up.add_argument(
+        "--dr-crash-recovery",
+        type=float,
+        default=1.0,
+        help="seconds a DR primary back from dark is not ready",
+    )
     up.set_defaults(run=_up)
 
     status = command("status", "list clusters, versions and faults")
@@ -282,6 +340,13 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("--label", action="append", default=[], help="KEY=VALUE, repeatable")
     add.add_argument("--version", type=_version)
     add.set_defaults(run=_add)
+
+    dr = command("dr", "list DR apps and their databases; with NAME CLUSTERS, seed one first")
+    dr.add_argument("name", nargs="?", help="app to seed")
+    dr.add_argument("clusters", nargs="*", help="its clusters, primary first")
+    dr.add_argument("--ttl", type=int, default=5, help="DNS record TTL of a seeded app")
+    dr.add_argument("--json", action="store_true")
+    dr.set_defaults(run=_dr)
 
     remove = command("remove", "remove a workload cluster")
     remove.add_argument("name")

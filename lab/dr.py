@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -37,7 +38,10 @@ from lab.controllers.externaldns import DNSENDPOINTS, ExternalDns
 from lab.controllers.externaldns import GROUP as DNS_GROUP
 from lab.workload import Workload
 
+log = logging.getLogger(__name__)
+
 TICK = 0.05
+SEQ_RANGE = 1_000_000_000  # workload k writes seqs k*SEQ_RANGE+1, +2, ...
 DR_FAULTS = frozenset({"partition", "replication-lag", "db-not-ready"})
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -109,6 +113,7 @@ class Dr:
     clusters: dict[str, Cluster]  # the runtime's, by name (mgmt included): kept current
     step: float = 0.3
     dns_sync: float = 0.2
+    crash_recovery: float = 1.0
     seed: int = 0
     apps: dict[str, DrAppSpec] = field(default_factory=dict)
     workloads: dict[str, Workload] = field(default_factory=dict)
@@ -119,6 +124,7 @@ class Dr:
             members=self._member,
             db_port=lambda m: self._endpoints[m].port,
             step=self.step,
+            crash_recovery=self.crash_recovery,
             seed=self.seed,
         )
         self.dns: ExternalDns | None = None
@@ -138,6 +144,7 @@ class Dr:
         for name, cluster in list(self.clusters.items()):
             if cluster.store.find(CRDS, "", f"clusters.{GROUP}") is not None:
                 await self._install(name)
+        self._recover_apps()
         for app in apps:
             await self.seed_app(app)
 
@@ -155,6 +162,33 @@ class Dr:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    def _recover_apps(self) -> None:
+        """Rebuilds the app records of a restored lab from its DNSEndpoints and Clusters
+        (`app.kubernetes.io/name` label); the member DNS points at comes first."""
+        for endpoint in self.management().store.list(DNSENDPOINTS):
+            meta, records = endpoint["metadata"], endpoint["spec"].get("endpoints") or []
+            members = [
+                name
+                for name, cluster in self.clusters.items()
+                if any(
+                    (c["metadata"].get("labels") or {}).get("app.kubernetes.io/name")
+                    == meta["name"]
+                    for c in cluster.store.list(CLUSTERS, meta["namespace"])
+                )
+            ]
+            target = parse_host(str((records[0].get("targets") or [""])[0])) if records else None
+            if target is None or len(members) < 2 or meta["name"] in self.apps:
+                continue
+            members.sort(key=lambda m: m != target[0])
+            spec = DrAppSpec(
+                meta["name"],
+                tuple(members),
+                meta["namespace"],
+                str(records[0].get("dnsName") or ""),
+                int(records[0].get("recordTTL") or 5),
+            )
+            self.apps[spec.name] = spec
 
     def cluster_of(self, name: str) -> Cluster | None:
         return self.clusters.get(name)
@@ -176,7 +210,6 @@ class Dr:
         self._check_app(spec)
         for member in spec.clusters:
             await self._install(member)
-        self.apps[spec.name] = spec
         primary = spec.clusters[0]
         for member in spec.clusters:
             cluster = self.cluster_of(member)
@@ -197,6 +230,8 @@ class Dr:
         self._dns().install()
         mgmt.store.create(DNSENDPOINTS, _dns_endpoint(spec, primary))
         self._dns().publish(spec.ns, spec.name)
+        self.apps[spec.name] = spec
+        self.operator.tick()  # the replicas connect to their source
         self._ensure_ticker()
         return self.describe_app(spec)
 
@@ -219,6 +254,12 @@ class Dr:
                 raise KeyError(f"no cluster named {member!r}")
             if cluster.management:
                 raise ValueError("DR apps run on workload clusters, not mgmt")
+            if "dark" in cluster.faults:
+                raise ValueError(f"cluster {member!r} is dark: clear the fault first")
+            if cluster.store.find(CLUSTERS, spec.ns, spec.cluster_name(member)) is not None:
+                raise ValueError(f"{spec.ns}/{spec.cluster_name(member)} exists on {member}")
+        if self.management().store.find(DNSENDPOINTS, spec.ns, spec.name) is not None:
+            raise ValueError(f"DNSEndpoint {spec.ns}/{spec.name} exists on mgmt")
 
     async def _install(self, member: str) -> None:
         self.operator.install(member)
@@ -236,7 +277,10 @@ class Dr:
 
     async def _tick_forever(self) -> None:
         while True:
-            self.operator.tick()
+            try:
+                self.operator.tick()
+            except Exception:  # a lab bug: log it, keep replicating
+                log.exception("DR tick failed")
             await asyncio.sleep(TICK)
 
     def _member(self, name: str) -> Member | None:
@@ -410,6 +454,7 @@ class Dr:
             raise KeyError(f"no DR app named {app!r}")
         if not (0.001 <= interval <= 10 and 0.01 <= timeout <= 30 and 0.01 <= probe <= 10):
             raise ValueError("interval 1 ms..10 s, timeout 10 ms..30 s, probe 10 ms..10 s")
+        number = next(self._ids)
         workload = Workload(
             app=app,
             dns_name=spec.dns,
@@ -419,9 +464,10 @@ class Dr:
             interval=interval,
             timeout=timeout,
             probe=probe,
+            first_seq=number * SEQ_RANGE + 1,
         )
         workload.start()
-        workload_id = f"w{next(self._ids)}"
+        workload_id = f"w{number}"
         self.workloads[workload_id] = workload
         return workload_id
 

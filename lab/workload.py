@@ -46,6 +46,7 @@ class Workload:
         interval: float = 0.02,
         timeout: float = 0.5,
         probe: float = 0.1,
+        first_seq: int = 1,
     ) -> None:
         self.app = app
         self.dns_name = dns_name
@@ -57,7 +58,7 @@ class Workload:
         self.probe = probe
         self.started = time.monotonic()
         self.stopped: float | None = None
-        self.attempts = 0
+        self.seq = first_seq - 1  # distinct ranges keep clients' writes apart in one database
         self.acked: list[int] = []
         self.acked_by: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
@@ -113,9 +114,9 @@ class Workload:
             "app": self.app,
             "running": self.stopped is None,
             "seconds": round(now - self.started, 3),
-            "attempts": self.attempts,
+            "attempts": len(self.acked) + sum(self.errors.values()),
             "acked": len(self.acked),
-            "failed": self.attempts - len(self.acked),
+            "failed": sum(self.errors.values()),
             "errors": dict(self.errors),
             "lastAckedSeq": self.acked[-1] if self.acked else None,
             "ackedBy": dict(self.acked_by),
@@ -147,8 +148,8 @@ class Workload:
     async def _write_loop(self) -> None:
         while True:
             began = time.monotonic()
-            self.attempts += 1
-            seq = self.attempts
+            self.seq += 1
+            seq = self.seq
             target = self._resolve()
             if target is None:
                 self._failed("nxdomain")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
-import copy
 import json
 import random
 import time
@@ -30,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lab.cluster import Cluster
-from lab.controllers.common import CRDS, Timers, owner_ref, set_condition, write_status
+from lab.controllers.common import CRDS, Timers, log, owner_ref, set_condition, write_status
 from lab.controllers.endpoints import SERVICES
 from lab.store import Event, Obj, ObjectStore, ResourceKey
 
@@ -164,17 +163,16 @@ class Database:
         return n == len(source.timelines) or source.timelines[n].start >= self.lsn
 
     def replay_from(self, source: Database, until: float) -> None:
-        """Copies the source's records written before `until` (monotonic) and adopts the
-        timelines they lie on."""
+        """Copies the source's records written before `until` (monotonic) and, like a
+        standby reaching the end of its timeline, switches to the source's newer timelines
+        that fork at or before its position."""
         start = bisect.bisect_right(source.wal, self.lsn, key=lambda r: r.lsn)
         for record in source.wal[start:]:
             if record.at > until:
                 break
             self.wal.append(record)
         if len(source.timelines) > len(self.timelines):
-            self.timelines = [t for t in source.timelines if t.start < self.lsn] or [
-                source.timelines[0]
-            ]
+            self.timelines = [t for t in source.timelines if t.start <= self.lsn]
 
     def pending_age(self, source: Database, now: float) -> float:
         """Seconds since the oldest source record this replica has not replayed."""
@@ -368,6 +366,8 @@ class Instance:
     receiver: str | None = None  # streaming | stopped | unreachable | diverged (replicas)
     lag: float = 0.0
     source: Key | None = None
+    source_lsn: int | None = None  # the source's end of WAL when last heard from
+    last_receipt: str = ""  # RFC3339 of the last message from the source
 
 
 @dataclass
@@ -389,11 +389,13 @@ class CnpgOperator:
         members: Callable[[str], Member | None],
         db_port: Callable[[str], int],
         step: float = 0.3,
+        crash_recovery: float = 1.0,
         seed: int = 0,
     ) -> None:
         self.members = members
         self.db_port = db_port
         self.step = step
+        self.crash_recovery = crash_recovery
         self.rng = random.Random(seed)
         self.instances: dict[Key, Instance] = {}
         self.timers = Timers()
@@ -421,9 +423,6 @@ class CnpgOperator:
         store.add_listener(on_event)
         self._installed[member] = on_event
 
-    def installed(self) -> list[str]:
-        return list(self._installed)
-
     def forget(self, member: str) -> None:
         listener = self._installed.pop(member, None)
         m = self.members(member)
@@ -450,11 +449,13 @@ class CnpgOperator:
         inst, obj = self.instances.get(key), self.cluster_object(key)
         if inst is None or inst.db is None or obj is None:
             return False, "the database system is starting up"
+        if self.dark(key[0]):
+            return False, "could not connect to server"
         if not inst.db.primary:
             return False, "cannot execute INSERT in a read-only transaction"
         if fenced(obj) or inst.demote_at is not None:
             return False, "the database system is shutting down"
-        if time.monotonic() < inst.not_ready_until or inst.promote_at is not None:
+        if time.monotonic() < inst.not_ready_until:
             return False, "the database system is starting up"
         return True, ""
 
@@ -478,6 +479,14 @@ class CnpgOperator:
             "receiver": inst.receiver if inst and db and not db.primary else None,
             "source": source[2] if source and db and not db.primary else None,
             "lagSeconds": round(inst.lag, 3) if inst and db and not db.primary else None,
+            "sourceLSN": (
+                format_lsn(inst.source_lsn)
+                if inst and db and not db.primary and inst.source_lsn is not None
+                else None
+            ),
+            "lastReceiptTime": inst.last_receipt or None
+            if inst and db and not db.primary
+            else None,
             "needsRebuild": bool(inst and inst.receiver == "diverged"),
         }
 
@@ -500,17 +509,21 @@ class CnpgOperator:
                 self._replicate(key, inst, now)
         for member in list(self._installed):
             m = self.members(member)
-            if m is None:
-                continue
-            for obj in m.cluster.store.list(CLUSTERS):
-                self.reconcile((member, obj["metadata"]["namespace"], obj["metadata"]["name"]))
+            for obj in m.cluster.store.list(CLUSTERS) if m else []:
+                key = (member, obj["metadata"]["namespace"], obj["metadata"]["name"])
+                try:
+                    self.reconcile(key)
+                except Exception:  # a lab bug or a refused write: keep the others going
+                    log.exception("reconciling Cluster %s failed", key)
 
     def crashed(self, member: str) -> None:
-        """A dark member came back: its primaries ran crash recovery (a checkpoint)."""
+        """A dark member came back: its primaries run crash recovery (not ready for
+        `crash_recovery` seconds), which ends with a checkpoint."""
         now = time.monotonic()
         for key, inst in self.instances.items():
             if key[0] == member and inst.db is not None and inst.db.primary:
                 inst.db.checkpoint(now)
+                inst.not_ready_until = max(inst.not_ready_until, now + self.crash_recovery)
 
     def not_ready(self, member: str, seconds: float) -> None:
         """The db-not-ready fault hits the primaries of `member` at once."""
@@ -535,6 +548,7 @@ class CnpgOperator:
         if source_key is None or source is None or source.db is None or self.dark(source_key[0]):
             inst.receiver = "unreachable"
             return
+        inst.source_lsn, inst.last_receipt = source.db.lsn, _now_micro()
         if not inst.db.can_follow(source.db):
             inst.receiver = "diverged"
             return
@@ -677,8 +691,8 @@ class CnpgOperator:
     def _status(self, obj: Obj, inst: Instance, now: float) -> Obj:
         name = obj["metadata"]["name"]
         count = int((obj.get("spec") or {}).get("instances") or 1)
-        status = copy.deepcopy(obj.get("status") or {})
-        conditions: list[Obj] = status.get("conditions") or []
+        status = dict(obj.get("status") or {})  # nested values are replaced, never mutated
+        conditions: list[Obj] = [dict(c) for c in status.get("conditions") or []]
         db = inst.db
         pod = primary_pod(obj)
         is_fenced = fenced(obj)
@@ -705,7 +719,7 @@ class CnpgOperator:
             reason = inst.token_error.message if inst.token_error else ""
         elif not ready:
             phase = PHASE_WAITING
-            reason = f"instance {pod} is fenced" if is_fenced else "the primary is not ready yet"
+            reason = "Some instances are not yet active. Please wait."
         status.update(
             instances=count,
             readyInstances=count if ready else 0,
@@ -728,12 +742,8 @@ class CnpgOperator:
                 systemID=db.system_id,
                 instancesReportedState={pod: {"isPrimary": db.primary, "timeLineID": db.timeline}},
             )
-        generation = obj["metadata"].get("generation", 1)
-        extra = {"observedGeneration": generation}
         if phase == PHASE_HEALTHY:
-            set_condition(
-                conditions, "Ready", "True", "ClusterIsReady", "Cluster is Ready", extra=extra
-            )
+            set_condition(conditions, "Ready", "True", "ClusterIsReady", "Cluster is Ready")
         else:
             set_condition(
                 conditions,
@@ -741,7 +751,6 @@ class CnpgOperator:
                 "False",
                 "ClusterIsNotReady",
                 "Cluster Is Not Ready",
-                extra=extra,
             )
         if inst.demote_at is not None:
             set_condition(
@@ -750,7 +759,6 @@ class CnpgOperator:
                 "False",
                 "ReplicaEnabledSetTrue",
                 "Starting the Replica cluster transition",
-                extra=extra,
             )
         elif any(c["type"] == "ReplicaClusterSwitch" for c in conditions) or inst.demotion_token:
             set_condition(
@@ -759,10 +767,9 @@ class CnpgOperator:
                 "True",
                 "ReplicaEnabledSetTrue",
                 "Completed the Replica cluster transition",
-                extra=extra,
             )
         if db is not None and not db.primary:
-            set_condition(conditions, RECEIVER, *self._receiver_condition(obj, inst), extra=extra)
+            set_condition(conditions, RECEIVER, *self._receiver_condition(obj, inst))
         else:
             conditions[:] = [c for c in conditions if c["type"] != RECEIVER]
         status["conditions"] = conditions
