@@ -40,9 +40,8 @@ from activities.dr_records import get_app, register_policy  # noqa: E402
 from fleet.dr import DrRequest, DrResult, OpKind, WatchSettings  # noqa: E402
 from fleet.models import CredentialRef, OnboardRequest  # noqa: E402
 from lab.testing import LabProcess  # noqa: E402
-from starters.cli_dr import start_watch  # noqa: E402
+from starters.cli_dr import lab_policy, start_watch  # noqa: E402
 from starters.inventory import onboard_many  # noqa: E402
-from tests.dr.support import lab_policy  # noqa: E402
 
 A, B = "eu-prod-1", "us-prod-1"
 

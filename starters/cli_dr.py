@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import json
 from collections.abc import Awaitable
 from datetime import timedelta
 from pathlib import Path
@@ -51,17 +52,22 @@ from fleet.connect import connect
 from fleet.dr import (
     ApproveFailover,
     BeginRequest,
+    DnsRecord,
     DrAppState,
+    DrMember,
     DrPolicy,
     DrRequest,
     OpKind,
+    Role,
     RunRecord,
+    WatchSettings,
     WatchState,
     drill_schedule_id,
     watch_id,
 )
 from fleet.dr_rules import begin_problem, default_target, operation_conflict
 from fleet.durations import parse_duration
+from fleet.models import CredentialRef
 from starters import ops, render
 from starters.errors import CliError, failure_message, usage
 from workflows.dr import RUNS
@@ -118,13 +124,90 @@ async def start_watch(client: Client, app: str, *, task_queue: str) -> None:
     )
 
 
+def lab_policy(
+    app: str,
+    clusters: list[str],
+    *,
+    kubeconfig: str = "",
+    management_context: str = "lab-mgmt",
+    ttl: int = 5,
+    automatic: bool = False,
+    watch: WatchSettings | None = None,
+) -> DrPolicy:
+    """The policy of an application the lab seeded on `clusters` (first = primary),
+    following the lab's names (docs/lab-dr.md): Cluster `<app>-<member>` in namespace
+    `<app>`, endpoint host `<app>-<member>-rw.<app>.svc.<member>.lab`, DNSEndpoint `<app>`
+    for `<app>.db.lab` (CNAME) in the management cluster."""
+    return DrPolicy(
+        app=app,
+        namespace=app,
+        members=[
+            DrMember(
+                cluster=c,
+                role=Role.PRIMARY if i == 0 else Role.STANDBY,
+                database=f"{app}-{c}",
+                endpoint=f"{app}-{c}-rw.{app}.svc.{c}.lab",
+            )
+            for i, c in enumerate(clusters)
+        ],
+        dns=DnsRecord(
+            credential=CredentialRef(kubeconfig=kubeconfig, context=management_context),
+            namespace=app,
+            name=app,
+            dns_name=f"{app}.db.lab",
+            record_type="CNAME",
+            ttl=ttl,
+        ),
+        automatic=automatic,
+        watch=watch or WatchSettings(),
+    )
+
+
+def _lab_app(text: str, *, ttl: int, automatic: bool) -> DrPolicy:
+    """`--lab APP=PRIMARY,STANDBY`: the policy of an app seeded in the local stack's lab."""
+    name, sep, members = text.partition("=")
+    clusters = [c for c in members.split(",") if c]
+    if not sep or len(clusters) < 2:
+        raise usage(f"--lab {text!r}: expected APP=PRIMARY,STANDBY[,...]")
+    info_path = Settings.from_env().state_dir / "lab" / "lab.json"
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError):
+        raise usage(
+            f"--lab: no running lab ({info_path} is missing); `flotilla up` first"
+        ) from None
+    try:
+        return lab_policy(
+            name,
+            clusters,
+            management_context=str(info.get("management_context", "lab-mgmt")),
+            ttl=ttl,
+            automatic=automatic,
+        )
+    except ValidationError as exc:
+        raise usage(f"--lab: {exc.errors()[0]['msg']}") from None
+
+
 @dr_app.command("register")
 def register(
-    policy_file: Annotated[Path, typer.Argument(metavar="POLICY", help="YAML or JSON policy.")],
+    policy_file: Annotated[
+        Path | None, typer.Argument(metavar="[POLICY]", help="YAML or JSON policy.")
+    ] = None,
+    lab: Annotated[
+        str,
+        typer.Option(help="Instead of a file: an app the lab seeded, APP=PRIMARY,STANDBY."),
+    ] = "",
+    automatic: Annotated[bool, typer.Option(help="With --lab: automatic failover.")] = False,
+    ttl: Annotated[int, typer.Option(min=1, help="With --lab: the record's TTL.")] = 5,
     watch: Annotated[bool, typer.Option(help="Start the application's watch.")] = True,
 ) -> None:
     """Create or update an application's DR policy (docs/dr.md has the format)."""
-    policy = load_policy(policy_file)
+    if (policy_file is None) == (not lab):
+        raise usage("give a POLICY file or --lab APP=PRIMARY,STANDBY (one of them)")
+    if policy_file is not None:
+        policy = load_policy(policy_file)
+    else:
+        policy = _lab_app(lab, ttl=ttl, automatic=automatic)
 
     async def go() -> None:
         client = await connect()

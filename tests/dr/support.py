@@ -10,61 +10,19 @@ from typing import TYPE_CHECKING
 from temporalio.client import WorkflowFailureError
 
 from fleet.dr import (
-    DnsRecord,
-    DrMember,
     DrPolicy,
     DrProgress,
     DrRequest,
     DrResult,
     OpKind,
-    Role,
     WatchSettings,
 )
-from fleet.models import CredentialRef
+from starters.cli_dr import lab_policy
 from tests.conftest import RunningWorker
 from tests.workflows.core_support import unique
 
 if TYPE_CHECKING:
     from lab.testing import LabProcess
-
-
-def lab_policy(
-    app: str,
-    clusters: list[str],
-    *,
-    kubeconfig: str = "",
-    management_context: str = "lab-mgmt",
-    ttl: int = 5,
-    automatic: bool = False,
-    watch: WatchSettings | None = None,
-) -> DrPolicy:
-    """The policy of an application the lab seeded on `clusters` (first = primary),
-    following the lab's names (docs/lab-dr.md): Cluster `<app>-<member>` in namespace
-    `<app>`, endpoint host `<app>-<member>-rw.<app>.svc.<member>.lab`, DNSEndpoint `<app>`
-    for `<app>.db.lab` (CNAME) in the management cluster."""
-    return DrPolicy(
-        app=app,
-        namespace=app,
-        members=[
-            DrMember(
-                cluster=c,
-                role=Role.PRIMARY if i == 0 else Role.STANDBY,
-                database=f"{app}-{c}",
-                endpoint=f"{app}-{c}-rw.{app}.svc.{c}.lab",
-            )
-            for i, c in enumerate(clusters)
-        ],
-        dns=DnsRecord(
-            credential=CredentialRef(kubeconfig=kubeconfig, context=management_context),
-            namespace=app,
-            name=app,
-            dns_name=f"{app}.db.lab",
-            record_type="CNAME",
-            ttl=ttl,
-        ),
-        automatic=automatic,
-        watch=watch or WatchSettings(),
-    )
 
 
 @dataclass

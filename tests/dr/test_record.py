@@ -20,9 +20,9 @@ from fleet.dr import (
     SetPrimary,
     app_id,
 )
+from starters.cli_dr import lab_policy
 from starters.errors import failure_message
 from tests.conftest import RunningWorker
-from tests.dr.support import lab_policy
 from tests.workflows.core_support import start_holder, unique
 from workflows.dr import Failover, Switchover
 
