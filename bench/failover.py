@@ -103,9 +103,9 @@ async def main(args: argparse.Namespace) -> None:
                 for c in lab.info["clusters"]
                 if c["name"] in (A, B)
             ]
-            for result in await onboard_many(env.client, requests, task_queue=queue):
-                if isinstance(result, BaseException):
-                    raise result
+            for onboarded in await onboard_many(env.client, requests, task_queue=queue):
+                if isinstance(onboarded, BaseException):
+                    raise onboarded
             app = "bench"
             lab.admin.seed_dr_app(app, [A, B], ttl=args.ttl)
             watch = WatchSettings(interval_seconds=args.interval, failure_rounds=args.rounds)
