@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from temporalio.client import WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError
 
 from fleet.dr import (
     DrPolicy,
@@ -16,6 +16,7 @@ from fleet.dr import (
     DrResult,
     OpKind,
     WatchSettings,
+    watch_id,
 )
 from starters.cli_dr import lab_policy
 from tests.conftest import RunningWorker
@@ -23,6 +24,10 @@ from tests.workflows.core_support import unique
 
 if TYPE_CHECKING:
     from lab.testing import LabProcess
+
+
+# Watches the tests started, terminated after each test (tests/dr/conftest.py).
+WATCHES: list[tuple[Client, str]] = []
 
 
 @dataclass
@@ -62,6 +67,7 @@ async def seed_app(
     await register_policy(worker.client, policy, task_queue=worker.task_queue)
     if start_watch:
         await start(worker.client, name, task_queue=worker.task_queue)
+        WATCHES.append((worker.client, watch_id(name)))
     return LabApp(name=name, clusters=clusters, policy=policy)
 
 
