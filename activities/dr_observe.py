@@ -43,6 +43,7 @@ from fleet.dr import (
     StartFailover,
     WatchSignals,
     WatchState,
+    fence_id,
 )
 from fleet.models import RecordsQuery
 
@@ -198,6 +199,23 @@ async def start_run(
         ),
     )
     return handle.id
+
+
+@activity.defn
+async def start_fence(pending: PendingFence) -> str:
+    """Starts `dr-fence:<app>:<cluster>` unless it runs (DrFence, workflows/dr_watch.py)."""
+    from workflows.dr_watch import DrFence
+
+    workflow_id = fence_id(pending.fencing.app, pending.cluster)
+    await activity.client().start_workflow(
+        DrFence.run,
+        pending,
+        id=workflow_id,
+        task_queue=activity.info().task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        static_summary=f"Fence {pending.cluster} of {pending.fencing.app} when it returns",
+    )
+    return workflow_id
 
 
 @activity.defn

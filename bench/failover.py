@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -89,6 +90,8 @@ async def wait_fenced(lab: LabProcess, app: str, member: str, within: float = 30
 
 async def main(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-failover-"))
+    # Every run here is automatic: lift the fleet-wide budget (default 2 per hour).
+    os.environ["FLOTILLA_DR_MAX_AUTOMATIC"] = str(10 * args.runs)
     env = await dev_server()
     queue = f"bench-{uuid.uuid4().hex[:6]}"
     with LabProcess(clusters=6, directory=workdir / "lab") as lab:

@@ -40,6 +40,10 @@ def watch_id(app: str) -> str:
     return f"dr-watch:{app}"
 
 
+def fence_id(app: str, cluster: str) -> str:
+    return f"dr-fence:{app}:{cluster}"
+
+
 def drill_schedule_id(app: str) -> str:
     return f"dr-drill:{app}"
 

@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         wait_database,
     )
     from activities.dns import set_dns_target
+    from activities.dr_observe import start_fence
     from activities.dr_probe import wait_writable
     from activities.dr_records import (
         begin_operation,
@@ -70,6 +71,7 @@ with workflow.unsafe.imports_passed_through():
         Grant,
         Measurement,
         OpKind,
+        PendingFence,
         ProbeRequest,
         RunRecord,
         SetPrimary,
@@ -555,6 +557,17 @@ class Failover(DrRun):
                     FenceNote(app=p.app, cluster=source, pending=True),
                     limit=RECORD_TIMEOUT,
                     retry=INVENTORY_RETRY,
+                )
+                await self._call(
+                    start_fence,
+                    PendingFence(
+                        cluster=source,
+                        db=self.db(source),
+                        fencing=Fencing(app=p.app, holder="", epoch=p.epoch),
+                    ),
+                    limit=RECORD_TIMEOUT,
+                    retry=INVENTORY_RETRY,
+                    heartbeat=None,
                 )
                 return f"unreachable ({root_failure(err).message}): fence pending until it returns"
             last_written = fenced.written_lsn

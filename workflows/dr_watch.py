@@ -21,10 +21,9 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
-from temporalio.workflow import ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
-    from activities.dr_observe import fence_when_back, observe_app, start_failover
+    from activities.dr_observe import fence_when_back, observe_app, start_failover, start_fence
     from activities.dr_records import admit_automatic, note_fence, note_health
     from fleet.dr import (
         ApproveFailover,
@@ -34,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         GuardRequest,
         HealthNote,
         Observation,
+        PendingFence,
         StartFailover,
         WatchState,
     )
@@ -50,8 +50,8 @@ class DrWatch:
     @workflow.init
     def __init__(self, state: WatchState) -> None:
         self._s = state
-        # A running fence_when_back per cluster whose fence is pending.
-        self._fencers: dict[str, ActivityHandle[DatabaseState]] = {}
+        # Pending fences this run has started a DrFence for.
+        self._fencing: set[str] = set()
 
     @workflow.query
     def state(self) -> WatchState:
@@ -131,23 +131,14 @@ class DrWatch:
         return settings.interval_seconds
 
     async def _fences(self, seen: Observation) -> None:
-        """Keeps one fence_when_back running per pending fence; clears those done."""
-        for cluster, handle in list(self._fencers.items()):
-            if handle.done():
-                del self._fencers[cluster]
-                if handle.exception() is None:
-                    note = FenceNote(app=self._s.app, cluster=cluster, pending=False)
-                    await self._inventory(note_fence, note)
+        """Makes sure a DrFence runs for every pending fence (the failover that left it
+        pending started one already; starting is idempotent)."""
+        pending_now = {p.cluster for p in seen.pending}
+        self._fencing &= pending_now
         for pending in seen.pending:
-            if pending.cluster not in self._fencers:
-                self._fencers[pending.cluster] = workflow.start_activity(
-                    fence_when_back,
-                    pending,
-                    start_to_close_timeout=timedelta(days=7),
-                    heartbeat_timeout=timedelta(seconds=10),
-                    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5)),
-                    summary=f"fence {pending.cluster} the moment it returns",
-                )
+            if pending.cluster not in self._fencing:
+                await self._inventory(start_fence, pending)
+                self._fencing.add(pending.cluster)
 
     async def _fail_over(self, seen: Observation) -> None:
         s = self._s
@@ -213,3 +204,32 @@ class DrWatch:
 
 def _word(ok: bool | None) -> str:
     return "?" if ok is None else ("up" if ok else "DOWN")
+
+
+@workflow.defn(name="DrFence")
+class DrFence:
+    """`dr-fence:<app>:<cluster>`: fences an old primary the moment its cluster answers
+    again, then clears its pending fence in the record. Started by the failover that could
+    not reach it (at once) and by the watch (for a fence pending in the record)."""
+
+    @workflow.run
+    async def run(self, pending: PendingFence) -> DatabaseState:
+        workflow.set_current_details(
+            f"fence {pending.cluster} ({pending.db.name}) the moment it answers"
+        )
+        fenced = await workflow.execute_activity(
+            fence_when_back,
+            pending,
+            start_to_close_timeout=timedelta(days=7),
+            heartbeat_timeout=timedelta(seconds=10),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5)),
+            summary=f"fence {pending.cluster} the moment it returns",
+        )
+        await workflow.execute_activity(
+            note_fence,
+            FenceNote(app=pending.fencing.app, cluster=pending.cluster, pending=False),
+            start_to_close_timeout=INVENTORY_TIMEOUT,
+            retry_policy=INVENTORY_RETRY,
+        )
+        workflow.set_current_details(f"**{pending.cluster}** fenced on its return")
+        return fenced

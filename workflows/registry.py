@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
 from workflows.addon_upgrade import AddonUpgrade
 from workflows.dr import RUNS as DR_RUNS
 from workflows.dr_app import DrApp, DrGuard
-from workflows.dr_watch import DrWatch
+from workflows.dr_watch import DrFence, DrWatch
 from workflows.k8s_upgrade import K8sUpgrade
 
 
@@ -125,7 +125,7 @@ class Suite:
 SUITES: list[Suite] = [
     Suite(
         name="dr",
-        workflows=(DrApp, DrGuard, DrWatch, *DR_RUNS.values()),
+        workflows=(DrApp, DrGuard, DrWatch, DrFence, *DR_RUNS.values()),
         activities=(
             dr_records.begin_operation,
             dr_records.set_primary,
@@ -147,6 +147,7 @@ SUITES: list[Suite] = [
             dr_observe.observe_app,
             dr_observe.fence_when_back,
             dr_observe.start_failover,
+            dr_observe.start_fence,
         ),
         kinds=tuple(kind.search_kind for kind in DR_RUNS),
     )

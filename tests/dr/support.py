@@ -102,3 +102,8 @@ async def wait_for(check: Callable[[], bool], what: str, *, within: float = 30) 
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.1)
+
+
+def fenced(lab: LabProcess, app: str, member: str) -> bool:
+    found = next(m for m in lab.admin.dr_app(app)["members"] if m["member"] == member)
+    return bool(found["fenced"]) and not found["writable"]

@@ -19,7 +19,7 @@ from fleet.dr import (
     watch_id,
 )
 from tests.conftest import RunningWorker
-from tests.dr.support import run, seed_app, wait_for, writable
+from tests.dr.support import fenced, run, seed_app, wait_for, writable
 from workflows.dr_watch import DrWatch
 
 EU, US = "eu-prod-1", "us-prod-1"
@@ -80,7 +80,8 @@ async def test_dark_primary_fails_over_by_itself(
     finally:
         lab.admin.clear(EU, "dark")
     assert result is not None and result.progress.outcome == DrOutcome.SUCCEEDED
-    await wait_for(lambda: writable(lab, app.name) == [US], "EU fenced", within=10)
+    await wait_for(lambda: fenced(lab, app.name, EU), "EU fenced", within=10)
+    assert writable(lab, app.name) == [US]
     measured = lab.admin.stop_workload(client)
     print(f"automatic failover: client outage {measured['rtoSeconds']:.2f}s, {measured}")
     assert measured["rtoSeconds"] < 30
@@ -100,7 +101,8 @@ async def test_past_the_budget_the_watch_waits_for_approval(
         await wait_for_primary(worker, app.name, US)
     finally:
         lab.admin.clear(EU, "dark")
-    await wait_for(lambda: writable(lab, app.name) == [US], "EU fenced", within=10)
+    await wait_for(lambda: fenced(lab, app.name, EU), "EU fenced", within=10)
+    assert writable(lab, app.name) == [US]
 
 
 async def wait_for_primary(worker: RunningWorker, app: str, cluster: str) -> None:

@@ -8,7 +8,7 @@ import asyncio
 
 from fleet.dr import DrOutcome, DrRequest, OpKind, WatchSettings
 from tests.conftest import RunningWorker
-from tests.dr.support import run, seed_app, wait_for, writable
+from tests.dr.support import fenced, run, seed_app, wait_for, writable
 
 EU, US = "eu-prod-1", "us-prod-1"
 FAST = WatchSettings(interval_seconds=0.5, failure_rounds=3, probe_timeout_seconds=1.0)
@@ -36,9 +36,8 @@ async def test_failover_of_a_dark_primary_then_failback(
     print(f"failover RTO {m.rto_seconds}s RPO {m.rpo_bytes}B/{m.rpo_seconds}s; client {measured}")
     assert m.rto_seconds is not None and abs(m.rto_seconds - measured["rtoSeconds"]) <= 1.0
     # the returning old primary is fenced by the watch before it takes a write
-    await wait_for(lambda: writable(lab, app.name) == [US], "EU fenced", within=10)
-    member = next(x for x in lab.admin.dr_app(app.name)["members"] if x["member"] == EU)
-    assert member["fenced"], member
+    await wait_for(lambda: fenced(lab, app.name, EU), "EU fenced", within=10)
+    assert writable(lab, app.name) == [US]
     measured = lab.admin.stop_workload(client)
     dual_primary = measured["dualPrimaryProbes"]
     assert measured["ackedBy"].get(EU, 0) > 0 and measured["ackedBy"].get(US, 0) > 0

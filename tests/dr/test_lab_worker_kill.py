@@ -15,7 +15,7 @@ from activities.dr_observe import start_run
 from activities.dr_records import get_app
 from fleet.dr import DrOutcome, DrRequest, DrResult, OpKind
 from tests.conftest import RunningWorker
-from tests.dr.support import seed_app, wait_for, writable
+from tests.dr.support import fenced, seed_app, wait_for, writable
 from tests.workflows.core_support import unique
 from tests.workflows.worker_process import spawn_worker, stop
 from workflows.dr import Failover
@@ -70,7 +70,8 @@ async def test_failover_survives_a_worker_killed_at_each_step(
     state = await get_app(worker.client, app.name)
     assert state is not None and state.primary == US and state.operation is None
     assert lab.admin.resolve(app.policy.dns.dns_name)["member"] == US
-    await wait_for(lambda: writable(lab, app.name) == [US], "one writable primary", within=15)
+    await wait_for(lambda: fenced(lab, app.name, EU), "EU fenced", within=15)
+    assert writable(lab, app.name) == [US]
 
 
 async def current_step(handle, *, seen: list[str]) -> str | None:  # type: ignore[no-untyped-def]

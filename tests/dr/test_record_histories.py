@@ -19,7 +19,7 @@ import pytest
 from activities.dr_records import get_app
 from fleet.dr import GUARD_ID, DrRequest, OpKind, WatchSettings, app_id, watch_id
 from tests.conftest import RunningWorker
-from tests.dr.support import run, seed_app, wait_for, writable
+from tests.dr.support import fenced, run, seed_app, wait_for, writable
 from tests.dr.test_lab_automatic import wait_for_primary
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -45,7 +45,8 @@ async def test_record_dr_histories(
         await wait_for_primary(worker, app.name, US)
     finally:
         lab.admin.clear(EU, "dark")
-    await wait_for(lambda: writable(lab, app.name) == [US], "EU fenced", within=10)
+    await wait_for(lambda: fenced(lab, app.name, EU), "EU fenced", within=10)
+    assert writable(lab, app.name) == [US]
     await asyncio.sleep(1.5)  # the watch clears the pending fence
     state = await get_app(worker.client, app.name)
     assert state is not None
