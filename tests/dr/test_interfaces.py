@@ -44,6 +44,8 @@ async def test_cli_refuses_bad_input_in_one_line(
     bad.write_text(yaml.safe_dump({"app": app, "members": []}))
     line = assert_one_line_error(await cli("dr", "register", str(bad)), 2)
     assert "dns: Field required" in line
+    line = assert_one_line_error(await cli("dr", "register", "--lab", "shop"), 2)
+    assert "expected APP=PRIMARY,STANDBY" in line
     shown = await cli("dr", "show", app)
     assert shown.returncode == 0 and "primary" in shown.stdout and "eu" in shown.stdout
     state = await get_app(client, app)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from activities.dr_records import get_app
-from fleet.dr import GUARD_ID, DrRequest, OpKind, WatchSettings, app_id, watch_id
+from fleet.dr import GUARD_ID, DrRequest, OpKind, WatchSettings, app_id, fence_id, watch_id
 from tests.conftest import RunningWorker
 from tests.dr.support import fenced, run, seed_app, wait_for, writable
 from tests.dr.test_lab_automatic import wait_for_primary
@@ -54,6 +54,7 @@ async def test_record_dr_histories(
     ids["Failback"], back = await run(worker, OpKind.FAILBACK, DrRequest(app=app.name))
     assert back.progress.outcome == "succeeded", back.progress.reason
     ids.update(DrApp=app_id(app.name), DrWatch=watch_id(app.name), DrGuard=GUARD_ID)
+    ids["DrFence"] = fence_id(app.name, EU)
     HISTORIES.mkdir(exist_ok=True)
     for name, workflow_id in ids.items():
         if name == "Switchover-back":
