@@ -49,29 +49,32 @@ async def test_failover_survives_a_worker_killed_at_each_step(
             task_queue=queue,
         )
         handle = worker.client.get_workflow_handle(workflow_id, result_type=DrResult)
-        while True:
-            step = await current_step(handle, seen=killed_at)
-            if step is None:
-                break
-            workers[-1].send_signal(signal.SIGKILL)
-            workers[-1].wait()
-            killed_at.append(step)
-            print(f"killed at {step}", flush=True)
-            respawn()
-        result = await handle.result()
+        try:
+            while True:
+                step = await current_step(handle, seen=killed_at)
+                if step is None:
+                    break
+                workers[-1].send_signal(signal.SIGKILL)
+                workers[-1].wait()
+                killed_at.append(step)
+                print(f"killed at {step}", flush=True)
+                respawn()
+            result = await handle.result()
+        finally:
+            lab.admin.clear(EU, "dark")
+        assert result.progress.outcome == DrOutcome.SUCCEEDED, result.progress.reason
+        names = [s.name for s in result.progress.steps]
+        print(f"killed at {killed_at} of {names}")
+        assert len(killed_at) >= len(names) - 2, (killed_at, names)  # the quickest may slip
+        state = await get_app(worker.client, app.name)
+        assert state is not None and state.primary == US and state.operation is None
+        assert lab.admin.resolve(app.policy.dns.dns_name)["member"] == US
+        # the fence the failover left pending runs on the last worker's queue
+        await wait_for(lambda: fenced(lab, app.name, EU), "EU fenced", within=15)
+        assert writable(lab, app.name) == [US]
     finally:
-        lab.admin.clear(EU, "dark")
         for process in workers:
             stop(process)
-    assert result.progress.outcome == DrOutcome.SUCCEEDED, result.progress.reason
-    names = [s.name for s in result.progress.steps]
-    print(f"killed at {killed_at} of {names}")
-    assert len(killed_at) >= len(names) - 2, (killed_at, names)  # the quickest may slip by
-    state = await get_app(worker.client, app.name)
-    assert state is not None and state.primary == US and state.operation is None
-    assert lab.admin.resolve(app.policy.dns.dns_name)["member"] == US
-    await wait_for(lambda: fenced(lab, app.name, EU), "EU fenced", within=15)
-    assert writable(lab, app.name) == [US]
 
 
 async def current_step(handle, *, seen: list[str]) -> str | None:  # type: ignore[no-untyped-def]
