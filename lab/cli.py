@@ -149,6 +149,8 @@ def _fault(args: argparse.Namespace) -> None:
         params["images"] = args.image
     if args.stop:
         params["stop"] = True
+    if args.isolate:
+        params["isolate"] = True
     result = _admin(args.dir).fault(args.cluster, args.kind, **params)
     print(f"{args.cluster}: faults {_faults_line(result)}")
 
@@ -328,6 +330,11 @@ def parser() -> argparse.ArgumentParser:
         "--seconds", type=float, help="replication-lag: replay delay; db-not-ready: duration"
     )
     fault.add_argument("--stop", action="store_true", help="replication-lag: stop replaying")
+    fault.add_argument(
+        "--isolate",
+        action="store_true",
+        help="partition: also cut replication to and from the other clusters",
+    )
     fault.set_defaults(run=_fault)
 
     clear = command("clear", "clear one fault kind or all faults of a cluster")

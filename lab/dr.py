@@ -83,7 +83,10 @@ def parse_app(text: str) -> DrAppSpec:
 def check_fault(kind: str, params: dict[str, Any]) -> dict[str, Any]:
     """The normalized params of a DR fault; ValueError when they are wrong."""
     if kind == "partition":
-        return {}
+        isolate = params.get("isolate", False)
+        if not isinstance(isolate, bool):
+            raise ValueError("partition isolate must be true or false")
+        return {"isolate": True} if isolate else {}
     raw = params.get("seconds")
     number = isinstance(raw, int | float) and not isinstance(raw, bool)
     seconds = float(raw) if number and raw is not None else -1.0

@@ -440,6 +440,11 @@ class CnpgOperator:
         m = self.members(member)
         return m is None or "dark" in m.cluster.faults
 
+    def isolated(self, member: str) -> bool:
+        """Cut off from the other lab clusters (`partition` with `isolate`)."""
+        m = self.members(member)
+        return m is not None and bool((m.cluster.faults.get("partition") or {}).get("isolate"))
+
     def cluster_object(self, key: Key) -> Obj | None:
         m = self.members(key[0])
         return m.cluster.store.find(CLUSTERS, key[1], key[2]) if m else None
@@ -536,6 +541,13 @@ class CnpgOperator:
         key = parse_host(host) if host else None
         return key, self.instances.get(key) if key else None
 
+    def _reachable(self, key: Key, source_key: Key | None) -> bool:
+        """Whether a database in `key` can connect to the one in `source_key`."""
+        if source_key is None or self.dark(source_key[0]):
+            return False
+        across = source_key[0] != key[0]
+        return not (across and (self.isolated(key[0]) or self.isolated(source_key[0])))
+
     def _replicate(self, key: Key, inst: Instance, now: float) -> None:
         obj, m = self.cluster_object(key), self.members(key[0])
         assert inst.db is not None
@@ -545,7 +557,7 @@ class CnpgOperator:
             obj, (obj["spec"].get("replica") or {}).get("source")
         )
         inst.source = source_key
-        if source_key is None or source is None or source.db is None or self.dark(source_key[0]):
+        if source is None or source.db is None or not self._reachable(key, source_key):
             inst.receiver = "unreachable"
             return
         inst.source_lsn, inst.last_receipt = source.db.lsn, _now_micro()
@@ -595,7 +607,7 @@ class CnpgOperator:
         if source_name is None:
             source_name = (obj["spec"].get("replica") or {}).get("source")
         source_key, source = self._resolve_source(obj, source_name)
-        if source_key is None or source is None or source.db is None or self.dark(source_key[0]):
+        if source is None or source.db is None or not self._reachable(key, source_key):
             inst.bootstrap_at = None
             return
         if inst.bootstrap_at is None:

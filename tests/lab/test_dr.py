@@ -370,6 +370,22 @@ def test_partition_cuts_the_api_but_not_the_database(lab: LabProcess) -> None:
     finally:
         lab.admin.clear(A, "partition")
     assert kubectl(lab, A, "get", "ns").returncode == 0
+    wait_for(lambda: 1 in db(lab, "part", B, "/seqs")["seqs"])
+
+    # isolate: the other clusters (its replicas) lose it too, local clients do not.
+    lab.admin.fault(A, "partition", isolate=True)
+    try:
+        wait_for(
+            lambda: (
+                cond(get(lab, B, "part"), "WALReceiverStreaming").get("reason")
+                == "SourceUnreachable"
+            )
+        )
+        assert db(lab, "part", A, "/write", {"seq": 2})["cluster"] == "part-eu-dev-1"
+        assert 2 not in db(lab, "part", B, "/seqs")["seqs"]
+    finally:
+        lab.admin.clear(A, "partition")
+    wait_for(lambda: 2 in db(lab, "part", B, "/seqs")["seqs"])
 
 
 def test_dark_takes_the_database_down_too(lab: LabProcess) -> None:
@@ -389,6 +405,12 @@ def test_dark_takes_the_database_down_too(lab: LabProcess) -> None:
         lab.admin.clear(A, "dark")
     assert db(lab, "dark", A)["ready"] is False  # crash recovery
     wait_for(lambda: db(lab, "dark", A)["writable"])
+    lab.admin.fault(A, "dark", mode="hang")
+    try:
+        with pytest.raises(TimeoutError):
+            urllib.request.urlopen(f"http://{address}/status", timeout=0.5)
+    finally:
+        lab.admin.clear(A, "dark")
 
 
 def test_replication_lag_delays_the_replica(lab: LabProcess) -> None:

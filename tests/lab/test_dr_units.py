@@ -123,6 +123,7 @@ def test_fault_and_app_parameters() -> None:
     assert check_fault("replication-lag", {"seconds": 2}) == {"seconds": 2.0}
     assert check_fault("replication-lag", {"stop": True}) == {"stop": True}
     assert check_fault("partition", {"junk": 1}) == {}
+    assert check_fault("partition", {"isolate": True}) == {"isolate": True}
     for kind, params in [("db-not-ready", {}), ("replication-lag", {"seconds": True})]:
         with pytest.raises(ValueError):
             check_fault(kind, params)
