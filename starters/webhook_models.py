@@ -118,3 +118,5 @@ class DrStartBody(Body):
     target: str = ""
     reason: str = ""
     change_id: str = ""
+    # failover: promote even if the unfenceable old primary still takes writes
+    force: bool = False
