@@ -550,6 +550,7 @@ class WatchState(Model):
     last_signals: WatchSignals | None = None
     last_decision: str = ""
     last_started: str = ""  # id of the last failover it started
+    started_at: datetime | None = None  # and when
     last_up_at: datetime | None = None  # the last round the primary took writes
     last_lsn: str = ""  # the primary's WAL position in that round
     # Test hook: stop after this many rounds (0: never).

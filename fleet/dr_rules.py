@@ -131,8 +131,13 @@ def decide(
     last_failover_at: datetime | None,
 ) -> Decision:
     """Whether the watch starts a failover after this round (`consecutive_down` counts
-    this round). A partition only the hub sees is one vote and never reaches quorum."""
+    this round). A partition only the hub sees is one vote and never reaches quorum; and
+    while the client's probe still writes to the primary, the application works for its
+    clients: no failover, whatever the other signals say (a primary cut off from the hub
+    and its standby but not from its clients)."""
     votes = down_votes(signals)
+    if signals.client_ok and votes >= settings.quorum:
+        return Decision(False, f"{votes} signals say down, but clients still write to it")
     if votes < settings.quorum:
         if votes:
             return Decision(False, f"{votes} signal(s) say down, below quorum {settings.quorum}")

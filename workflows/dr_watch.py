@@ -120,7 +120,11 @@ class DrWatch:
             settings=settings,
             automatic=seen.automatic,
             operation_running=seen.operation_running,
-            last_failover_at=seen.last_failover_at,
+            # The cool-down also follows the watch's own last attempt (which may have failed).
+            last_failover_at=max(
+                (t for t in (seen.last_failover_at, s.started_at) if t is not None),
+                default=None,
+            ),
         )
         s.last_decision = decision.reason
         if not down and s.awaiting_approval:  # the primary came back: nothing to approve
@@ -178,7 +182,7 @@ class DrWatch:
             start_to_close_timeout=INVENTORY_TIMEOUT,
             retry_policy=INVENTORY_RETRY,
         )
-        s.last_started, s.consecutive_down = workflow_id, 0
+        s.last_started, s.started_at, s.consecutive_down = workflow_id, workflow.now(), 0
         s.last_decision = f"started {workflow_id}: {answer.reason}"
 
     async def _inventory(self, activity: object, arg: object) -> None:

@@ -63,6 +63,23 @@ async def test_partition_seen_only_by_the_hub_does_not_fail_over(
     assert writable(lab, app.name) == [EU]
 
 
+async def test_isolated_primary_that_clients_still_reach_does_not_fail_over(
+    worker: RunningWorker, lab, onboarded_fleet
+) -> None:
+    app = await seed_app(lab, worker, [EU, US], automatic=True, watch=FAST, start_watch=True)
+    await asyncio.sleep(1.0)
+    lab.admin.fault(EU, "partition", isolate=True)
+    try:
+        await asyncio.sleep(3.0)
+        watch = await worker.client.get_workflow_handle(watch_id(app.name)).query(DrWatch.state)
+    finally:
+        lab.admin.clear(EU, "partition")
+    assert watch.last_signals is not None
+    assert (watch.last_signals.hub_ok, watch.last_signals.standby_ok) == (False, False)
+    assert "clients still write" in watch.last_decision
+    assert await primary_of(worker, app.name) == EU and not watch.last_started
+
+
 async def test_dark_primary_fails_over_by_itself(
     worker: RunningWorker, lab, onboarded_fleet, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -117,6 +117,10 @@ def test_quorum_hub_only_partition_never_fails_over() -> None:
     assert not decide(signals=alone, consecutive_down=99, **args).failover  # type: ignore[arg-type]
     dark = signals(False, False, False, standby_ready=True)
     assert decide(signals=dark, consecutive_down=1, **args).failover  # type: ignore[arg-type]
+    # cut off from the hub and the standby, but clients still write: no failover
+    isolated = signals(False, False, True, standby_ready=True)
+    decision = decide(signals=isolated, consecutive_down=99, **args)  # type: ignore[arg-type]
+    assert not decision.failover and "clients still write" in decision.reason
 
 
 def test_rounds_cooldown_standby_and_automatic_gate_the_decision() -> None:
