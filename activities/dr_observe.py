@@ -13,15 +13,16 @@ real app's health URL).
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
 )
+from temporalio.service import RPCError
 
 from activities.database import READ_TIMEOUT, address, endpoint_call, fence_now, read_state
 from activities.dns import read_dns
@@ -30,6 +31,7 @@ from activities.dr_records import require_app
 from activities.inventory import fetch_records
 from fleet import search
 from fleet.dr import (
+    AppRef,
     DatabaseRef,
     DatabaseState,
     DatabaseWrite,
@@ -44,6 +46,7 @@ from fleet.dr import (
     WatchSignals,
     WatchState,
     fence_id,
+    watch_id,
 )
 from fleet.models import RecordsQuery
 
@@ -199,6 +202,21 @@ async def start_run(
         ),
     )
     return handle.id
+
+
+@activity.defn
+async def watch_view(app: AppRef) -> WatchState:
+    """The watch's state (its last good round of the primary); empty when it runs not."""
+    from workflows.dr_watch import DrWatch
+
+    try:
+        return (
+            await activity.client()
+            .get_workflow_handle(watch_id(app.app))
+            .query(DrWatch.state, rpc_timeout=timedelta(seconds=5))
+        )
+    except (RPCError, WorkflowQueryFailedError):
+        return WatchState(app=app.app)
 
 
 @activity.defn

@@ -42,7 +42,7 @@ with workflow.unsafe.imports_passed_through():
         wait_database,
     )
     from activities.dns import set_dns_target
-    from activities.dr_observe import start_fence
+    from activities.dr_observe import start_fence, watch_view
     from activities.dr_probe import wait_writable
     from activities.dr_records import (
         begin_operation,
@@ -530,6 +530,12 @@ class Failover(DrRun):
         health = self.grant.primary_health
         if m.down_since is None and health.down:
             m.down_since = health.last_up_at or health.since
+        if m.down_since is None:  # the watch has not recorded it down yet: ask the watch
+            seen = await self._call(
+                watch_view, AppRef(app=p.app), limit=RECORD_TIMEOUT, heartbeat=None
+            )
+            m.down_since = seen.last_up_at
+            health.last_lsn = health.last_lsn or seen.last_lsn
         last_written = ""
 
         async def fence() -> str:

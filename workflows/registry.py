@@ -148,6 +148,7 @@ SUITES: list[Suite] = [
             dr_observe.fence_when_back,
             dr_observe.start_failover,
             dr_observe.start_fence,
+            dr_observe.watch_view,
         ),
         kinds=tuple(kind.search_kind for kind in DR_RUNS),
     )

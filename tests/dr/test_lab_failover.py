@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+from activities.dr_records import get_app
 from fleet.dr import DrOutcome, DrRequest, OpKind, WatchSettings
 from tests.conftest import RunningWorker
 from tests.dr.support import fenced, run, seed_app, wait_for, writable
@@ -22,7 +23,7 @@ async def test_failover_of_a_dark_primary_then_failback(
     await asyncio.sleep(1.5)
     lab.admin.fault(EU, "dark", mode="refuse")
     try:
-        await asyncio.sleep(2.0)  # the watch records the primary down (manual failover)
+        await wait_for_down(worker, app.name)  # the watch records it (a manual failover)
         _, result = await run(worker, OpKind.FAILOVER, DrRequest(app=app.name))
         p = result.progress
         assert p.outcome == DrOutcome.SUCCEEDED, p.reason
@@ -55,3 +56,12 @@ async def test_failover_of_a_dark_primary_then_failback(
     assert measured["dualPrimaryProbes"] == 0
     assert writable(lab, app.name) == [EU]
     assert dual_primary == 0, "the returning old primary took writes before its fence"
+
+
+async def wait_for_down(worker: RunningWorker, app: str) -> None:
+    for _ in range(300):
+        state = await get_app(worker.client, app)
+        if state is not None and state.health.down:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the watch never recorded the primary down")
