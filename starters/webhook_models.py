@@ -107,3 +107,16 @@ class ErrorResponse(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
+
+
+class DrStartBody(Body):
+    """POST /v1/dr/{app}/{action}: start a switchover, failover, failback or drill.
+    `target` names the cluster to promote (default: the policy's); the run's id is
+    `<action>:<app>:<Idempotency-Key>`, so a repeated delivery never starts a second."""
+
+    who: str = Field(min_length=1)
+    target: str = ""
+    reason: str = ""
+    change_id: str = ""
+    # failover: promote even if the unfenceable old primary still takes writes
+    force: bool = False
