@@ -28,7 +28,7 @@ from workflows.health import FleetHealthSweep
 from workflows.offboarding import Offboard
 from workflows.onboarding import Onboard
 from workflows.plan_check import PlanCheck
-from workflows.registry import OPERATIONS
+from workflows.registry import OPERATIONS, SUITES
 from workflows.rollout import Rollout
 from workflows.sync_preview import SyncPlan
 
@@ -77,15 +77,20 @@ def build_worker(
     task_queue: str,
     max_concurrent_activities: int = MAX_CONCURRENT_ACTIVITIES,
 ) -> Worker:
-    """A worker for every Flotilla workflow and activity and every operation kind in the
-    registry (tests add kinds there first); its thread pool shuts down with it."""
+    """A worker for every Flotilla workflow and activity, every operation kind in the
+    registry (tests add kinds there first) and every suite (DR); its thread pool shuts
+    down with it."""
     activities = list(ACTIVITIES)
     for operation in OPERATIONS:
         activities += [a for a in operation.activities if a not in activities]
+    for suite in SUITES:
+        activities += [a for a in suite.activities if a not in activities]
+    workflows = WORKFLOWS + [operation.child for operation in OPERATIONS]
+    workflows += [w for suite in SUITES for w in suite.workflows]
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=WORKFLOWS + [operation.child for operation in OPERATIONS],
+        workflows=workflows,
         activities=activities,
         activity_executor=ThreadPoolExecutor(
             max_concurrent_activities, thread_name_prefix="activity"

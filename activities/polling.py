@@ -58,6 +58,7 @@ def wait_until(
     goal: str,
     timeout_seconds: float,
     timeout_type: str,
+    poll_seconds: float = POLL_SECONDS,
 ) -> T:
     """Polls `look` until done; returns the last value.
 
@@ -91,6 +92,6 @@ def wait_until(
                 type=timeout_type,
                 non_retryable=True,
             )
-        activity.wait_for_cancelled_sync(POLL_SECONDS)
+        activity.wait_for_cancelled_sync(poll_seconds)
         if activity.is_cancelled():
             raise ApplicationError(f"{cluster}: wait cancelled", type="Cancelled")

@@ -81,6 +81,9 @@ class Lab:
         )
         self.clusters: dict[str, Cluster] = {}  # management first, then workload clusters
         self.cert_expiry = dict(cert_expiry or {})
+        unknown = set(self.cert_expiry) - {s.name for s in self.specs} - {MANAGEMENT}
+        if unknown:
+            raise ValueError(f"cert expiry for unknown clusters: {', '.join(sorted(unknown))}")
         self.dr: Dr | None = (
             Dr(
                 self.clusters,

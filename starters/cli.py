@@ -491,12 +491,14 @@ def ops_watch(
 
 
 def _mount_sub_apps() -> None:
-    """The rollout helper's commands (`upgrade`, `addon`, `ops pause|resume|...`)."""
+    """The rollout helper's commands (`upgrade`, `addon`, `ops pause|resume|...`) and
+    `dr`."""
     if any(group.name == "upgrade" for group in app.registered_groups):
         return
-    from starters import cli_rollout, cli_sync
+    from starters import cli_dr, cli_rollout, cli_sync
 
     cli_rollout.mount(app, ops_app)
+    cli_dr.mount(app)
     app.add_typer(cli_sync.sync_app, name="sync")
     app.add_typer(cli_sync.drift_app, name="drift")
 

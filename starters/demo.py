@@ -1,5 +1,6 @@
 """`flotilla demo` (the README's `make demo`): on the running local stack, onboard the lab
-fleet in bulk, sweep its health, run the sample fleet operation, print the inventory.
+fleet in bulk, sweep its health, run the sample fleet operation, switch a database
+application over to its standby cluster (DR), print the inventory.
 
 The sample operation is an add-on canary rollout (CoreDNS image, waves canary:1, 50%,
 rest) through the rollout engine; `SAMPLE_OPERATION` is the hook to show another one.
@@ -7,17 +8,23 @@ rest) through the rollout engine; `SAMPLE_OPERATION` is the hook to show another
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 
 from rich.console import Console
 from temporalio.client import Client
 
+from activities.dr_observe import start_run
+from activities.dr_records import register_policy
 from fleet.addon_target import AddonTarget
+from fleet.dr import DrRequest, OpKind
 from fleet.ids import HEALTH_SCHEDULE_ID
 from fleet.models import CredentialRef, ManagementRef, RecordsQuery, SweepRequest
 from fleet.rollout_models import RolloutSpec
-from starters import inventory, ops, render, rollouts
+from starters import cli_dr, inventory, ops, render, rollouts
 from starters.stack import Stack
 from workflows.health import FleetHealthSweep
 
@@ -40,6 +47,37 @@ async def addon_canary_rollout(client: Client, console: Console) -> str:
 
 # Starts the demo's fleet operation and returns its workflow id (watched until it ends).
 SAMPLE_OPERATION: Callable[[Client, Console], Awaitable[str]] = addon_canary_rollout
+
+
+async def switchover(stack: Stack, members: list[str], console: Console) -> None:
+    """Seeds the `shop` database in the lab on `members` (primary first), registers its DR
+    policy and switches it over to the standby, following the run (0 writes lost)."""
+    assert stack.client is not None
+    lab_dir = stack.options.state_dir / "lab"
+    seed = [sys.executable, "-m", "lab", "dr", "--dir", str(lab_dir), "shop", *members]
+    await asyncio.to_thread(subprocess.run, seed, check=True, capture_output=True)
+    policy = cli_dr.lab_policy(
+        "shop",
+        members,
+        kubeconfig=stack.kubeconfig,
+        management_context=stack.lab_info.get("management_context", "lab-mgmt"),
+    )
+    await register_policy(stack.client, policy, task_queue=stack.options.task_queue)
+    console.print(
+        f"shop: CloudNativePG primary on {members[0]}, standby on {members[1]}, "
+        f"DNS {policy.dns.dns_name}",
+        highlight=False,
+    )
+    workflow_id = f"{OpKind.SWITCHOVER}:shop:demo-{uuid.uuid4().hex[:6]}"
+    request = DrRequest(app="shop", who="demo", reason="flotilla demo")
+    await start_run(
+        stack.client,
+        OpKind.SWITCHOVER,
+        request,
+        workflow_id=workflow_id,
+        task_queue=stack.options.task_queue,
+    )
+    ops.require_success(await ops.watch_operation(stack.client, workflow_id, console=console))
 
 
 async def run(stack: Stack, *, console: Console, exit_when_done: bool) -> bool:
@@ -84,7 +122,11 @@ async def run(stack: Stack, *, console: Console, exit_when_done: bool) -> bool:
     workflow_id = await SAMPLE_OPERATION(client, console)
     ops.require_success(await ops.watch_operation(client, workflow_id, console=console))
 
-    console.rule("4. the fleet")
+    console.rule("4. disaster recovery: a planned switchover")
+    members = [c["name"] for c in info["clusters"]][:2]
+    await switchover(stack, members, console)
+
+    console.rule("5. the fleet")
     records = await inventory.list_clusters(client, RecordsQuery())
     console.print(render.clusters_table(sorted(records, key=lambda r: r.name)))
     console.print(f"Web UI: {stack.ui_url}/workflows", highlight=False)

@@ -27,7 +27,7 @@ from fleet import search
 from fleet.rollout_models import Outcome
 from starters.errors import CliError, failure_message, usage
 from starters.render import operation_view
-from workflows.registry import OPERATIONS
+from workflows.registry import OPERATIONS, SUITES
 
 CLOSED_OK = {WorkflowExecutionStatus.COMPLETED, WorkflowExecutionStatus.CONTINUED_AS_NEW}
 # Operation kinds besides each registered rollout kind's `rollout:<kind>`.
@@ -45,7 +45,8 @@ _BY_STATUS = {
 
 def known_kinds() -> list[str]:
     rollouts = [f"rollout:{o.kind}" for o in OPERATIONS]
-    return [*BASE_KINDS, *rollouts, *(f"{k}/cluster" for k in rollouts)]
+    suites = [kind for suite in SUITES for kind in suite.kinds]
+    return [*BASE_KINDS, *rollouts, *(f"{k}/cluster" for k in rollouts), *suites]
 
 
 def outcome(status: WorkflowExecutionStatus | None, recorded: str | None) -> Outcome:

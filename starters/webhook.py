@@ -5,6 +5,9 @@
     GET  /v1/operations/{id}                   a rollout's status, `progress`, result
     POST /v1/operations/{id}/approve           admit the waiting wave it names (ITSM)
     POST /v1/operations/{id}/pause|resume|abort
+    POST /v1/dr/{app}/switchover|failover|failback|drill   a DR run (Idempotency-Key)
+    GET  /v1/dr/{app}                          an application's DR record
+    GET  /v1/dr/operations/{id}                a DR run's status and steps
     GET  /healthz                              liveness, no authentication
     GET  /openapi.json                         the OpenAPI 3.1 schema, no authentication
 
@@ -46,7 +49,9 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from fleet import search
+from fleet.config import Settings
 from fleet.connect import connect
+from fleet.dr import DrRequest, OpKind
 from fleet.rollout_models import ApproveRequest, ControlRequest, Outcome, RolloutSpec
 from fleet.wave_specs import PlanError
 from starters import cli_sync, ops, rollouts
@@ -56,13 +61,14 @@ from starters.webhook_models import (
     ApproveBody,
     ControlBody,
     ControlResponse,
+    DrStartBody,
     ErrorResponse,
     GitPushBody,
     Health,
     OperationResponse,
     StartResponse,
 )
-from starters.webhook_openapi import CONTROLS, ROUTES, openapi
+from starters.webhook_openapi import CONTROLS, DR_ACTIONS, ROUTES, openapi
 from starters.webhook_signing import (
     KEY_HEADER,
     KEY_PATTERN,
@@ -78,6 +84,7 @@ from starters.webhook_signing import (
     canonical,
     signature,
 )
+from workflows.dr import RUNS, Switchover
 from workflows.registry import OPERATIONS
 from workflows.rollout import Rollout
 
@@ -230,6 +237,9 @@ def create_app(
         "/v1/operations/{workflow_id}": api.operation,
         "/v1/operations/{workflow_id}/approve": api.approve,
         **{f"/v1/operations/{{workflow_id}}/{action}": api.control for action in CONTROLS},
+        "/v1/dr/{app}/{action}": api.dr_start,
+        "/v1/dr/{app}": api.dr_app,
+        "/v1/dr/operations/{workflow_id}": api.dr_operation,
     }
     public = {route.path for route in ROUTES if not route.signed}
     app = web.Application(middlewares=[_errors, _authenticate(auth, public)])
@@ -394,6 +404,70 @@ class Api:
         body = await _body(request, TypeAdapter(ControlBody))
         control = ControlRequest(who=body.who, reason=_note(body.change_id, body.reason))
         return await self._control(request, request.path.rsplit("/", 1)[1], control)
+
+    async def dr_start(self, request: web.Request) -> web.Response:
+        """Starts a DR run after the checks the CLI makes (unknown app 404, a cluster
+        outside the policy 422, an operation running 409)."""
+        from activities.dr_observe import start_run
+        from starters.cli_dr import check_request
+
+        app, action = request.match_info["app"], request.match_info["action"]
+        if action not in DR_ACTIONS:
+            raise HttpError(404, f"unknown DR action {action[:40]!r}: {', '.join(DR_ACTIONS)}")
+        key = request.headers.get(KEY_HEADER, "").strip()
+        if not key or not _KEY_RE.match(key):
+            raise HttpError(400, f"missing or bad {KEY_HEADER} header (e.g. the change id)")
+        body = await _body(request, TypeAdapter(DrStartBody))
+        kind = OpKind(action)
+        workflow_id = f"{kind}:{app}:{key}"
+        client = await self._temporal.client()
+        existing = await _describe(client, workflow_id)
+        if existing is not None:
+            return _json(_started(existing, created=False), 200)
+        try:
+            await check_request(client, kind, app, body.target)
+        except CliError as exc:
+            status = 404 if "unknown application" in exc.message else 409
+            raise HttpError(422 if exc.code == 2 else status, exc.message) from None
+        reason = _note(body.change_id, body.reason)
+        req = DrRequest(app=app, target=body.target, who=body.who, reason=reason, force=body.force)
+        queue = self._task_queue or Settings.from_env().task_queue
+        await start_run(client, kind, req, workflow_id=workflow_id, task_queue=queue)
+        log.info("started %s by %s (key %s)", workflow_id, body.who, key)
+        desc = await _describe(client, workflow_id)
+        assert desc is not None
+        return _json(_started(desc, created=True), 201)
+
+    async def dr_app(self, request: web.Request) -> web.Response:
+        from activities.dr_records import get_app
+
+        app = request.match_info["app"]
+        state = await get_app(await self._temporal.client(), app)
+        if state is None:
+            raise HttpError(404, f"no DR policy for application {app[:100]!r}")
+        return _json(state, 200)
+
+    async def dr_operation(self, request: web.Request) -> web.Response:
+        workflow_id = request.match_info["workflow_id"]
+        client = await self._temporal.client()
+        desc = await _describe(client, workflow_id)
+        if desc is None or desc.workflow_type not in {run.__name__ for run in RUNS.values()}:
+            raise HttpError(404, f"no DR run with workflow id {workflow_id[:120]!r}")
+        handle = client.get_workflow_handle(desc.id, run_id=desc.run_id)
+        progress: Any = None
+        with contextlib.suppress(Exception):  # no worker: status only
+            found = await asyncio.wait_for(handle.query(Switchover.progress), QUERY_TIMEOUT)
+            progress = found.model_dump(mode="json")
+        response = OperationResponse(
+            workflow_id=desc.id,
+            run_id=desc.run_id,
+            first_run_id=_first_run_id(desc),
+            type=desc.workflow_type,
+            status=_outcome(desc),
+            temporal_status=_status(desc),
+            progress=progress,
+        )
+        return _json(response, 200)
 
     async def unknown_action(self, request: web.Request) -> web.Response:
         action = request.match_info["action"]

@@ -120,3 +120,16 @@ class GitPushBody(BaseModel):
     after: str = Field(pattern=r"^[0-9a-f]{40}$", description="The pushed commit's SHA.")
     ref: str = Field(default="", description="The pushed ref, e.g. refs/heads/main.")
     pusher: str = Field(default="", description="Who pushed (recorded as who started it).")
+
+
+class DrStartBody(Body):
+    """POST /v1/dr/{app}/{action}: start a switchover, failover, failback or drill.
+    `target` names the cluster to promote (default: the policy's); the run's id is
+    `<action>:<app>:<Idempotency-Key>`, so a repeated delivery never starts a second."""
+
+    who: str = Field(min_length=1)
+    target: str = ""
+    reason: str = ""
+    change_id: str = ""
+    # failover: promote even if the unfenceable old primary still takes writes
+    force: bool = False

@@ -8,11 +8,13 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
+from fleet.dr import DrAppState
 from starters.webhook_models import (
     START_BODY,
     ApproveBody,
     ControlBody,
     ControlResponse,
+    DrStartBody,
     ErrorResponse,
     GitPushBody,
     Health,
@@ -29,6 +31,7 @@ from starters.webhook_signing import (
 
 REF = "#/components/schemas/{model}"
 CONTROLS = ("pause", "resume", "abort")
+DR_ACTIONS = ("switchover", "failover", "failback", "drill")
 ERRORS = {
     400: "Missing or bad Idempotency-Key, or malformed JSON",
     401: "Missing, bad or expired credentials",
@@ -99,6 +102,24 @@ ROUTES = (
         )
         for action in CONTROLS
     ),
+    Route(
+        "POST",
+        "/v1/dr/{app}/{action}",
+        "Start a DR switchover, failover, failback or drill of an application "
+        "(200 when this Idempotency-Key already started it)",
+        StartResponse,
+        TypeAdapter(DrStartBody),
+        ok=201,
+        errors=(400, 401, 404, 409, 422, 503),
+        idempotency_key=True,
+    ),
+    Route("GET", "/v1/dr/{app}", "An application's DR record: policy, primary, runs", DrAppState),
+    Route(
+        "GET",
+        "/v1/dr/operations/{workflow_id}",
+        "A DR run's status, steps and measurements",
+        OperationResponse,
+    ),
 )
 
 _SECURITY_SCHEMES = {
@@ -159,10 +180,29 @@ def openapi(routes: tuple[Route, ...] = ROUTES) -> dict[str, Any]:
                     "name": "workflow_id",
                     "in": "path",
                     "required": True,
-                    "description": "rollout:<kind>:<key>, or <kind>:<key>",
+                    "description": "<action>:<app>:<key> (a DR run)"
+                    if route.path.startswith("/v1/dr/")
+                    else "rollout:<kind>:<key>, or <kind>:<key>",
                     "schema": {"type": "string"},
                 }
             )
+        for name, text, enum in (
+            ("app", "The application (its DR policy's name)", None),
+            ("action", "The DR operation", list(DR_ACTIONS)),
+        ):
+            if f"{{{name}}}" in route.path:
+                schema: dict[str, Any] = {"type": "string"}
+                if enum:
+                    schema["enum"] = enum
+                parameters.append(
+                    {
+                        "name": name,
+                        "in": "path",
+                        "required": True,
+                        "description": text,
+                        "schema": schema,
+                    }
+                )
         if route.idempotency_key:
             parameters.append(
                 {

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities import addons, capi, manifests
+    from activities import addons, capi, database, dns, dr_observe, dr_probe, dr_records, manifests
     from fleet.addon_target import AddonTarget
     from fleet.k8s_target import K8sTarget
     from fleet.rollout_models import ClusterResult, ClusterTask, PreflightRequest, PreflightResult
@@ -26,6 +26,9 @@ with workflow.unsafe.imports_passed_through():
     from fleet.targets import Target, register_target
 
 from workflows.addon_upgrade import AddonUpgrade
+from workflows.dr import RUNS as DR_RUNS
+from workflows.dr_app import DrApp, DrGuard
+from workflows.dr_watch import DrFence, DrWatch
 from workflows.k8s_upgrade import K8sUpgrade
 from workflows.sync import SyncCluster
 
@@ -125,3 +128,48 @@ OPERATIONS.add(
         generated_cli=False,
     )
 )
+
+
+@dataclass(frozen=True)
+class Suite:
+    """Workflows that are not "the same change on many clusters" (disaster recovery...),
+    with their activities and the FlotillaKind values their runs carry: the worker
+    registers them and `ops list --kind` accepts the kinds, without naming them."""
+
+    name: str
+    workflows: tuple[type, ...]
+    activities: tuple[Callable[..., Any], ...]
+    kinds: tuple[str, ...] = ()
+
+
+SUITES: list[Suite] = [
+    Suite(
+        name="dr",
+        workflows=(DrApp, DrGuard, DrWatch, DrFence, *DR_RUNS.values()),
+        activities=(
+            dr_records.begin_operation,
+            dr_records.set_primary,
+            dr_records.note_fence,
+            dr_records.note_health,
+            dr_records.finish_operation,
+            dr_records.read_app,
+            dr_records.admit_automatic,
+            database.read_database,
+            database.fence_database,
+            database.demote_database,
+            database.promote_database,
+            database.rebuild_replica,
+            database.wait_database,
+            dns.read_dns,
+            dns.set_dns_target,
+            dr_probe.probe_app,
+            dr_probe.wait_writable,
+            dr_observe.observe_app,
+            dr_observe.fence_when_back,
+            dr_observe.start_failover,
+            dr_observe.start_fence,
+            dr_observe.watch_view,
+        ),
+        kinds=tuple(kind.search_kind for kind in DR_RUNS),
+    )
+]

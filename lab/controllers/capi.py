@@ -402,7 +402,8 @@ class CapiController:
             cluster = event.object["metadata"].get("labels", {}).get(CLUSTER_NAME_LABEL)
             if cluster and event.object["metadata"].get("namespace") == NAMESPACE:
                 if event.key == MACHINES:
-                    self._sync_machine_expiry(event.object)
+                    name = event.object["metadata"]["name"]
+                    self.timers.soon(("machine", name), lambda: self._sync_machine_expiry(name))
                 else:
                     self.queue(cluster)
 
@@ -514,8 +515,11 @@ class CapiController:
         machine["status"] = _machine_status(machine, cluster)  # created provisioned, as seeds are
         self.mgmt.create(MACHINES, machine)
 
-    def _sync_machine_expiry(self, machine: Obj) -> None:
+    def _sync_machine_expiry(self, name: str) -> None:
         """status.certificatesExpiryDate follows the annotation (CAPI's machine controller)."""
+        machine = self.mgmt.find(MACHINES, NAMESPACE, name)
+        if machine is None:
+            return
         value = machine["metadata"].get("annotations", {}).get(CERTIFICATES_EXPIRY)
         status = copy.deepcopy(machine.get("status", {}))
         if value and _parse_time(value) is not None:

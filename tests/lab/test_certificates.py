@@ -559,6 +559,11 @@ def test_admin_api_reports_reissues_and_seeds(tmp_path: Path) -> None:
             admin.certificates("nowhere")
 
 
+def test_cert_expiry_for_an_unknown_cluster_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown clusters: eu-nowhere-1"):
+        Lab(directory=tmp_path, clusters=1, cert_expiry={"eu-nowhere-1": 3})
+
+
 async def test_a_restored_lab_serves_the_same_chains(tmp_path: Path) -> None:
     state_file = tmp_path / "state.json"
     first = Lab(directory=tmp_path, clusters=1, nodes=1, state_file=state_file)
