@@ -1,6 +1,7 @@
 """`flotilla demo` (the README's `make demo`): on the running local stack, onboard the lab
-fleet in bulk, sweep its health, run the sample fleet operation, switch a database
-application over to its standby cluster (DR), print the inventory.
+fleet in bulk, sweep its health, run the sample fleet operation, sync the example baseline
+from Git through waves, switch a database application over to its standby cluster (DR),
+print the inventory.
 
 The sample operation is an add-on canary rollout (CoreDNS image, waves canary:1, 50%,
 rest) through the rollout engine; `SAMPLE_OPERATION` is the hook to show another one.
@@ -9,10 +10,12 @@ rest) through the rollout engine; `SAMPLE_OPERATION` is the hook to show another
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from rich.console import Console
 from temporalio.client import Client
@@ -24,11 +27,12 @@ from fleet.dr import DrRequest, OpKind
 from fleet.ids import HEALTH_SCHEDULE_ID
 from fleet.models import CredentialRef, ManagementRef, RecordsQuery, SweepRequest
 from fleet.rollout_models import RolloutSpec
-from starters import cli_dr, inventory, ops, render, rollouts
+from starters import cli_dr, cli_sync, inventory, ops, render, rollouts
 from starters.stack import Stack
 from workflows.health import FleetHealthSweep
 
 DEMO_IMAGE = "registry.k8s.io/coredns/coredns:v1.11.4"
+EXAMPLE_REPO = Path(__file__).resolve().parent.parent / "examples" / "baseline-repo"
 
 
 async def addon_canary_rollout(client: Client, console: Console) -> str:
@@ -47,6 +51,35 @@ async def addon_canary_rollout(client: Client, console: Console) -> str:
 
 # Starts the demo's fleet operation and returns its workflow id (watched until it ends).
 SAMPLE_OPERATION: Callable[[Client, Console], Awaitable[str]] = addon_canary_rollout
+
+
+def git_repo(directory: Path) -> Path:
+    """A Git repository holding examples/baseline-repo in one commit (a sync pins a SHA)."""
+    repo = directory / "baseline-repo"
+    shutil.rmtree(repo, ignore_errors=True)
+    shutil.copytree(EXAMPLE_REPO, repo)
+    git = ["git", "-c", "user.name=demo", "-c", "user.email=demo@flotilla.invalid"]
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "baseline"]):
+        subprocess.run([*git, *args], cwd=repo, check=True, capture_output=True)
+    return repo
+
+
+async def sync_baseline(stack: Stack, console: Console) -> None:
+    """Previews the example baseline per cluster, then syncs it through the engine's waves
+    (drift sweeps then run on a schedule: `flotilla drift list`)."""
+    assert stack.client is not None
+    repo = await asyncio.to_thread(git_repo, stack.options.state_dir.resolve())
+    preview = await cli_sync.preview(
+        stack.client, str(repo), "main", started_by="demo", task_queue=stack.options.task_queue
+    )
+    cli_sync.print_preview(preview)
+    handle = await cli_sync.start(
+        stack.client,
+        preview,
+        rollout_id=f"demo-{rollouts.new_rollout_id()}",
+        task_queue=stack.options.task_queue,
+    )
+    ops.require_success(await ops.watch_operation(stack.client, handle.id, console=console))
 
 
 async def switchover(stack: Stack, members: list[str], console: Console) -> None:
@@ -122,11 +155,14 @@ async def run(stack: Stack, *, console: Console, exit_when_done: bool) -> bool:
     workflow_id = await SAMPLE_OPERATION(client, console)
     ops.require_success(await ops.watch_operation(client, workflow_id, console=console))
 
-    console.rule("4. disaster recovery: a planned switchover")
+    console.rule("4. desired state from Git: sync the example baseline")
+    await sync_baseline(stack, console)
+
+    console.rule("5. disaster recovery: a planned switchover")
     members = [c["name"] for c in info["clusters"]][:2]
     await switchover(stack, members, console)
 
-    console.rule("5. the fleet")
+    console.rule("6. the fleet")
     records = await inventory.list_clusters(client, RecordsQuery())
     console.print(render.clusters_table(sorted(records, key=lambda r: r.name)))
     console.print(f"Web UI: {stack.ui_url}/workflows", highlight=False)
