@@ -265,7 +265,8 @@ async def acquire_cluster_lock(req: LockRequest) -> LockGrant:
             done, _ = await asyncio.wait({call}, timeout=5)
             if done:
                 return call.result()
-            activity.heartbeat(f"waiting for the lock of {req.cluster}")
+            if not info.is_local:
+                activity.heartbeat(f"waiting for the lock of {req.cluster}")
     finally:
         call.cancel()
 

@@ -6,6 +6,11 @@ something to write back, `record` and `where_now`). A child that fails raises a
 non-retryable `ClusterFailed` ApplicationError whose first detail is its `ClusterResult`,
 so the Temporal UI shows the child as failed and the parent still learns exactly what
 happened (was the cluster changed, what it is on now).
+
+Short steps (the lock, health readings, the version record, the release) run as local
+activities: on the child's worker, without a round trip through the server's activity
+queue, so a child's quick steps follow each other within one workflow task. Steps that
+wait (a child's `change` polling Cluster API) stay activities that heartbeat.
 """
 
 from __future__ import annotations
@@ -14,10 +19,14 @@ from datetime import timedelta
 from typing import ClassVar
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    FailureError,
+    is_cancelled_exception,
+)
 
 from workflows.common import (
-    HEALTH_HEARTBEAT,
     HEALTH_TIMEOUT,
     INVENTORY_RETRY,
     INVENTORY_TIMEOUT,
@@ -98,7 +107,7 @@ class ClusterChange:
                 raise
             finally:
                 self.set_step("releasing the lock")
-                await workflow.execute_activity(
+                await workflow.execute_local_activity(
                     release_cluster_lock,
                     LockRelease(cluster=task.cluster.name, holder=holder(), phase=None),
                     start_to_close_timeout=INVENTORY_TIMEOUT,
@@ -131,13 +140,13 @@ class ClusterChange:
             phase=self.lock_phase,
         )
         try:
-            grant = await workflow.execute_activity(
+            grant = await workflow.execute_local_activity(
                 acquire_cluster_lock,
                 request,
                 start_to_close_timeout=INVENTORY_TIMEOUT,
                 retry_policy=INVENTORY_RETRY,
             )
-        except ActivityError as err:
+        except (ActivityError, ApplicationError) as err:
             raise activity_failure(err, result) from None
         if grant.credential is None:  # an entity from before grants carried it
             result.status = ClusterStatus.FAILED
@@ -149,6 +158,7 @@ class ClusterChange:
             management=grant.management,
             version=task.cluster.version,
         )
+        result.access = self._access
 
     async def change(self, task: ClusterTask, result: ClusterResult) -> None:
         """Makes the change. Sets `result.changed` before the first write, and status
@@ -189,15 +199,14 @@ async def health_gate(
     settle_until = workflow.now() + timedelta(seconds=task.settle_seconds)
     while True:
         try:
-            report: HealthReport = await workflow.execute_activity(
+            report: HealthReport = await workflow.execute_local_activity(
                 check_cluster_health,
                 ref,
                 start_to_close_timeout=HEALTH_TIMEOUT,
-                heartbeat_timeout=HEALTH_HEARTBEAT,
                 retry_policy=KUBE_RETRY,
                 summary=f"health gate {when}",
             )
-        except ActivityError as err:
+        except (ActivityError, ApplicationError) as err:
             raise activity_failure(err, result) from None
         if report.health == Health.HEALTHY:
             return
@@ -215,19 +224,20 @@ async def health_gate(
 async def record_version(task: ClusterTask, result: ClusterResult, version: str) -> None:
     """Records `version` as the cluster's version in its inventory record."""
     try:
-        await workflow.execute_activity(
+        await workflow.execute_local_activity(
             update_cluster_facts,
             FactsUpdate(cluster=task.cluster.name, holder=holder(), version=version),
             start_to_close_timeout=INVENTORY_TIMEOUT,
             retry_policy=INVENTORY_RETRY,
         )
-    except ActivityError as err:
+    except (ActivityError, ApplicationError) as err:
         raise activity_failure(err, result) from None
 
 
-def activity_failure(err: ActivityError, result: ClusterResult) -> ClusterFailed:
-    """The failure to end the child with; a cancellation is re-raised as it is, so the
-    child ends cancelled (after its `finally` released the lock)."""
+def activity_failure(err: FailureError, result: ClusterResult) -> ClusterFailed:
+    """The failure to end the child with (from an activity's ActivityError, or the bare
+    error a local activity may raise); a cancellation is re-raised as it is, so the child
+    ends cancelled (after its `finally` released the lock)."""
     if is_cancelled_exception(err):
         raise err
     result.status = ClusterStatus.FAILED
