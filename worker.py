@@ -63,6 +63,13 @@ ACTIVITIES: list[Callable[..., Any]] = [
 # Sync (kubernetes client) activities run on this many threads; also the activity slot count.
 MAX_CONCURRENT_ACTIVITIES = 64
 
+# Workflow runs kept in memory between their tasks. Every cluster has two long-lived runs
+# (its entity and its identity) that a rollout touches (lock, facts, release): a run that
+# fell out of the cache is rebuilt by replaying its history in a new sandbox, the worker's
+# largest cost at 1,000 clusters with the SDK's default of 1,000. Room for 2,000 clusters
+# plus their operations; a cached run costs tens of KB.
+MAX_CACHED_WORKFLOWS = 5000
+
 # Modules the workflow sandbox takes as they are instead of executing them again for every
 # workflow run (the sandbox's largest cost at fleet scale: a run of a child re-imported
 # its workflow modules). Flotilla's own modules keep no mutable module state a run could
@@ -94,6 +101,7 @@ def build_worker(
         workflows=WORKFLOWS + [operation.child for operation in OPERATIONS],
         activities=activities,
         workflow_runner=workflow_runner(),
+        max_cached_workflows=MAX_CACHED_WORKFLOWS,
         activity_executor=ThreadPoolExecutor(
             max_concurrent_activities, thread_name_prefix="activity"
         ),

@@ -207,6 +207,8 @@ async def measure(
         )
     runs = [wf async for wf in client.list_workflows(f'WorkflowId = "{handle.id}"')]
     lengths = sorted(r.history_length for r in runs)
+    sizes = [await history_bytes(client, handle.id, r.run_id) for r in runs]
+    widest = max(len(w.clusters) for w in plan.waves)
     records = {r.name: r for r in await list_clusters(client, RecordsQuery())}
     straight, per_cluster = await asyncio.to_thread(
         straight_script, plan, records, NEW, args.max_concurrent, args.health_gates
@@ -223,6 +225,12 @@ async def measure(
         ("a cluster in the straight script", f"{per_cluster:.2f} s (mean)"),
         ("parent runs (continue-as-new)", len(runs)),
         ("parent history events per run", f"max {max(lengths)}, total {sum(lengths)}"),
+        (
+            "parent history bytes per run",
+            f"max {max(t for t, _ in sizes) / 1024:.0f} KB "
+            f"({max(t for t, _ in sizes) / widest:.0f} B a cluster of the largest wave)",
+        ),
+        ("largest event in parent histories", f"{max(e for _, e in sizes) / 1024:.0f} KB"),
         ("worker CPU during rollout", f"{cpu:.1f} s ({cpu / len(names):.3f} s a cluster)"),
         ("worker peak RSS", ", ".join(f"{u.peak_rss / 2**20:.0f} MiB" for u in usages)),
         ("lab / server CPU during rollout", " / ".join(f"{u.cpu_seconds:.1f} s" for u in others)),
@@ -230,6 +238,14 @@ async def measure(
     ]
     figures += await children(client, handle.id, names, args.workers)
     return figures
+
+
+async def history_bytes(client: Client, workflow_id: str, run_id: str | None) -> tuple[int, int]:
+    """A run's history size in bytes (protobuf, as the server stores it) and its largest
+    event's (a payload's upper bound)."""
+    history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+    sizes = [e.ByteSize() for e in history.events]
+    return sum(sizes), max(sizes)
 
 
 async def children(

@@ -1,6 +1,8 @@
 """`Onboard` (`onboard:<name>`): bring a cluster under Flotilla, or reconcile it again.
 
-Four activities. Probe, read-only and before the lock: reachable, version, identity, a
+Four local activities (on this run's worker, without a trip through the server's activity
+queue: onboarding a large fleet at once is bound by the server's work). Probe, read-only
+and before the lock: reachable, version, identity, a
 first health reading and the permissions onboarding needs. Register: claim the cluster's
 identity (its kube-system UID: one record per real cluster, so the same cluster under a
 second name is refused, see `ClusterIdentity`), then create or refresh the record with the
@@ -35,7 +37,6 @@ with workflow.unsafe.imports_passed_through():
         RegisterRequest,
     )
     from workflows.common import (
-        HEARTBEAT,
         INVENTORY_RETRY,
         INVENTORY_TIMEOUT,
         KUBE_RETRY,
@@ -83,7 +84,7 @@ class Onboard:
         )
         holder = workflow.info().workflow_id
         try:
-            registration = await workflow.execute_activity(
+            registration = await workflow.execute_local_activity(
                 register_cluster,
                 RegisterRequest(
                     name=req.name,
@@ -101,27 +102,26 @@ class Onboard:
                 retry_policy=INVENTORY_RETRY,
                 summary=f"claim kube-system UID {probe.uid} for {req.name}, register and lock it",
             )
-        except ActivityError as err:
+        except (ActivityError, ApplicationError) as err:
             raise root_failure(err) from None
         previous = registration.previous_phase
         restore = previous if previous not in (None, Phase.OFFBOARDED) else Phase.ONBOARDING
         workflow.logger.info("registered, previous phase %s", previous, extra=log)
         try:
             self._details(f"installing the baseline in {req.name}")
-            baseline = await workflow.execute_activity(
+            baseline = await workflow.execute_local_activity(
                 install_baseline,
                 BaselineSpec(cluster=ref, labels=req.labels),
                 start_to_close_timeout=KUBE_TIMEOUT,
-                heartbeat_timeout=HEARTBEAT,
                 retry_policy=KUBE_RETRY,
                 summary=f"install baseline in {req.name}",
             )
         except BaseException as err:
             try:
                 await self._release(req.name, holder, restore)
-            except ActivityError:
+            except (ActivityError, ApplicationError):
                 workflow.logger.exception("could not release the lock", extra=log)
-            if isinstance(err, ActivityError):
+            if isinstance(err, (ActivityError, ApplicationError)):
                 raise root_failure(err) from None
             raise
         record = await self._release(req.name, holder, Phase.ACTIVE)
@@ -151,7 +151,7 @@ class Onboard:
             ) from None
 
     async def _release(self, cluster: str, holder: str, phase: Phase) -> ClusterRecord:
-        record = await workflow.execute_activity(
+        record = await workflow.execute_local_activity(
             release_cluster_lock,
             LockRelease(cluster=cluster, holder=holder, phase=phase),
             start_to_close_timeout=INVENTORY_TIMEOUT,
