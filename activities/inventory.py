@@ -265,8 +265,7 @@ async def acquire_cluster_lock(req: LockRequest) -> LockGrant:
             done, _ = await asyncio.wait({call}, timeout=5)
             if done:
                 return call.result()
-            if not info.is_local:
-                activity.heartbeat(f"waiting for the lock of {req.cluster}")
+            activity.heartbeat(f"waiting for the lock of {req.cluster}")
     finally:
         call.cancel()
 

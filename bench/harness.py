@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -95,7 +96,17 @@ class DevServer:
 
 def _spawn(command: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+        )
+
+
+def _die_with_parent() -> None:
+    """In a child before exec (Linux): SIGTERM when the bench dies, however it dies."""
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 async def dev_server(directory: Path) -> DevServer:
@@ -127,6 +138,7 @@ async def spawn_worker(
         },
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
+        preexec_fn=_die_with_parent,
     )
 
 

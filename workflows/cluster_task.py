@@ -7,10 +7,13 @@ non-retryable `ClusterFailed` ApplicationError whose first detail is its `Cluste
 so the Temporal UI shows the child as failed and the parent still learns exactly what
 happened (was the cluster changed, what it is on now).
 
-Short steps (the lock, health readings, the version record, the release) run as local
-activities: on the child's worker, without a round trip through the server's activity
-queue, so a child's quick steps follow each other within one workflow task. Steps that
-wait (a child's `change` polling Cluster API) stay activities that heartbeat.
+Short reads of the cluster (health gates; a child's own reads) run as local activities:
+on the child's worker, without a round trip through the server's activity queue, so they
+follow each other within one workflow task. Steps that wait (a child's `change` polling
+Cluster API) stay activities that heartbeat, and so do the lock, the version record and
+the release: they update the cluster's entity workflow on this worker, and a local
+activity holds its run's workflow task slot while it waits, so many children at once
+could starve the entities they wait for.
 """
 
 from __future__ import annotations
@@ -107,7 +110,7 @@ class ClusterChange:
                 raise
             finally:
                 self.set_step("releasing the lock")
-                await workflow.execute_local_activity(
+                await workflow.execute_activity(
                     release_cluster_lock,
                     LockRelease(cluster=task.cluster.name, holder=holder(), phase=None),
                     start_to_close_timeout=INVENTORY_TIMEOUT,
@@ -140,7 +143,7 @@ class ClusterChange:
             phase=self.lock_phase,
         )
         try:
-            grant = await workflow.execute_local_activity(
+            grant = await workflow.execute_activity(
                 acquire_cluster_lock,
                 request,
                 start_to_close_timeout=INVENTORY_TIMEOUT,
@@ -224,7 +227,7 @@ async def health_gate(
 async def record_version(task: ClusterTask, result: ClusterResult, version: str) -> None:
     """Records `version` as the cluster's version in its inventory record."""
     try:
-        await workflow.execute_local_activity(
+        await workflow.execute_activity(
             update_cluster_facts,
             FactsUpdate(cluster=task.cluster.name, holder=holder(), version=version),
             start_to_close_timeout=INVENTORY_TIMEOUT,

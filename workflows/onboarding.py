@@ -1,8 +1,12 @@
 """`Onboard` (`onboard:<name>`): bring a cluster under Flotilla, or reconcile it again.
 
-Four local activities (on this run's worker, without a trip through the server's activity
-queue: onboarding a large fleet at once is bound by the server's work). Probe, read-only
-and before the lock: reachable, version, identity, a
+Four activities; the probe and the baseline, which talk only to the cluster, are local
+activities (on this run's worker, without a trip through the server's activity queue:
+onboarding a large fleet at once is bound by the server's work). Registering and
+releasing stay activities: they update other workflows on this worker, and local
+activities hold their run's workflow task slot while they wait, so hundreds of
+onboardings at once could starve the entities they wait for. Probe, read-only and before
+the lock: reachable, version, identity, a
 first health reading and the permissions onboarding needs. Register: claim the cluster's
 identity (its kube-system UID: one record per real cluster, so the same cluster under a
 second name is refused, see `ClusterIdentity`), then create or refresh the record with the
@@ -84,7 +88,7 @@ class Onboard:
         )
         holder = workflow.info().workflow_id
         try:
-            registration = await workflow.execute_local_activity(
+            registration = await workflow.execute_activity(
                 register_cluster,
                 RegisterRequest(
                     name=req.name,
@@ -151,7 +155,7 @@ class Onboard:
             ) from None
 
     async def _release(self, cluster: str, holder: str, phase: Phase) -> ClusterRecord:
-        record = await workflow.execute_local_activity(
+        record = await workflow.execute_activity(
             release_cluster_lock,
             LockRelease(cluster=cluster, holder=holder, phase=phase),
             start_to_close_timeout=INVENTORY_TIMEOUT,
