@@ -19,7 +19,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.access import BASELINE_NAMESPACE, cluster_uid
-from activities.kube import api_client, api_error_message, heartbeat, request
+from activities.kube import api_client, api_error_message, request
 from fleet.models import (
     BaselineRemoval,
     BaselineResult,
@@ -181,8 +181,7 @@ def _identity_problem(target: BaselineTarget, live: str) -> ApplicationError | N
 
 @activity.defn
 def install_baseline(spec: BaselineSpec) -> BaselineResult:
-    """Creates or repairs every baseline object; heartbeats after each one (unless run as
-    a local activity, as onboarding does)."""
+    """Creates or repairs every baseline object; heartbeats after each one."""
     ref = spec.cluster
     api = api_client(ref.credential)
     result = BaselineResult(cluster=ref.name)
@@ -194,7 +193,7 @@ def install_baseline(spec: BaselineSpec) -> BaselineResult:
         except Exception as exc:
             raise _cluster_failure(ref, exc) from None
         getattr(result, outcome).append(str(obj))
-        heartbeat(str(obj))
+        activity.heartbeat(str(obj))
     activity.logger.info(
         "baseline: created %s, updated %s",
         result.created,
@@ -231,5 +230,5 @@ def remove_baseline(target: BaselineTarget) -> BaselineRemoval:
             result.absent.append(str(obj))
         except Exception as exc:
             raise _cluster_failure(ref, exc) from None
-        heartbeat(str(obj))
+        activity.heartbeat(str(obj))
     return result

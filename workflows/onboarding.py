@@ -1,12 +1,6 @@
 """`Onboard` (`onboard:<name>`): bring a cluster under Flotilla, or reconcile it again.
 
-Four activities; the probe and the baseline, which talk only to the cluster, are local
-activities (on this run's worker, without a trip through the server's activity queue:
-onboarding a large fleet at once is bound by the server's work). Registering and
-releasing stay activities: they update other workflows on this worker, and local
-activities hold their run's workflow task slot while they wait, so hundreds of
-onboardings at once could starve the entities they wait for. Probe, read-only and before
-the lock: reachable, version, identity, a
+Four activities. Probe, read-only and before the lock: reachable, version, identity, a
 first health reading and the permissions onboarding needs. Register: claim the cluster's
 identity (its kube-system UID: one record per real cluster, so the same cluster under a
 second name is refused, see `ClusterIdentity`), then create or refresh the record with the
@@ -41,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         RegisterRequest,
     )
     from workflows.common import (
+        HEARTBEAT,
         INVENTORY_RETRY,
         INVENTORY_TIMEOUT,
         KUBE_RETRY,
@@ -106,26 +101,27 @@ class Onboard:
                 retry_policy=INVENTORY_RETRY,
                 summary=f"claim kube-system UID {probe.uid} for {req.name}, register and lock it",
             )
-        except (ActivityError, ApplicationError) as err:
+        except ActivityError as err:
             raise root_failure(err) from None
         previous = registration.previous_phase
         restore = previous if previous not in (None, Phase.OFFBOARDED) else Phase.ONBOARDING
         workflow.logger.info("registered, previous phase %s", previous, extra=log)
         try:
             self._details(f"installing the baseline in {req.name}")
-            baseline = await workflow.execute_local_activity(
+            baseline = await workflow.execute_activity(
                 install_baseline,
                 BaselineSpec(cluster=ref, labels=req.labels),
                 start_to_close_timeout=KUBE_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT,
                 retry_policy=KUBE_RETRY,
                 summary=f"install baseline in {req.name}",
             )
         except BaseException as err:
             try:
                 await self._release(req.name, holder, restore)
-            except (ActivityError, ApplicationError):
+            except ActivityError:
                 workflow.logger.exception("could not release the lock", extra=log)
-            if isinstance(err, (ActivityError, ApplicationError)):
+            if isinstance(err, ActivityError):
                 raise root_failure(err) from None
             raise
         record = await self._release(req.name, holder, Phase.ACTIVE)
