@@ -24,7 +24,8 @@ from fleet.durations import format_duration, parse_duration
 T = TypeVar("T")
 
 POLL_SECONDS = 0.5
-# Heartbeats at most this often (a poll is more frequent; each heartbeat costs the worker).
+# A look that awaits the same as the last heartbeat said is not sent again before this
+# many seconds (a poll is more frequent; each heartbeat costs the worker).
 HEARTBEAT_EVERY = 2.0
 PROGRESS_DEADLINE_ENV = "FLOTILLA_PROGRESS_DEADLINE"
 DEFAULT_PROGRESS_DEADLINE = 600.0
@@ -71,7 +72,7 @@ def wait_until(
     started = time.monotonic()
     marker: Hashable = None
     moved_at = started
-    beat_at = -HEARTBEAT_EVERY
+    beat_at, said = -HEARTBEAT_EVERY, ""
     while True:
         seen = look()
         if seen.done:
@@ -79,9 +80,9 @@ def wait_until(
         now = time.monotonic()
         if seen.progress != marker:
             marker, moved_at = seen.progress, now
-        if now - beat_at >= HEARTBEAT_EVERY:
+        if seen.waiting_for != said or now - beat_at >= HEARTBEAT_EVERY:
             activity.heartbeat(f"waiting for {seen.waiting_for}")
-            beat_at = now
+            beat_at, said = now, seen.waiting_for
         if now - moved_at >= stall_limit:
             raise ApplicationError(
                 f"{cluster}: no progress for {format_duration(round(now - moved_at))} "
