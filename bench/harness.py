@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -22,6 +23,7 @@ from pathlib import Path
 import psutil
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
 
 from fleet import search
 
@@ -109,13 +111,23 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-async def dev_server(directory: Path) -> DevServer:
-    """A started dev server logging to `directory`/temporal.log."""
-    return await DevServer(directory / "temporal.log").start()
+async def dev_server(directory: Path | None = None) -> DevServer:
+    """A started dev server logging to `directory`/temporal.log (a new temporary folder
+    when none is given). It has `client` and `shutdown()` as a WorkflowEnvironment has."""
+    folder = directory or Path(tempfile.mkdtemp(prefix="flotilla-bench-"))
+    return await DevServer(folder / "temporal.log").start()
+
+
+def dev_server_pid() -> int:
+    """The pid of the `temporal` dev server this process started (see `dev_server`)."""
+    for child in psutil.Process().children(recursive=True):
+        if child.name() == "temporal":
+            return int(child.pid)
+    raise RuntimeError("no temporal dev server among this process's children")
 
 
 async def spawn_worker(
-    server: DevServer, queue: str, *, kubeconfig: Path, log: Path
+    server: DevServer | WorkflowEnvironment, queue: str, *, kubeconfig: Path, log: Path
 ) -> asyncio.subprocess.Process:
     """`python worker.py` on `queue`, without a health-sweep schedule (it would add load).
 
