@@ -240,3 +240,14 @@ def _high_water_mark(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+async def stop_worker(worker: asyncio.subprocess.Process) -> None:
+    """SIGTERM, then SIGKILL after 30 s: a worker evicting thousands of cached runs can
+    take minutes to shut down, and the figures are measured by then."""
+    worker.terminate()
+    try:
+        await asyncio.wait_for(worker.wait(), 30)
+    except TimeoutError:
+        worker.kill()
+        await worker.wait()

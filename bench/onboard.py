@@ -19,7 +19,15 @@ import time
 import uuid
 from pathlib import Path
 
-from harness import cpu_seconds, dev_server, load_average, measured, profiled, spawn_worker
+from harness import (
+    cpu_seconds,
+    dev_server,
+    load_average,
+    measured,
+    profiled,
+    spawn_worker,
+    stop_worker,
+)
 
 from fleet.models import CredentialRef, OnboardRequest, OnboardResult
 from lab.testing import LabProcess
@@ -66,8 +74,7 @@ async def run(clusters: int, concurrency: int, profile: Path | None) -> None:
                     wall = time.perf_counter() - started
                     used = {name: cpu_seconds(pid) - before[name] for name, pid in others.items()}
         finally:
-            worker.terminate()
-            await worker.wait()
+            await stop_worker(worker)
             await env.shutdown()
     failed = [r for r in results if isinstance(r, BaseException)]
     print(f"clusters onboarded : {len(results) - len(failed)} of {len(results)}")

@@ -33,7 +33,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from harness import DevServer, dev_server, load_average, measured, profiled, spawn_worker
+from harness import (
+    DevServer,
+    dev_server,
+    load_average,
+    measured,
+    profiled,
+    spawn_worker,
+    stop_worker,
+)
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
@@ -166,8 +174,7 @@ async def run(args: argparse.Namespace) -> None:
                         )
                 finally:
                     for worker in workers:
-                        worker.terminate()
-                        await worker.wait()
+                        await stop_worker(worker)
         finally:
             await server.shutdown()
     for label, value in figures:
