@@ -3,7 +3,8 @@
 Never raises for a sick cluster: an API that does not answer within HEALTH_TIMEOUT yields a
 `Health.UNREACHABLE` report, so callers (sweep, rollout gates) decide what it means. The
 activity heartbeats after every request (at most ~11 s apart), so callers give it a
-heartbeat timeout and a crashed worker is noticed in seconds, not at the start-to-close limit.
+heartbeat timeout and a crashed worker is noticed in seconds, not at the start-to-close limit
+(run as a local activity, e.g. a rollout child's health gate, it does not heartbeat).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.kube import api_client, api_error_message, request
+from activities.kube import api_client, api_error_message, heartbeat, request
 from fleet.models import ClusterRef, Health, HealthReport
 
 # (connect, read) seconds per request: a hanging cluster is reported within ~10 s.
@@ -96,7 +97,7 @@ def check_cluster_health(ref: ClusterRef) -> HealthReport:
 
     def get(path: str) -> Any:
         answer = request(api, "GET", path, timeout=HEALTH_TIMEOUT)
-        activity.heartbeat(f"read {path} of {ref.name}")
+        heartbeat(f"read {path} of {ref.name}")
         return answer
 
     report = read_health(ref.name, get)

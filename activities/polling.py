@@ -24,6 +24,9 @@ from fleet.durations import format_duration, parse_duration
 T = TypeVar("T")
 
 POLL_SECONDS = 0.5
+# A look that awaits the same as the last heartbeat said is not sent again before this
+# many seconds (a poll is more frequent; each heartbeat costs the worker).
+HEARTBEAT_EVERY = 2.0
 PROGRESS_DEADLINE_ENV = "FLOTILLA_PROGRESS_DEADLINE"
 DEFAULT_PROGRESS_DEADLINE = 600.0
 
@@ -70,6 +73,7 @@ def wait_until(
     started = time.monotonic()
     marker: Hashable = None
     moved_at = started
+    beat_at, said = -HEARTBEAT_EVERY, ""
     while True:
         seen = look()
         if seen.done:
@@ -77,7 +81,9 @@ def wait_until(
         now = time.monotonic()
         if seen.progress != marker:
             marker, moved_at = seen.progress, now
-        activity.heartbeat(f"waiting for {seen.waiting_for}")
+        if seen.waiting_for != said or now - beat_at >= HEARTBEAT_EVERY:
+            activity.heartbeat(f"waiting for {seen.waiting_for}")
+            beat_at, said = now, seen.waiting_for
         if now - moved_at >= stall_limit:
             raise ApplicationError(
                 f"{cluster}: no progress for {format_duration(round(now - moved_at))} "

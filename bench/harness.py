@@ -1,39 +1,133 @@
-"""What the platform benches share: a dev server, the real worker as a subprocess, and a
-meter of that worker's CPU seconds and peak memory. Run benches as `python bench/X.py`
-(this folder is then on sys.path)."""
+"""What the platform benches share: a dev server whose log they can read, the real worker
+as subprocesses, a meter of a process's CPU seconds and peak memory, the machine's load
+average (benches print it at start and end, so a figure from a busy machine is seen as
+one) and optional py-spy profiles. Run benches as `python bench/X.py` (this folder is then
+on sys.path)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from fleet import search
 
 ROOT = Path(__file__).resolve().parents[1]
+# What the dev server logs for a payload above its 512 KB warning limit.
+BLOB_WARNING = "Blob data size exceeds the warning limit"
 
 
-async def dev_server() -> WorkflowEnvironment:
-    """A local Temporal dev server (the venv's `temporal`) with Flotilla's attributes."""
-    return await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-        search_attributes=search.ALL,
-        data_converter=pydantic_data_converter,
-        ui=False,
-    )
+def load_average() -> str:
+    """The 1-minute load average and the core count, e.g. "load 3.12 on 2 cores"."""
+    return f"load {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class DevServer:
+    """`temporal server start-dev` (the venv's) with Flotilla's search attributes, its
+    output in `log` so a bench can count the server's payload-size warnings."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.port = _free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.client: Client
+
+    async def start(self) -> DevServer:
+        command = [
+            str(Path(sys.executable).parent / "temporal"),
+            "server",
+            "start-dev",
+            "--headless",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "warn",
+            *search.server_flags(),
+        ]
+        self.process = _spawn(command, self.log)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.client = await Client.connect(
+                    f"127.0.0.1:{self.port}", data_converter=pydantic_data_converter
+                )
+                break
+            except RuntimeError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError(f"the dev server did not start; see {self.log}") from None
+                await asyncio.sleep(0.3)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def blob_warnings(self) -> int:
+        """How many payloads the server warned about (above 512 KB) so far."""
+        return self.log.read_text(errors="replace").count(BLOB_WARNING)
+
+    async def shutdown(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            await asyncio.to_thread(self.process.wait, 20)
+
+
+def _spawn(command: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+        )
+
+
+def _die_with_parent() -> None:
+    """In a child before exec (Linux): SIGTERM when the bench dies, however it dies."""
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+async def dev_server(directory: Path | None = None) -> DevServer:
+    """A started dev server logging to `directory`/temporal.log (a new temporary folder
+    when none is given). It has `client` and `shutdown()` as a WorkflowEnvironment has."""
+    folder = directory or Path(tempfile.mkdtemp(prefix="flotilla-bench-"))
+    return await DevServer(folder / "temporal.log").start()
+
+
+def dev_server_pid() -> int:
+    """The pid of the `temporal` dev server this process started (see `dev_server`)."""
+    for child in psutil.Process().children(recursive=True):
+        if child.name() == "temporal":
+            return int(child.pid)
+    raise RuntimeError("no temporal dev server among this process's children")
 
 
 async def spawn_worker(
-    env: WorkflowEnvironment, queue: str, *, kubeconfig: Path, log: Path
+    server: DevServer | WorkflowEnvironment, queue: str, *, kubeconfig: Path, log: Path
 ) -> asyncio.subprocess.Process:
     """`python worker.py` on `queue`, without a health-sweep schedule (it would add load).
 
@@ -49,13 +143,14 @@ async def spawn_worker(
         env={
             **inherited,
             "PYTHONPYCACHEPREFIX": str(log.parent / "pycache"),
-            "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+            "TEMPORAL_ADDRESS": server.client.service_client.config.target_host,
             "FLOTILLA_TASK_QUEUE": queue,
             "FLOTILLA_KUBECONFIG": str(kubeconfig),
             "FLOTILLA_HEALTH_INTERVAL": "0",
         },
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
+        preexec_fn=_die_with_parent,
     )
 
 
@@ -95,12 +190,45 @@ def cpu_seconds(pid: int) -> float:
     return float(times.user + times.system)
 
 
-def dev_server_pid() -> int:
-    """The pid of the `temporal` dev server this process started (see `dev_server`)."""
-    for child in psutil.Process().children(recursive=True):
-        if child.name() == "temporal":
-            return int(child.pid)
-    raise RuntimeError("no temporal dev server among this process's children")
+@contextmanager
+def profiled(pids: dict[str, int], directory: Path | None) -> Iterator[None]:
+    """With a `directory`, samples each named process with py-spy (if installed: `pip
+    install py-spy`) over the block, writing `<name>.txt` (collapsed stacks, one line per
+    stack with its sample count, for flame graphs or grep). Without one, does nothing."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if directory is None:
+        yield
+        return
+    if not Path(spy).exists():
+        raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+    directory.mkdir(parents=True, exist_ok=True)
+    spies = [
+        subprocess.Popen(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                "50",
+                "--nonblocking",
+                "--format",
+                "raw",
+                "--output",
+                str(directory / f"{name}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, pid in pids.items()
+    ]
+    try:
+        yield
+    finally:
+        for spy_process in spies:
+            spy_process.send_signal(2)  # SIGINT: py-spy writes its output and exits
+        for spy_process in spies:
+            spy_process.wait(30)
 
 
 def _high_water_mark(pid: int) -> int:
@@ -112,3 +240,14 @@ def _high_water_mark(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+async def stop_worker(worker: asyncio.subprocess.Process) -> None:
+    """SIGTERM, then SIGKILL after 30 s: a worker evicting thousands of cached runs can
+    take minutes to shut down, and the figures are measured by then."""
+    worker.terminate()
+    try:
+        await asyncio.wait_for(worker.wait(), 30)
+    except TimeoutError:
+        worker.kill()
+        await worker.wait()

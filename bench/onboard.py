@@ -19,20 +19,29 @@ import time
 import uuid
 from pathlib import Path
 
-from harness import cpu_seconds, dev_server, dev_server_pid, measured, spawn_worker
+from harness import (
+    cpu_seconds,
+    dev_server,
+    load_average,
+    measured,
+    profiled,
+    spawn_worker,
+    stop_worker,
+)
 
 from fleet.models import CredentialRef, OnboardRequest, OnboardResult
 from lab.testing import LabProcess
 from starters.inventory import onboard
 
 
-async def run(clusters: int, concurrency: int) -> None:
-    env = await dev_server()
+async def run(clusters: int, concurrency: int, profile: Path | None) -> None:
+    print(f"start: {load_average()}")
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     with (
         tempfile.TemporaryDirectory() as tmp,
         LabProcess(clusters=clusters, directory=Path(tmp)) as lab,
     ):
+        env = await dev_server(Path(tmp))
         worker = await spawn_worker(
             env, queue, kubeconfig=lab.kubeconfig, log=Path(tmp) / "worker.log"
         )
@@ -52,18 +61,21 @@ async def run(clusters: int, concurrency: int) -> None:
                 assert isinstance(result, OnboardResult)
                 return result
 
-        others = {"lab": lab.info["pid"], "Temporal server": dev_server_pid()}
+        others = {"lab": lab.info["pid"], "Temporal server": env.pid}
+        profiles = {"worker": worker.pid, "lab": lab.info["pid"], "server": env.pid}
         try:
-            async with measured(worker.pid) as usage:
-                before = {name: cpu_seconds(pid) for name, pid in others.items()}
-                started = time.perf_counter()
-                results = await asyncio.gather(*(one(r) for r in requests), return_exceptions=True)
-                wall = time.perf_counter() - started
-                used = {name: cpu_seconds(pid) - before[name] for name, pid in others.items()}
+            with profiled(profiles, profile):
+                async with measured(worker.pid) as usage:
+                    before = {name: cpu_seconds(pid) for name, pid in others.items()}
+                    started = time.perf_counter()
+                    results = await asyncio.gather(
+                        *(one(r) for r in requests), return_exceptions=True
+                    )
+                    wall = time.perf_counter() - started
+                    used = {name: cpu_seconds(pid) - before[name] for name, pid in others.items()}
         finally:
-            worker.terminate()
-            await worker.wait()
-    await env.shutdown()
+            await stop_worker(worker)
+            await env.shutdown()
     failed = [r for r in results if isinstance(r, BaseException)]
     print(f"clusters onboarded : {len(results) - len(failed)} of {len(results)}")
     if failed:
@@ -75,14 +87,16 @@ async def run(clusters: int, concurrency: int) -> None:
     print(f"worker peak RSS    : {usage.peak_rss / 2**20:.0f} MiB")
     for name, seconds in used.items():
         print(f"{name + ' CPU':<19}: {seconds:.1f} s")
+    print(f"end: {load_average()}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clusters", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=0, help="0: all at once")
+    parser.add_argument("--profile", type=Path, help="write py-spy profiles to this folder")
     args = parser.parse_args()
-    asyncio.run(run(args.clusters, args.concurrency))
+    asyncio.run(run(args.clusters, args.concurrency, args.profile))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ Builds the messages the engine sends for an N-cluster Kubernetes upgrade, the wa
 planner and the engine build them (cluster names like `eu-prod-0001`, a maintenance-window
 label on one cluster in ten, every cluster finished with timestamps and versions), and
 prints the JSON size of each: the start input (the plan), the continue-as-new input (plan
-and progress), the `progress` query answer and the membership answer (names). Per-cluster
+and progress), the `progress` query answer, the membership answer (names) and the run's
+result (the report). Per-cluster
 messages (ClusterTask, results, preflight and health chunks of 50) do not grow with N.
 """
 
@@ -73,11 +74,13 @@ def sizes(n: int) -> dict[str, int]:
         cluster.to_version, cluster.started_at, cluster.finished_at = "v1.31.2", now, now
     carried = RolloutInput(plan=plan, progress=progress)
     names = ClusterNames(names=[r.name for r in records])
+    report = Rollout(carried)._report()  # pure: builds the result from the progress
     return {
         "start input (plan)": len(start.model_dump_json()),
         "continue-as-new input (plan + progress)": len(carried.model_dump_json()),
         "progress query answer": len(progress.model_dump_json()),
         "membership answer (names)": len(names.model_dump_json()),
+        "the run's result (the report)": len(report.model_dump_json()),
         # For comparison: what the old plan and the per-wave record fetch carried.
         "(the full records, no longer carried)": sum(len(r.model_dump_json()) for r in records),
     }

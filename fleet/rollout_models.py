@@ -228,6 +228,9 @@ class ClusterResult(Model):
     from_version: str = ""
     to_version: str = ""
     changed: bool = False  # the cluster was modified (so an add-on undo applies)
+    # How the child reached the cluster (from its lock grant): the parent's wave health
+    # check reuses it instead of reading every record again. None before the lock.
+    access: ClusterAccess | None = None
 
 
 class ClusterProgress(Model):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows.cluster_task import ClusterChange, activity_failure
 from workflows.common import HEARTBEAT, KUBE_RETRY, KUBE_TIMEOUT
@@ -48,7 +48,7 @@ class AddonUpgrade(ClusterChange):
         target, ref = _target(task), _workload(task, self.access)
         try:
             self.set_step(f"reading {target.workload_name()}")
-            state = await workflow.execute_activity(
+            state = await workflow.execute_local_activity(
                 read_workload, ref, start_to_close_timeout=KUBE_TIMEOUT, retry_policy=KUBE_RETRY
             )
             result.from_version = result.to_version = state.image
@@ -64,7 +64,7 @@ class AddonUpgrade(ClusterChange):
                 retry_policy=KUBE_RETRY,
                 summary=f"image {target.image}",
             )
-        except ActivityError as err:
+        except (ActivityError, ApplicationError) as err:
             raise activity_failure(err, result) from None
         result.to_version = state.image
         self._generation = state.generation

@@ -6,6 +6,14 @@ something to write back, `record` and `where_now`). A child that fails raises a
 non-retryable `ClusterFailed` ApplicationError whose first detail is its `ClusterResult`,
 so the Temporal UI shows the child as failed and the parent still learns exactly what
 happened (was the cluster changed, what it is on now).
+
+Short reads of the cluster (health gates; a child's own reads) run as local activities:
+on the child's worker, without a round trip through the server's activity queue, so they
+follow each other within one workflow task. Steps that wait (a child's `change` polling
+Cluster API) stay activities that heartbeat, and so do the lock, the version record and
+the release: they update the cluster's entity workflow on this worker, and a local
+activity holds its run's workflow task slot while it waits, so many children at once
+could starve the entities they wait for.
 """
 
 from __future__ import annotations
@@ -14,10 +22,14 @@ from datetime import timedelta
 from typing import ClassVar
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    FailureError,
+    is_cancelled_exception,
+)
 
 from workflows.common import (
-    HEALTH_HEARTBEAT,
     HEALTH_TIMEOUT,
     INVENTORY_RETRY,
     INVENTORY_TIMEOUT,
@@ -137,7 +149,7 @@ class ClusterChange:
                 start_to_close_timeout=INVENTORY_TIMEOUT,
                 retry_policy=INVENTORY_RETRY,
             )
-        except ActivityError as err:
+        except (ActivityError, ApplicationError) as err:
             raise activity_failure(err, result) from None
         if grant.credential is None:  # an entity from before grants carried it
             result.status = ClusterStatus.FAILED
@@ -149,6 +161,7 @@ class ClusterChange:
             management=grant.management,
             version=task.cluster.version,
         )
+        result.access = self._access
 
     async def change(self, task: ClusterTask, result: ClusterResult) -> None:
         """Makes the change. Sets `result.changed` before the first write, and status
@@ -189,15 +202,14 @@ async def health_gate(
     settle_until = workflow.now() + timedelta(seconds=task.settle_seconds)
     while True:
         try:
-            report: HealthReport = await workflow.execute_activity(
+            report: HealthReport = await workflow.execute_local_activity(
                 check_cluster_health,
                 ref,
                 start_to_close_timeout=HEALTH_TIMEOUT,
-                heartbeat_timeout=HEALTH_HEARTBEAT,
                 retry_policy=KUBE_RETRY,
                 summary=f"health gate {when}",
             )
-        except ActivityError as err:
+        except (ActivityError, ApplicationError) as err:
             raise activity_failure(err, result) from None
         if report.health == Health.HEALTHY:
             return
@@ -221,13 +233,14 @@ async def record_version(task: ClusterTask, result: ClusterResult, version: str)
             start_to_close_timeout=INVENTORY_TIMEOUT,
             retry_policy=INVENTORY_RETRY,
         )
-    except ActivityError as err:
+    except (ActivityError, ApplicationError) as err:
         raise activity_failure(err, result) from None
 
 
-def activity_failure(err: ActivityError, result: ClusterResult) -> ClusterFailed:
-    """The failure to end the child with; a cancellation is re-raised as it is, so the
-    child ends cancelled (after its `finally` released the lock)."""
+def activity_failure(err: FailureError, result: ClusterResult) -> ClusterFailed:
+    """The failure to end the child with (from an activity's ActivityError, or the bare
+    error a local activity may raise); a cancellation is re-raised as it is, so the child
+    ends cancelled (after its `finally` released the lock)."""
     if is_cancelled_exception(err):
         raise err
     result.status = ClusterStatus.FAILED

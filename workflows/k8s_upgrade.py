@@ -3,7 +3,8 @@
 On the shared skeleton (workflows/cluster_task.py), the change is: read Cluster API
 versions -> control plane version and wait -> worker versions and wait; the verification
 reads what the cluster reports (/version, every kubelet); the record is the new version in
-the inventory. Every step is idempotent, so a re-run after a crash or on an already
+the inventory. The reads are local activities (quick, no wait); the two waits are
+activities that heartbeat. Every step is idempotent, so a re-run after a crash or on an already
 upgraded cluster does no harm; a cluster already at the target ends `unchanged`. A failed
 upgrade cannot be undone (no downgrades): the result says, and the inventory records,
 which version the cluster is on.
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows.cluster_task import (
     ClusterChange,
@@ -60,7 +61,7 @@ class K8sUpgrade(ClusterChange):
         request = _request(task, self.access)
         try:
             self.set_step("reading Cluster API objects")
-            state = await workflow.execute_activity(
+            state = await workflow.execute_local_activity(
                 read_capi_state,
                 request,
                 start_to_close_timeout=KUBE_TIMEOUT,
@@ -80,20 +81,20 @@ class K8sUpgrade(ClusterChange):
             state = await self._wait(upgrade_control_plane, request, "control plane")
             result.to_version = state.control_plane.status_version
             await self._wait(upgrade_workers, request, "workers")
-        except ActivityError as err:
+        except (ActivityError, ApplicationError) as err:
             raise activity_failure(err, result) from None
 
     async def verify(self, task: ClusterTask, result: ClusterResult) -> None:
         self.set_step("verifying versions")
         target = _target(task).version
         try:
-            report = await workflow.execute_activity(
+            report = await workflow.execute_local_activity(
                 read_cluster_versions,
                 VersionCheck(cluster=self.access.ref(), version=target),
                 start_to_close_timeout=KUBE_TIMEOUT,
                 retry_policy=KUBE_RETRY,
             )
-        except ActivityError as err:
+        except (ActivityError, ApplicationError) as err:
             raise activity_failure(err, result) from None
         result.to_version = report.api_version
         if report.problems:
@@ -109,14 +110,14 @@ class K8sUpgrade(ClusterChange):
         """Adds the versions Cluster API reports to the reason and records the control
         plane's version in the inventory, so the record is never left stale."""
         try:
-            state = await workflow.execute_activity(
+            state = await workflow.execute_local_activity(
                 read_capi_state,
                 _request(task, self.access),
                 start_to_close_timeout=KUBE_TIMEOUT,
                 retry_policy=KUBE_RETRY,
                 summary="reading versions after the failure",
             )
-        except ActivityError:
+        except (ActivityError, ApplicationError):
             return
         result.to_version = state.control_plane.status_version or result.to_version
         workers = ", ".join(

@@ -93,6 +93,9 @@ class Rollout:
         self._planned = {c.name: c for w in self._plan.waves for c in w.clusters}
         self._wake = 0  # bumped by every control and every finished child
         self._running = 0
+        # How each finished child of this run reached its cluster (its lock grant), for
+        # the wave health check; never carried across continue-as-new.
+        self._reached: dict[str, ClusterAccess] = {}
 
     # --- queries and controls -----------------------------------------------------------
 
@@ -347,6 +350,8 @@ class Rollout:
         finally:
             self._running -= 1
             self._wake += 1
+        if result.access is not None:
+            self._reached[cluster.name] = result.access
         if rollback:
             ok = result.status in (ClusterStatus.SUCCEEDED, ClusterStatus.UNCHANGED)
             cluster.status = ClusterStatus.ROLLED_BACK if ok else ClusterStatus.ROLLBACK_FAILED
@@ -425,7 +430,8 @@ class Rollout:
             return
         wave.status = WaveStatus.CHECKING
         self._details(f"wave {wave.name}: health check of {len(done)} clusters")
-        access = await resolve_access([c.name for c in done])
+        unknown = [c.name for c in done if c.name not in self._reached]
+        access = self._reached | (await resolve_access(unknown) if unknown else {})
         reports = await asyncio.gather(*(self._health(c.name, access.get(c.name)) for c in done))
         for cluster, report in zip(done, reports, strict=True):
             if report.health != Health.HEALTHY:
