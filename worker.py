@@ -20,8 +20,9 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from activities import access, baseline, health, inventory
+from activities import access, baseline, certs, health, inventory
 from fleet.config import Settings
+from workflows.certs import CertScan
 from workflows.cluster import ClusterEntity, ClusterIdentity
 from workflows.health import FleetHealthSweep
 from workflows.offboarding import Offboard
@@ -39,6 +40,7 @@ WORKFLOWS: list[type] = [
     FleetHealthSweep,
     Rollout,
     PlanCheck,
+    CertScan,
 ]
 
 ACTIVITIES: list[Callable[..., Any]] = [
@@ -57,6 +59,8 @@ ACTIVITIES: list[Callable[..., Any]] = [
     baseline.install_baseline,
     baseline.remove_baseline,
     health.check_cluster_health,
+    certs.scan_certificates,
+    certs.record_certificates,
 ]
 
 # Sync (kubernetes client) activities run on this many threads; also the activity slot count.
@@ -100,7 +104,7 @@ async def run_worker(client: Client, task_queue: str, *, stop: asyncio.Event | N
 
 async def main() -> None:
     from fleet.connect import connect
-    from starters.schedules import ensure_health_schedule
+    from starters.schedules import ensure_cert_scan_schedule, ensure_health_schedule
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
@@ -112,8 +116,9 @@ async def main() -> None:
     log = logging.getLogger("flotilla.worker")
     try:  # every deployment sweeps fleet health, not only `flotilla up`
         await ensure_health_schedule(client, task_queue=settings.task_queue)
+        await ensure_cert_scan_schedule(client, task_queue=settings.task_queue)
     except RPCError as exc:
-        log.warning("could not ensure the health-sweep schedule: %s", exc.message)
+        log.warning("could not ensure the health/cert-scan schedules: %s", exc.message)
     log.info("polling task queue %s", settings.task_queue)
     await run_worker(client, settings.task_queue, stop=stop)
 

@@ -33,18 +33,15 @@ from activities.inventory import _update
 from activities.kube import api_client, api_error_message, request
 from fleet import certs_kubeconfig, kubeconfig
 from fleet.certs import (
-    CertEntry,
     CertRecordRequest,
-    CertReport,
     CertReports,
     CertScanChunk,
-    CertSource,
-    TrustPin,
     entry_of,
     fingerprint,
     issuer_among,
     load_bundle,
 )
+from fleet.certs_models import CertEntry, CertReport, CertSource, TrustPin
 from fleet.models import ClusterRecord, CredentialRef, ManagementRef
 from fleet.rollout_models import ClusterAccess
 

@@ -494,8 +494,9 @@ def _mount_sub_apps() -> None:
     """The rollout helper's commands (`upgrade`, `addon`, `ops pause|resume|...`)."""
     if any(group.name == "upgrade" for group in app.registered_groups):
         return
-    from starters import cli_rollout
+    from starters import cli_certs, cli_rollout
 
+    cli_certs.mount(app)  # first: `certs renew|rotate` nest in its group
     cli_rollout.mount(app, ops_app)
 
 
