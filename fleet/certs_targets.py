@@ -144,16 +144,22 @@ def precondition(
     phase: RotationPhase, trusted: list[set[str]], signer: str, old: str, new: str
 ) -> str:
     """Why `phase` may not start, from what consumers trust now (one set of CA
-    fingerprints per consumer), the fingerprint of the CA signing the served leaf and the
-    staged old/new CAs; "" when it may. Re-running a phase that is done is allowed."""
-    everyone = lambda fp: all(fp in t for t in trusted)  # noqa: E731
-    if phase in (RotationPhase.REISSUE, RotationPhase.RESTORE) and not everyone(new):
-        return "not every consumer trusts the new CA yet: run phase add first"
-    if phase == RotationPhase.REMOVE and signer != new:
-        return "the served certificate is not signed by the new CA yet: run phase reissue first"
-    if phase == RotationPhase.REVERT and not everyone(old):
+    fingerprints per consumer), the CA that signs the served leaf and the staged old/new
+    CAs; "" when it may. The rule keeps every consumer connected during the step: the
+    phase's signer is trusted by every consumer already, and the current signer stays in
+    the phase's trust. Re-running a phase that is done is allowed."""
+    roles = {"old": old, "new": new}
+    names = {old: "old", new: "new"}
+    state = STATES[phase]
+    if signer not in names:
+        return "the served certificate is signed by neither the old nor the new CA"
+    if not all(roles[state.signer] in t for t in trusted):
+        if state.signer == "new":
+            return "not every consumer trusts the new CA yet: run phase add first"
         return "the old CA is no longer trusted everywhere: run phase restore first"
-    if phase == RotationPhase.WITHDRAW and signer != old:
+    if names[signer] not in state.trust:
+        if names[signer] == "old":
+            return "the served certificate is not signed by the new CA yet: run phase reissue first"
         return "the served certificate is signed by the new CA: run phase revert first"
     return ""
 
