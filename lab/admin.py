@@ -6,6 +6,10 @@
     POST   /clusters/{name}/faults {kind, ...params}   inject a fault
     DELETE /clusters/{name}/faults[/{kind}]  clear all faults or one kind
     POST   /clusters/{name}/users {name, verbs, resources?} -> {token}
+    GET    /clusters/{name}/certificates     served chain, trust, consumers' verdicts
+    POST   /clusters/{name}/certificates {expiresInDays}   re-issue the serving cert
+    POST   /clusters/{name}/cert-manager/certificates {namespace, name, expiresInDays,
+           secretName?, duration?, renewBefore?, dnsNames?}   seed a cert-manager Certificate
 
 Errors are `{"error": message}` with 404 for an unknown cluster and 400 for bad input.
 """
@@ -72,6 +76,9 @@ class AdminServer:
                 web.delete("/clusters/{name}/faults", self.clear_faults),
                 web.delete("/clusters/{name}/faults/{kind}", self.clear_faults),
                 web.post("/clusters/{name}/users", self.add_user),
+                web.get("/clusters/{name}/certificates", self.certificates),
+                web.post("/clusters/{name}/certificates", self.set_cert_expiry),
+                web.post("/clusters/{name}/cert-manager/certificates", self.seed_certificate),
             ]
         )
         self._runner = web.AppRunner(app, access_log=None)
@@ -130,6 +137,44 @@ class AdminServer:
             raise ValueError("a user needs a string name")
         token = self.lab.add_user(request.match_info["name"], user, verbs, resources)
         return web.json_response({"token": token}, status=201)
+
+    async def certificates(self, request: web.Request) -> web.Response:
+        return web.json_response(self.lab.certificates(request.match_info["name"]))
+
+    async def set_cert_expiry(self, request: web.Request) -> web.Response:
+        days = (await _body(request)).get("expiresInDays")
+        if not isinstance(days, int | float) or isinstance(days, bool):
+            raise ValueError("expiresInDays must be a number of days (negative: expired)")
+        return web.json_response(self.lab.set_cert_expiry(request.match_info["name"], float(days)))
+
+    async def seed_certificate(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        days = body.get("expiresInDays")
+        if not isinstance(days, int | float) or isinstance(days, bool):
+            raise ValueError("expiresInDays must be a number of days (negative: expired)")
+        strings = {
+            "namespace": "namespace",
+            "name": "name",
+            "secretName": "secret_name",
+            "duration": "duration",
+            "renewBefore": "renew_before",
+        }
+        options: dict[str, Any] = {}
+        for field, option in strings.items():
+            value = body.get(field)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{field} must be a string")
+            if value:
+                options[option] = value
+        if "namespace" not in options or "name" not in options:
+            raise ValueError("a certificate needs a namespace and a name")
+        names = body.get("dnsNames")
+        if names is not None:
+            if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+                raise ValueError("dnsNames must be a list of names")
+            options["dns_names"] = names
+        cert = self.lab.seed_certificate(request.match_info["name"], days=float(days), **options)
+        return web.json_response(cert, status=201)
 
     def _faults(self, name: str) -> dict[str, Any]:
         return {"name": name, "faults": self.lab.clusters[name].faults}

@@ -56,6 +56,7 @@ def _up(args: argparse.Namespace) -> None:
         upgrade_seconds=args.upgrade_seconds,
         state_file=args.state_file,
         seed=args.seed,
+        cert_expiry=args.cert_expiry,
     )
     try:
         asyncio.run(_serve(lab, info_path))
@@ -184,6 +185,18 @@ def _version(text: str) -> str:
     return text
 
 
+def _expiries(text: str) -> dict[str, float]:
+    """`eu-dev-1=-2,eu-prod-1=5`: days each cluster's serving certificate has left."""
+    out: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, days = item.partition("=")
+        try:
+            out[name] = float(days)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected NAME=DAYS, got {item!r}") from None
+    return out
+
+
 def _codes(text: str) -> list[int]:
     try:
         return [int(c) for c in text.split(",") if c]
@@ -222,6 +235,12 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--upgrade-seconds", type=float, default=2.0)
     up.add_argument("--state-file", type=Path)
     up.add_argument("--seed", type=int, default=0)
+    up.add_argument(
+        "--cert-expiry",
+        type=_expiries,
+        default={},
+        help="NAME=DAYS,...: days a cluster's serving certificate has left (negative: expired)",
+    )
     up.set_defaults(run=_up)
 
     status = command("status", "list clusters, versions and faults")

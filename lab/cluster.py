@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from lab.auth import ADMIN_NAME, User
+from lab.pki import ServingTLS
 from lab.store import ObjectStore
 
 HTTP_FAULTS = ("dark", "slow", "flaky")
@@ -27,6 +28,7 @@ class Cluster:
     users: dict[str, User] = field(default_factory=dict)  # by token
     site: web.TCPSite | None = None
     released: asyncio.Event = field(default_factory=asyncio.Event)  # ends a dark/hang
+    tls: ServingTLS | None = None  # its CA, trust bundle and serving certificate
 
     @property
     def context(self) -> str:

@@ -1,5 +1,6 @@
 """The lab's kubeconfig: one context `lab-<name>` per cluster (management included),
-cluster and user entries of the same name, the lab CA embedded, written 0600."""
+cluster and user entries of the same name, each cluster's current trust bundle embedded,
+written 0600. `for_cluster` is the kubeconfig Cluster API keeps in `<cluster>-kubeconfig`."""
 
 from __future__ import annotations
 
@@ -13,8 +14,16 @@ import yaml
 from lab.cluster import Cluster
 
 
-def render(clusters: Iterable[Cluster], *, ca_pem: bytes, current: str) -> dict[str, object]:
-    ca = base64.b64encode(ca_pem).decode()
+def _trust(cluster: Cluster, default: bytes | None) -> str:
+    pem = cluster.tls.trust_pem if cluster.tls is not None else default
+    assert pem is not None, f"cluster {cluster.name} has no trust bundle"
+    return base64.b64encode(pem).decode()
+
+
+def render(
+    clusters: Iterable[Cluster], *, current: str, ca_pem: bytes | None = None
+) -> dict[str, object]:
+    """`ca_pem` serves clusters without their own TLS."""
     entries = list(clusters)
     return {
         "apiVersion": "v1",
@@ -22,7 +31,10 @@ def render(clusters: Iterable[Cluster], *, ca_pem: bytes, current: str) -> dict[
         "preferences": {},
         "current-context": current,
         "clusters": [
-            {"name": c.context, "cluster": {"server": c.server, "certificate-authority-data": ca}}
+            {
+                "name": c.context,
+                "cluster": {"server": c.server, "certificate-authority-data": _trust(c, ca_pem)},
+            }
             for c in entries
         ],
         "users": [{"name": c.context, "user": {"token": c.token}} for c in entries],
@@ -31,6 +43,29 @@ def render(clusters: Iterable[Cluster], *, ca_pem: bytes, current: str) -> dict[
             for c in entries
         ],
     }
+
+
+def for_cluster(cluster: Cluster) -> str:
+    """The admin kubeconfig of one cluster, named as Cluster API names it."""
+    user, context = f"{cluster.name}-admin", f"{cluster.name}-admin@{cluster.name}"
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "preferences": {},
+        "current-context": context,
+        "clusters": [
+            {
+                "name": cluster.name,
+                "cluster": {
+                    "server": cluster.server,
+                    "certificate-authority-data": _trust(cluster, None),
+                },
+            }
+        ],
+        "users": [{"name": user, "user": {"token": cluster.token}}],
+        "contexts": [{"name": context, "context": {"cluster": cluster.name, "user": user}}],
+    }
+    return yaml.dump(config, Dumper=yaml.CSafeDumper, sort_keys=False)
 
 
 def write_private(path: Path, text: str) -> None:
@@ -44,8 +79,9 @@ def write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write(path: Path, clusters: Iterable[Cluster], *, ca_pem: bytes, current: str) -> Path:
-    write_private(
-        path, yaml.safe_dump(render(clusters, ca_pem=ca_pem, current=current), sort_keys=False)
-    )
+def write(
+    path: Path, clusters: Iterable[Cluster], *, current: str, ca_pem: bytes | None = None
+) -> Path:
+    config = render(clusters, current=current, ca_pem=ca_pem)
+    write_private(path, yaml.dump(config, Dumper=yaml.CSafeDumper, sort_keys=False))
     return path

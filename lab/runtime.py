@@ -12,15 +12,17 @@ import asyncio
 import contextlib
 import copy
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from lab import kubeconfig, pki, state
+from lab import certreport, kubeconfig, pki, state
 from lab.api import discovery
 from lab.api.registry import NAMESPACES
 from lab.auth import ALL_VERBS, User, new_token
 from lab.cluster import HTTP_FAULTS, Cluster
+from lab.controllers import capi, certmanager
 from lab.server import ApiServer
 from lab.simulation import BEHAVIOUR_FAULTS, Simulation
 from lab.store import ObjectStore
@@ -35,9 +37,11 @@ class Lab:
     """A fleet of simulated clusters served over HTTPS from this process.
 
     `clusters` is a count (named by lab.topology) or explicit specs. With `state_file`,
-    `start()` restores ports, tokens, CA and objects from it when it exists, and `stop()`
+    `start()` restores ports, tokens, CAs and objects from it when it exists, and `stop()`
     writes it. `simulate=False` serves bare API servers (namespaces only, no controllers:
     a deleted namespace stays Terminating, as without kube-controller-manager).
+    `cert_expiry` maps cluster names to the days their first serving certificate has left
+    (negative: expired); others get a year. See docs/lab-certificates.md.
     """
 
     def __init__(
@@ -52,6 +56,7 @@ class Lab:
         state_file: Path | None = None,
         seed: int = 0,
         simulate: bool = True,
+        cert_expiry: Mapping[str, float] | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.specs = (
@@ -67,7 +72,7 @@ class Lab:
             else None
         )
         self.clusters: dict[str, Cluster] = {}  # management first, then workload clusters
-        self.ca: pki.KeyPair | None = None
+        self.cert_expiry = dict(cert_expiry or {})
         self._server: ApiServer | None = None
         self._sim_task: asyncio.Task[None] | None = None
 
@@ -89,23 +94,19 @@ class Lab:
         if saved is not None:
             self._restore(saved)
         else:
-            self.ca = pki.create_ca()
-            if self.simulation is not None:
-                self.simulation.set_root_ca(self.ca.cert_pem.decode())
             self._create(MANAGEMENT, {}, self.version, management=True)
             if self.simulation is not None:
-                self.simulation.attach_management(self.management.store)
+                self.simulation.attach_management(self.management.store, certs=self)
             for spec in self.specs:
                 self._add(spec.name, dict(spec.labels), spec.version)
-        assert self.ca is not None
-        self._server = ApiServer(
-            pki.server_ssl_context(pki.issue_server_cert(self.ca)), seed=self.seed
-        )
+        self._server = ApiServer(seed=self.seed)
         await self._server.start()
         for cluster in self.clusters.values():
             dark = cluster.faults.get("dark", {}).get("mode") == "refuse"
             if not dark:
                 await self._server.listen(cluster)
+        for cluster in self.workload_clusters():
+            self._publish_kubeconfig(cluster)
         if self.simulation is not None:
             self._sim_task = asyncio.create_task(self.simulation.run())
         self.write_kubeconfig()
@@ -142,7 +143,9 @@ class Lab:
     ) -> Cluster:
         store = ObjectStore(name)
         cluster = Cluster(name, labels, version, new_token(), store, management=management)
+        cluster.tls = pki.ServingTLS.create(name, days=self.cert_expiry.get(name))
         if self.simulation is not None:
+            self.simulation.set_trust(name, cluster.tls.trust_pem.decode())
             self.simulation.seed_cluster(store, name=name, version=version, nodes=self.nodes)
             self.simulation.attach(name, store)
         else:
@@ -153,6 +156,11 @@ class Lab:
     def _add(self, name: str, labels: dict[str, str], version: str) -> Cluster:
         cluster = self._create(name, labels, version)
         if self.simulation is not None:
+            assert cluster.tls is not None
+            self.management.store.create(
+                capi.SECRETS,
+                capi.ca_secret(name, cluster.tls.trust_pem, cluster.tls.signer.key_pem),
+            )
             self.simulation.register_capi(
                 name=name, version=version, nodes=self.nodes, labels=labels
             )
@@ -175,6 +183,7 @@ class Lab:
         cluster = self._add(name, dict(labels), version)
         if self._server is not None:
             await self._server.listen(cluster)
+        self._publish_kubeconfig(cluster)
         self.write_kubeconfig()
         return cluster
 
@@ -262,6 +271,58 @@ class Lab:
         if dark.get("mode") == "refuse" and self._server is not None:
             await self._server.listen(cluster)
 
+    # ---- certificates (the `capi.ServingCerts` the CAPI controller renews through) -----
+
+    def expiry(self, cluster: str) -> datetime | None:
+        tls = self._get(cluster).tls
+        return tls.not_after if tls is not None else None
+
+    def renew(self, cluster: str, signer: pki.KeyPair, trust_pem: bytes) -> datetime:
+        """A control-plane rollout: a new serving certificate from `signer`, and
+        `trust_pem` published as the cluster's trust bundle everywhere consumers read it."""
+        target = self._get(cluster)
+        assert target.tls is not None
+        target.tls.renew(signer)
+        target.tls.trust_pem = trust_pem
+        if self.simulation is not None:
+            self.simulation.set_trust(cluster, trust_pem.decode())
+        self._publish_kubeconfig(target)
+        self.write_kubeconfig()
+        return target.tls.not_after
+
+    def set_cert_expiry(self, name: str, days: float) -> dict[str, Any]:
+        """Re-issues the serving certificate now with `days` left (negative: expired), from
+        the current signing CA; the control-plane Machine's annotation follows."""
+        cluster = self._get(name)
+        assert cluster.tls is not None
+        cluster.tls.renew(not_after=pki.not_after_in(days))
+        if not cluster.management:
+            capi.annotate_expiry(self.management.store, name, cluster.tls.not_after)
+        return self.certificates(name)
+
+    def certificates(self, name: str) -> dict[str, Any]:
+        """The served chain, trust bundle and each consumer's verdict (docs/lab-certificates.md)."""
+        return certreport.report(self, self._get(name))
+
+    def seed_certificate(self, name: str, **options: Any) -> dict[str, Any]:
+        """A cert-manager Certificate in cluster `name` as if issued earlier
+        (lab.controllers.certmanager.seed_certificate); needs the simulation."""
+        if self.simulation is None:
+            raise ValueError("seeding certificates needs the simulation (cert-manager)")
+        return certmanager.seed_certificate(self._get(name).store, **options)
+
+    def _publish_kubeconfig(self, cluster: Cluster) -> None:
+        """`<cluster>-kubeconfig` in mgmt, as KCP keeps it (needs the cluster's port)."""
+        if self.simulation is None or cluster.management or cluster.tls is None:
+            return
+        mgmt = self.management.store
+        secret = capi.kubeconfig_secret(cluster.name, kubeconfig.for_cluster(cluster))
+        current = mgmt.find(capi.SECRETS, capi.NAMESPACE, secret["metadata"]["name"])
+        if current is None:
+            mgmt.create(capi.SECRETS, secret)
+        elif current.get("data") != secret["data"]:
+            mgmt.update(capi.SECRETS, dict(current, data=secret["data"]))
+
     # ---- users, kubeconfig, state ------------------------------------------------------
 
     def add_user(
@@ -277,12 +338,9 @@ class Lab:
         return token
 
     def write_kubeconfig(self) -> Path:
-        assert self.ca is not None
         workloads = self.workload_clusters()
         current = (workloads[0] if workloads else self.management).context
-        return kubeconfig.write(
-            self.kubeconfig, self.clusters.values(), ca_pem=self.ca.cert_pem, current=current
-        )
+        return kubeconfig.write(self.kubeconfig, self.clusters.values(), current=current)
 
     def describe(self) -> list[dict[str, Any]]:
         """Workload clusters as the admin API and lab.json list them (no secrets)."""
@@ -311,17 +369,16 @@ class Lab:
 
     def secrets(self) -> list[str]:
         """Every token and private key this lab issued (for no-secrets-in-history tests)."""
-        assert self.ca is not None
-        out = [self.ca.key_pem.decode()]
+        out = []
         for c in self.clusters.values():
             out.append(c.token)
             out.extend(c.users)
+            if c.tls is not None:
+                out += [c.tls.signer.key_pem.decode(), c.tls.serving.key_pem.decode()]
         return out
 
     def dump(self) -> dict[str, Any]:
-        assert self.ca is not None
         return {
-            "ca": {"cert": self.ca.cert_pem.decode(), "key": self.ca.key_pem.decode()},
             "nodes": self.nodes,
             "clusters": [
                 {
@@ -334,13 +391,14 @@ class Lab:
                     "faults": c.faults,
                     "users": [u.dump() for u in c.users.values()],
                     "store": c.store.dump(),
+                    "tls": c.tls.dump() if c.tls is not None else None,
                 }
                 for c in self.clusters.values()
             ],
         }
 
     def _restore(self, data: dict[str, Any]) -> None:
-        self.ca = pki.KeyPair(data["ca"]["cert"].encode(), data["ca"]["key"].encode())
+        legacy = pki.KeyPair.load(data["ca"]) if "ca" in data else None  # one lab-wide CA
         self.nodes = int(data.get("nodes", self.nodes))
         for entry in data["clusters"]:
             store = ObjectStore.load(entry["name"], entry["store"])
@@ -356,12 +414,28 @@ class Lab:
                 faults=dict(entry.get("faults") or {}),
                 users={u.token: u for u in users},
             )
+            if entry.get("tls"):
+                cluster.tls = pki.ServingTLS.load(entry["tls"])
+            elif legacy is not None:
+                cluster.tls = pki.ServingTLS(legacy, legacy.cert_pem, pki.not_after_in(None))
             self.clusters[cluster.name] = cluster
         if self.simulation is not None:
-            self.simulation.set_root_ca(self.ca.cert_pem.decode())
             for cluster in self.clusters.values():
+                if cluster.tls is not None:
+                    self.simulation.set_trust(cluster.name, cluster.tls.trust_pem.decode())
                 self.simulation.attach(cluster.name, cluster.store)
-            self.simulation.attach_management(self.management.store)
+            self.simulation.attach_management(self.management.store, certs=self)
+            for cluster in self.workload_clusters():  # state files from before per-cluster CAs
+                name = f"{cluster.name}-ca"
+                if cluster.tls and not self.management.store.find(
+                    capi.SECRETS, capi.NAMESPACE, name
+                ):
+                    self.management.store.create(
+                        capi.SECRETS,
+                        capi.ca_secret(
+                            cluster.name, cluster.tls.trust_pem, cluster.tls.signer.key_pem
+                        ),
+                    )
             for cluster in self.workload_clusters():
                 for kind in BEHAVIOUR_FAULTS & set(cluster.faults):
                     self.simulation.set_fault(cluster.name, kind, cluster.faults[kind])

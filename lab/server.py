@@ -13,6 +13,7 @@ import logging
 import random
 import ssl
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from aiohttp import web
 
@@ -35,8 +36,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class ApiServer:
     """Serves every cluster registered with `listen`; `stop_listening` closes one."""
 
-    def __init__(self, ssl_context: ssl.SSLContext, *, seed: int = 0):
-        self._ssl = ssl_context
+    def __init__(self, ssl_context: ssl.SSLContext | None = None, *, seed: int = 0):
+        self._ssl = ssl_context  # for clusters without their own TLS (`Cluster.tls`)
         self._by_port: dict[int, Cluster] = {}
         self._random = random.Random(seed)
         app = web.Application(middlewares=[self._middleware], client_max_size=16 * 1024 * 1024)
@@ -52,12 +53,14 @@ class ApiServer:
         await self._runner.cleanup()
 
     async def listen(self, cluster: Cluster) -> None:
-        """Starts serving `cluster` on its port (an ephemeral one when the port is 0)."""
+        """Starts serving `cluster` on its port (an ephemeral one when the port is 0), with
+        its own TLS (a `ServingTLS` stands in for the SSLContext: asyncio only calls its
+        `wrap_bio`)."""
         site = web.TCPSite(
             self._runner,
             "127.0.0.1",
             cluster.port,
-            ssl_context=self._ssl,
+            ssl_context=cast(ssl.SSLContext, cluster.tls) if cluster.tls else self._ssl,
             reuse_address=True,
             backlog=512,
         )

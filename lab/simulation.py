@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from lab import seed
-from lab.controllers.capi import CapiController
+from lab.controllers.capi import CapiController, ServingCerts
+from lab.controllers.certmanager import CertManagerController
 from lab.controllers.common import CONFIGMAPS, NODES, Timers
 from lab.controllers.endpoints import EndpointController
 from lab.controllers.events import Recorder
@@ -51,6 +52,7 @@ class _Attached:
     namespaces: NamespaceController
     endpoints: EndpointController
     active: bool = True
+    certmanager: CertManagerController | None = None
 
 
 class Simulation:
@@ -59,7 +61,7 @@ class Simulation:
         self.upgrade_seconds = upgrade_seconds
         self._clusters: dict[str, _Attached] = {}
         self._capi: CapiController | None = None
-        self.ca_pem = ""  # the CA bundle every namespace's kube-root-ca.crt publishes
+        self._trust: dict[str, str] = {}  # each cluster's CA bundle (kube-root-ca.crt)
         self._stopped = asyncio.Event()  # binds to a loop only when awaited
 
     def seed_cluster(self, store: ObjectStore, *, name: str, version: str, nodes: int) -> None:
@@ -69,13 +71,14 @@ class Simulation:
     def attach(self, name: str, store: ObjectStore) -> None:
         """Starts the controllers of a cluster's store (one timer set and recorder each)."""
         timers, recorder = Timers(), Recorder(store)
+        ca_pem = self._trust.get(name, "")
         attached = _Attached(
             store,
             timers,
             WorkloadController(
                 store, timers=timers, rollout_delay=self.rollout_delay, recorder=recorder
             ),
-            NamespaceController(store, ca_pem=self.ca_pem, timers=timers, delay=self.rollout_delay),
+            NamespaceController(store, ca_pem=ca_pem, timers=timers, delay=self.rollout_delay),
             EndpointController(store, timers=timers),
         )
         self._clusters[name] = attached
@@ -88,6 +91,8 @@ class Simulation:
         attached.namespaces.start()
         attached.workloads.start()
         attached.endpoints.start()
+        attached.certmanager = CertManagerController(store, timers=timers, apiserver_ca=ca_pem)
+        attached.certmanager.start()
         if self._capi is not None:
             self._capi.queue(name)
 
@@ -98,17 +103,24 @@ class Simulation:
             attached.workloads.stop()
             attached.namespaces.stop()
             attached.endpoints.stop()
+            if attached.certmanager is not None:
+                attached.certmanager.stop()
 
-    def set_root_ca(self, ca_pem: str) -> None:
-        """The CA every cluster's root CA publisher distributes; attached clusters follow."""
-        self.ca_pem = ca_pem
-        for attached in self._clusters.values():
+    def set_trust(self, name: str, ca_pem: str) -> None:
+        """Cluster `name`'s own trust bundle (kube-root-ca.crt, inject-apiserver-ca
+        webhooks); applies at once when attached, else at `attach`."""
+        self._trust[name] = ca_pem
+        attached = self._clusters.get(name)
+        if attached is not None:
             attached.namespaces.set_ca(ca_pem)
+            if attached.certmanager is not None:
+                attached.certmanager.set_apiserver_ca(ca_pem)
 
-    def attach_management(self, store: ObjectStore) -> None:
-        """Installs the Cluster API CRDs, admission validators and controllers on mgmt."""
+    def attach_management(self, store: ObjectStore, certs: ServingCerts | None = None) -> None:
+        """Installs the Cluster API CRDs, admission validators and controllers on mgmt;
+        `certs` renews serving certificates when control planes roll."""
         self._capi = CapiController(
-            store, workload=self._store_of, upgrade_seconds=self.upgrade_seconds
+            store, workload=self._store_of, upgrade_seconds=self.upgrade_seconds, certs=certs
         )
         self._capi.start()
 

@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import json
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -25,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography import x509
+
+from lab import pki
 
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 20.0
@@ -74,6 +79,22 @@ class LabAdmin:
         """Adds a limited identity to cluster `name`; returns its bearer token."""
         body = {"name": user, "verbs": list(verbs), "resources": list(resources)}
         return str(self._call("POST", f"/clusters/{name}/users", body)["token"])
+
+    def certificates(self, name: str) -> dict[str, Any]:
+        """The cluster's served chain, trust bundle and consumers' verdicts."""
+        return dict(self._call("GET", f"/clusters/{name}/certificates"))
+
+    def set_cert_expiry(self, name: str, days: float) -> dict[str, Any]:
+        """Re-issues the serving certificate with `days` left (negative: expired)."""
+        return dict(self._call("POST", f"/clusters/{name}/certificates", {"expiresInDays": days}))
+
+    def seed_certificate(
+        self, cluster: str, namespace: str, name: str, days: float, **spec: Any
+    ) -> dict[str, Any]:
+        """A cert-manager Certificate issued earlier, `days` from expiry; `spec` in API
+        spelling: secretName, duration, renewBefore, dnsNames."""
+        body = {"namespace": namespace, "name": name, "expiresInDays": days, **spec}
+        return dict(self._call("POST", f"/clusters/{cluster}/cert-manager/certificates", body))
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -235,10 +256,10 @@ class LabProcess:
         state_file = self.options.get("state_file")
         if state_file:
             state = _read_json(Path(state_file)) or {}
-            if "ca" in state:
-                out.append(state["ca"]["key"])
             for cluster in state.get("clusters", []):
                 out.append(cluster["token"])
+                tls = cluster.get("tls") or {}
+                out += [tls[k]["key"] for k in ("signer", "serving") if k in tls]
                 out.extend(u["token"] for u in cluster.get("users", []))
         return sorted(set(out))
 
@@ -268,3 +289,46 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+# ---- TLS helpers ---------------------------------------------------------------------------
+
+
+def _split(server: str) -> tuple[str, int]:
+    host, _, port = server.removeprefix("https://").rstrip("/").rpartition(":")
+    return host, int(port)
+
+
+def served_certificate(server: str, *, timeout: float = 10.0) -> x509.Certificate:
+    """The leaf certificate `server` (https://host:port) presents, read without verifying
+    it (as `kubeadm certs check-expiration` reads files, or `openssl s_client` does)."""
+    host, port = _split(server)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection((host, port), timeout=timeout) as raw,
+        context.wrap_socket(raw) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def verify_handshake(server: str, ca_pem: bytes | str, *, timeout: float = 10.0) -> None:
+    """A TLS handshake with `server` trusting only `ca_pem`; raises
+    ssl.SSLCertVerificationError when that bundle does not verify the served chain."""
+    host, port = _split(server)
+    cadata = ca_pem.decode() if isinstance(ca_pem, bytes) else ca_pem
+    context = ssl.create_default_context(cadata=cadata)
+    with (
+        socket.create_connection((host, port), timeout=timeout) as raw,
+        context.wrap_socket(raw, server_hostname=host),
+    ):
+        pass
+
+
+def new_ca(common_name: str = "kubernetes") -> tuple[bytes, bytes]:
+    """A fresh CA (EC P-256) as (cert PEM, key PEM): the new CA of a rotation."""
+    keypair = pki.create_ca(common_name)
+    return keypair.cert_pem, keypair.key_pem

@@ -139,6 +139,20 @@ BUILTIN: tuple[Resource, ...] = (
         subresources=_STATUS,
     ),
     _r(
+        "admissionregistration.k8s.io",
+        "validatingwebhookconfigurations",
+        "ValidatingWebhookConfiguration",
+        ns=False,
+        categories=("api-extensions",),
+    ),
+    _r(
+        "admissionregistration.k8s.io",
+        "mutatingwebhookconfigurations",
+        "MutatingWebhookConfiguration",
+        ns=False,
+        categories=("api-extensions",),
+    ),
+    _r(
         "authorization.k8s.io",
         "selfsubjectaccessreviews",
         "SelfSubjectAccessReview",

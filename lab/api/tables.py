@@ -326,15 +326,21 @@ TABLES: dict[tuple[str, str], tuple[list[Column], Row]] = {
 }
 
 
-_JSON_PATH_STEP = re.compile(r"\.([^.\[]+)|\['((?:[^'\\]|\\.)*)'\]|\[(\d+)\]")
+_JSON_PATH_STEP = re.compile(
+    r"\.([^.\[]+)|\['((?:[^'\\]|\\.)*)'\]|\[(\d+)\]|\[\?\(@\.([\w-]+)==\"([^\"]*)\"\)\]"
+)
 
 
 def json_path(obj: Any, path: str) -> str:
-    """A printer column's simple JSONPath (`.a.b`, `['x\\.y/z']`, `[0]`) as text."""
+    """A printer column's simple JSONPath (`.a.b`, `['x\\.y/z']`, `[0]`,
+    `[?(@.type=="Ready")]`) as text."""
     path = path.strip().removeprefix("{").removesuffix("}").removeprefix("$")
     for m in _JSON_PATH_STEP.finditer(path):
-        name, quoted, index = m.groups()
-        if index is not None:
+        name, quoted, index, field, wanted = m.groups()
+        if field is not None:  # a filter: the first element whose field equals the value
+            items = obj if isinstance(obj, list) else []
+            obj = next((i for i in items if isinstance(i, dict) and i.get(field) == wanted), None)
+        elif index is not None:
             obj = obj[int(index)] if isinstance(obj, list) and int(index) < len(obj) else None
         else:
             key = name if name is not None else re.sub(r"\\(.)", r"\1", quoted)

@@ -9,15 +9,31 @@ spec.template.spec.version rolls the workers one at a time, `upgrade_seconds` ea
 (cordoned while rolling). With the upgrade-fail fault, the upgrade in flight stops at its
 next step with Ready=False (severity Error) and resumes once the fault is cleared.
 
+Each cluster has one control-plane Machine `<c>-control-plane-<5 chars>` owned by the KCP,
+whose `machine.cluster.x-k8s.io/certificates-expiry` annotation and
+`status.certificatesExpiryDate` give its serving certificate's notAfter (a value written
+into the annotation by a client wins, as in CAPI). A KCP rollout replaces that Machine:
+a version change, `spec.rolloutAfter` passing the Machine's creationTimestamp, or
+`spec.rolloutBefore.certificatesExpiryDays` reaching its expiry date. Replacing it renews
+the cluster's serving certificate from the signing CA of the `<c>-ca` Secret (tls.key
+picks it out of tls.crt, whose certificates become the cluster's trust bundle), through
+`ServingCerts`; a `<c>-ca` that cannot sign holds the rollout with
+CertificatesAvailable=False.
+
 Admission mirrors the CAPI webhooks: a version must be semver, may not go down, may not
-skip a minor, and a MachineDeployment may not run ahead of its control plane.
+skip a minor, and a MachineDeployment may not run ahead of its control plane;
+rolloutBefore.certificatesExpiryDays must be at least 7.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 import re
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from lab.controllers.common import (
     CONFIGMAPS,
@@ -28,22 +44,42 @@ from lab.controllers.common import (
     Timers,
     is_control_plane,
     node_ready,
+    owner_ref,
+    safe_hash,
     set_condition,
     write_status,
 )
 from lab.controllers.nodes import set_kubelet_version, set_unschedulable, workers
+from lab.pki import KeyPair, signer_of
 from lab.store import ApiError, Event, Obj, ObjectStore, ResourceKey, now_iso
 
 NAMESPACE = "fleet"
 CLUSTERS = ResourceKey("cluster.x-k8s.io", "clusters")
 MACHINEDEPLOYMENTS = ResourceKey("cluster.x-k8s.io", "machinedeployments")
 KUBEADMCONTROLPLANES = ResourceKey("controlplane.cluster.x-k8s.io", "kubeadmcontrolplanes")
+MACHINES = ResourceKey("cluster.x-k8s.io", "machines")
+SECRETS = ResourceKey("", "secrets")
 CLUSTER_NAME_LABEL = "cluster.x-k8s.io/cluster-name"
+CONTROL_PLANE_LABEL = "cluster.x-k8s.io/control-plane"
+CERTIFICATES_EXPIRY = "machine.cluster.x-k8s.io/certificates-expiry"
+SECRET_TYPE = "cluster.x-k8s.io/secret"
+_CERTS_FAILED = "CertificatesGenerationFailed"
 
 _SEMVER = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(?:[-+].*)?$")
 _FAILED = "NodeStartupTimeout"
 
 StoreLookup = Callable[[str], ObjectStore | None]
+
+
+class ServingCerts(Protocol):
+    """The workload clusters' serving certificates, as the lab runtime keeps them."""
+
+    def expiry(self, cluster: str) -> datetime | None:
+        """The notAfter of the cluster's current serving certificate."""
+
+    def renew(self, cluster: str, signer: KeyPair, trust_pem: bytes) -> datetime:
+        """A new serving certificate from `signer`, `trust_pem` the new trust bundle;
+        returns its notAfter."""
 
 
 def parse_version(version: str) -> tuple[int, int, int] | None:
@@ -131,6 +167,20 @@ def crds() -> list[Obj]:
         ),
         _crd(
             "cluster.x-k8s.io",
+            "Machine",
+            "machines",
+            ["ma"],
+            [
+                _col("Cluster", ".spec.clusterName"),
+                _col("NodeName", ".status.nodeRef.name"),
+                _col("ProviderID", ".spec.providerID"),
+                _col("Phase", ".status.phase"),
+                age,
+                _col("Version", ".spec.version"),
+            ],
+        ),
+        _crd(
+            "cluster.x-k8s.io",
             "MachineDeployment",
             "machinedeployments",
             ["md"],
@@ -201,11 +251,17 @@ class CapiController:
     """Cluster API objects and upgrades for every workload cluster, on the mgmt store."""
 
     def __init__(
-        self, mgmt: ObjectStore, *, workload: StoreLookup, upgrade_seconds: float = 2.0
+        self,
+        mgmt: ObjectStore,
+        *,
+        workload: StoreLookup,
+        upgrade_seconds: float = 2.0,
+        certs: ServingCerts | None = None,
     ) -> None:
         self.mgmt = mgmt
         self.workload = workload
         self.upgrade_seconds = upgrade_seconds
+        self.certs = certs  # None: no certificates (bare simulations in tests)
         self.timers = Timers()
         self.failing: set[str] = set()  # clusters with the upgrade-fail fault
 
@@ -246,6 +302,7 @@ class CapiController:
             created = self.mgmt.create(key, obj)
             if key == KUBEADMCONTROLPLANES:
                 status.update(_kcp_status(created, "settled"))
+                self._create_machine(name, created, version)
             elif key == MACHINEDEPLOYMENTS:
                 status = _md_status(
                     created, total=workers_count, updated=workers_count, ready=workers_count
@@ -254,13 +311,16 @@ class CapiController:
 
     def unregister(self, name: str) -> None:
         for key, obj_name in (
+            *((MACHINES, m["metadata"]["name"]) for m in self._machines(name)),
             (MACHINEDEPLOYMENTS, f"{name}-md-0"),
             (KUBEADMCONTROLPLANES, f"{name}-control-plane"),
             (CLUSTERS, name),
+            (SECRETS, f"{name}-ca"),
+            (SECRETS, f"{name}-kubeconfig"),
         ):
             if self.mgmt.find(key, NAMESPACE, obj_name) is not None:
                 self.mgmt.delete(key, NAMESPACE, obj_name)
-        for prefix in ("kcp", "md"):
+        for prefix in ("kcp", "md", "due"):
             self.timers.cancel((prefix, name))
         self.failing.discard(name)
 
@@ -278,6 +338,16 @@ class CapiController:
         if key == KUBEADMCONTROLPLANES:
             before = old["spec"].get("version") if old else None
             why = _check_step(before, new["spec"].get("version", ""))
+            days = new["spec"].get("rolloutBefore", {}).get("certificatesExpiryDays")
+            if why is None and days is not None and (not isinstance(days, int) or days < 7):
+                raise _denied(
+                    "kubeadmcontrolplane.controlplane.cluster.x-k8s.io",
+                    "KubeadmControlPlane",
+                    "controlplane.cluster.x-k8s.io",
+                    name,
+                    "spec.rolloutBefore.certificatesExpiryDays",
+                    f"Invalid value: {days!r}: must be greater than or equal to 7",
+                )
             if why:
                 raise _denied(
                     "kubeadmcontrolplane.controlplane.cluster.x-k8s.io",
@@ -322,10 +392,14 @@ class CapiController:
     # ---- reconcile ---------------------------------------------------------------------
 
     def on_event(self, event: Event) -> None:
-        if event.key in (KUBEADMCONTROLPLANES, MACHINEDEPLOYMENTS) and event.type != "DELETED":
+        watched = (KUBEADMCONTROLPLANES, MACHINEDEPLOYMENTS, MACHINES, SECRETS)
+        if event.key in watched and event.type != "DELETED":
             cluster = event.object["metadata"].get("labels", {}).get(CLUSTER_NAME_LABEL)
-            if cluster:
-                self.queue(cluster)
+            if cluster and event.object["metadata"].get("namespace") == NAMESPACE:
+                if event.key == MACHINES:
+                    self._sync_machine_expiry(event.object)
+                else:
+                    self.queue(cluster)
 
     def queue(self, cluster: str) -> None:
         """Reconciles the cluster's control plane and workers on the next loop turn."""
@@ -340,12 +414,29 @@ class CapiController:
         if kcp is None:
             return
         target, current = kcp["spec"]["version"], kcp.get("status", {}).get("version")
-        if target == current:
-            self.timers.cancel(("kcp", cluster))
-            write_status(self.mgmt, KUBEADMCONTROLPLANES, kcp, _kcp_status(kcp, "settled"))
+        machines = self._machines(cluster)
+        if not machines:  # restored from a state file written before Machines existed
+            self._create_machine(cluster, kcp, current or target)
+            machines = self._machines(cluster)
+        due, wake = _rollout_due(kcp, machines, datetime.now(UTC))
+        self.timers.cancel(("due", cluster))
+        if wake is not None:
+            delay = (wake - datetime.now(UTC)).total_seconds() + 0.01
+            self.timers.later(("due", cluster), max(delay, 0.0), lambda: self.queue(cluster))
+        if target == current and not due:
+            if not self.timers.armed(("kcp", cluster)):
+                write_status(self.mgmt, KUBEADMCONTROLPLANES, kcp, _kcp_status(kcp, "settled"))
             return
         failed = _reason(kcp, "Ready") == _FAILED
         if failed and cluster in self.failing:
+            return
+        try:
+            self._signing_ca(cluster)
+        except ValueError as exc:
+            self.timers.cancel(("kcp", cluster))
+            write_status(
+                self.mgmt, KUBEADMCONTROLPLANES, kcp, _kcp_status(kcp, "certs-failed", str(exc))
+            )
             return
         write_status(self.mgmt, KUBEADMCONTROLPLANES, kcp, _kcp_status(kcp, "rolling"))
         if not self.timers.armed(("kcp", cluster)):
@@ -363,12 +454,76 @@ class CapiController:
         if cluster in self.failing:
             write_status(self.mgmt, KUBEADMCONTROLPLANES, kcp, _kcp_status(kcp, "failed"))
             return
+        try:
+            signer, trust = self._signing_ca(cluster)
+        except ValueError:
+            self.queue(cluster)  # the Secret changed meanwhile: reconcile reports it
+            return
         store = self.workload(cluster)
-        if store is not None:
+        if store is not None and kcp.get("status", {}).get("version") != target:
             _upgrade_control_plane(store, cluster, target)
+        not_after = None
+        if self.certs is not None and signer is not None:
+            not_after = self.certs.renew(cluster, signer, trust)
+        for old in self._machines(cluster):
+            self.mgmt.delete(MACHINES, NAMESPACE, old["metadata"]["name"])
+        self._create_machine(cluster, kcp, target, not_after)
+        kcp = self.mgmt.get(KUBEADMCONTROLPLANES, NAMESPACE, f"{cluster}-control-plane")
         status = _kcp_status(kcp, "settled")
         status["version"] = target
         write_status(self.mgmt, KUBEADMCONTROLPLANES, kcp, status)
+        self.queue(cluster)  # a rolloutBefore already due again, or a new rolloutAfter
+
+    # ---- machines and the cluster CA -----------------------------------------------------
+
+    def _machines(self, cluster: str) -> list[Obj]:
+        return [
+            m
+            for m in self.mgmt.list(MACHINES, NAMESPACE)
+            if m["metadata"].get("labels", {}).get(CLUSTER_NAME_LABEL) == cluster
+            and CONTROL_PLANE_LABEL in m["metadata"].get("labels", {})
+        ]
+
+    def _create_machine(
+        self, cluster: str, kcp: Obj, version: str, not_after: datetime | None = None
+    ) -> None:
+        if not_after is None and self.certs is not None:
+            not_after = self.certs.expiry(cluster)
+        created = self.mgmt.create(MACHINES, _machine(cluster, kcp, version, not_after))
+        current = self.mgmt.get(MACHINES, NAMESPACE, created["metadata"]["name"])
+        write_status(self.mgmt, MACHINES, current, _machine_status(current, cluster))
+
+    def _sync_machine_expiry(self, machine: Obj) -> None:
+        """status.certificatesExpiryDate follows the annotation (CAPI's machine controller)."""
+        value = machine["metadata"].get("annotations", {}).get(CERTIFICATES_EXPIRY)
+        if "status" not in machine:
+            return  # being created: its status comes next
+        status = copy.deepcopy(machine["status"])
+        if value and _parse_time(value) is not None:
+            status["certificatesExpiryDate"] = value
+        if status != machine.get("status", {}):
+            write_status(self.mgmt, MACHINES, machine, status)
+        cluster = machine["metadata"]["labels"][CLUSTER_NAME_LABEL]
+        self.queue(cluster)  # rolloutBefore may be due now
+
+    def _signing_ca(self, cluster: str) -> tuple[KeyPair | None, bytes]:
+        """The signing CA and trust bundle of `<cluster>-ca`; ValueError when it cannot
+        sign. (None, b"") without certificates."""
+        if self.certs is None:
+            return None, b""
+        secret = self.mgmt.find(SECRETS, NAMESPACE, f"{cluster}-ca")
+        if secret is None:
+            raise ValueError(f'secrets "{cluster}-ca" not found')
+        data = secret.get("data", {})
+        try:
+            bundle = base64.b64decode(data.get("tls.crt", ""), validate=True)
+            key = base64.b64decode(data.get("tls.key", ""), validate=True)
+        except ValueError:
+            raise ValueError(f"secret {cluster}-ca: tls.crt and tls.key must be base64") from None
+        try:
+            return signer_of(bundle, key), bundle
+        except ValueError as exc:
+            raise ValueError(f"secret {cluster}-ca: {exc}") from None
 
     def _reconcile_md(self, cluster: str) -> None:
         md = self.mgmt.find(MACHINEDEPLOYMENTS, NAMESPACE, f"{cluster}-md-0")
@@ -440,11 +595,12 @@ def _upgrade_control_plane(store: ObjectStore, cluster: str, version: str) -> No
 # ---- status shapes (CAPI v1beta1) ------------------------------------------------------
 
 
-def _kcp_status(kcp: Obj, phase: str) -> Obj:
-    """`settled`: all True; `rolling`: a surge machine is joining; `failed`: it never will."""
+def _kcp_status(kcp: Obj, phase: str, message: str = "") -> Obj:
+    """`settled`: all True; `rolling`: a surge machine is joining; `failed`: it never will;
+    `certs-failed`: a rollout is due but the cluster CA cannot sign (`message` says why)."""
     status = copy.deepcopy(kcp.get("status", {}))
     conditions = status.setdefault("conditions", [])
-    ok = phase == "settled"
+    ok = phase in ("settled", "certs-failed")
     name = kcp["metadata"]["name"]
     for type_ in (
         "Available",
@@ -497,6 +653,11 @@ def _kcp_status(kcp: Obj, phase: str) -> Obj:
                 extra={"severity": "Warning"},
             )
         status.update(replicas=2, updatedReplicas=1, readyReplicas=1, unavailableReplicas=1)
+    if phase == "certs-failed":
+        for type_ in ("CertificatesAvailable", "Ready"):
+            set_condition(
+                conditions, type_, "False", _CERTS_FAILED, message, extra={"severity": "Error"}
+            )
     for cond in conditions:
         if cond["status"] == "True":
             for k in ("severity", "reason", "message"):
@@ -504,6 +665,153 @@ def _kcp_status(kcp: Obj, phase: str) -> Obj:
     status.update(ready=True, initialized=True)
     conditions.sort(key=lambda c: (c["type"] != "Ready", c["type"]))
     return status
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _rollout_due(kcp: Obj, machines: list[Obj], now: datetime) -> tuple[bool, datetime | None]:
+    """Whether a control-plane Machine must be replaced now (KCP's rolloutAfter and
+    rolloutBefore.certificatesExpiryDays rules), else when to look again (or None)."""
+    spec = kcp["spec"]
+    after = _parse_time(spec.get("rolloutAfter"))
+    days = spec.get("rolloutBefore", {}).get("certificatesExpiryDays")
+    due, wakes = False, []
+    for machine in machines:
+        created = _parse_time(machine["metadata"].get("creationTimestamp"))
+        if after is not None and created is not None and created < after:
+            if after <= now:
+                due = True
+            wakes.append(after)
+        expiry = _parse_time(machine.get("status", {}).get("certificatesExpiryDate"))
+        if isinstance(days, int) and expiry is not None:
+            threshold = expiry - timedelta(days=days)
+            if threshold <= now:
+                due = True
+            wakes.append(threshold)
+    later = [w for w in wakes if w > now]
+    return due, None if due or not later else min(later)
+
+
+def _machine(cluster: str, kcp: Obj, version: str, not_after: datetime | None) -> Obj:
+    """A control-plane Machine of `kcp` (v1beta1), named like KCP names them."""
+    kcp_name = kcp["metadata"]["name"]
+    name = f"{kcp_name}-{safe_hash(uuid.uuid4().hex, 5)}"
+    annotations = {CERTIFICATES_EXPIRY: _rfc3339(not_after)} if not_after else {}
+    return {
+        "apiVersion": "cluster.x-k8s.io/v1beta1",
+        "kind": "Machine",
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "labels": {
+                CLUSTER_NAME_LABEL: cluster,
+                CONTROL_PLANE_LABEL: "",
+                "cluster.x-k8s.io/control-plane-name": kcp_name,
+            },
+            "annotations": annotations,
+            "ownerReferences": [
+                owner_ref(kcp, "KubeadmControlPlane", "controlplane.cluster.x-k8s.io/v1beta1")
+            ],
+        },
+        "spec": {
+            "clusterName": cluster,
+            "version": version,
+            "bootstrap": {
+                "configRef": {
+                    "apiVersion": "bootstrap.cluster.x-k8s.io/v1beta1",
+                    "kind": "KubeadmConfig",
+                    "name": name,
+                    "namespace": NAMESPACE,
+                },
+                "dataSecretName": name,
+            },
+            "infrastructureRef": {
+                "apiVersion": "infrastructure.cluster.x-k8s.io/v1beta1",
+                "kind": "LabMachine",
+                "name": name,
+                "namespace": NAMESPACE,
+            },
+            "providerID": f"lab://{cluster}/{cluster}-cp-0",
+            "nodeDeletionTimeout": "10s",
+        },
+    }
+
+
+def _machine_status(machine: Obj, cluster: str) -> Obj:
+    now = now_iso()
+    status: Obj = {
+        "phase": "Running",
+        "bootstrapReady": True,
+        "infrastructureReady": True,
+        "nodeRef": {"apiVersion": "v1", "kind": "Node", "name": f"{cluster}-cp-0"},
+        "addresses": [{"type": "InternalIP", "address": "10.0.0.10"}],
+        "lastUpdated": now,
+        "observedGeneration": machine["metadata"]["generation"],
+        "conditions": [
+            {"type": t, "status": "True", "lastTransitionTime": now}
+            for t in ("Ready", "BootstrapReady", "InfrastructureReady", "NodeHealthy")
+        ],
+    }
+    expiry = machine["metadata"].get("annotations", {}).get(CERTIFICATES_EXPIRY)
+    if expiry:
+        status["certificatesExpiryDate"] = expiry
+    return status
+
+
+def annotate_expiry(mgmt: ObjectStore, cluster: str, not_after: datetime) -> None:
+    """Sets the control-plane Machines' certificates-expiry annotation (what CABPK does
+    after `kubeadm certs renew`); the status follows through the controller."""
+    for machine in mgmt.list(MACHINES, NAMESPACE):
+        labels = machine["metadata"].get("labels", {})
+        if labels.get(CLUSTER_NAME_LABEL) == cluster and CONTROL_PLANE_LABEL in labels:
+            new = copy.deepcopy(machine)
+            new["metadata"].setdefault("annotations", {})[CERTIFICATES_EXPIRY] = _rfc3339(not_after)
+            mgmt.update(MACHINES, new)
+
+
+def ca_secret(cluster: str, bundle_pem: bytes, key_pem: bytes) -> Obj:
+    """`<cluster>-ca`: the cluster CA as Cluster API keeps it in the management cluster."""
+    return _secret(
+        f"{cluster}-ca",
+        cluster,
+        {
+            "tls.crt": base64.b64encode(bundle_pem).decode(),
+            "tls.key": base64.b64encode(key_pem).decode(),
+        },
+    )
+
+
+def kubeconfig_secret(cluster: str, kubeconfig: str) -> Obj:
+    """`<cluster>-kubeconfig`: the admin kubeconfig KCP keeps for the cluster."""
+    return _secret(
+        f"{cluster}-kubeconfig", cluster, {"value": base64.b64encode(kubeconfig.encode()).decode()}
+    )
+
+
+def _secret(name: str, cluster: str, data: dict[str, str]) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": SECRET_TYPE,
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "labels": {CLUSTER_NAME_LABEL: cluster},
+        },
+        "data": data,
+    }
 
 
 def _observed_md_status(md: Obj, store: ObjectStore, failed: bool) -> Obj:
