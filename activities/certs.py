@@ -18,7 +18,7 @@ import base64
 import socket
 import ssl
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -295,19 +295,19 @@ def scan_certificates(chunk: CertScanChunk) -> CertReports:
     """Scans each cluster of the chunk, SCAN_THREADS at a time, heartbeating per cluster.
     Never fails for a cluster: what could not be read is in its report's problems."""
 
-    def one(access: ClusterAccess) -> CertReport:
-        report = scan_cluster(access)
-        activity.heartbeat(access.name)
-        activity.logger.info(
-            "scanned %d certificates, %d problems",
-            len(report.entries),
-            len(report.problems),
-            extra={"cluster": access.name},
-        )
-        return report
-
+    found: dict[str, CertReport] = {}
     with ThreadPoolExecutor(SCAN_THREADS, thread_name_prefix="certscan") as pool:
-        return CertReports(reports=list(pool.map(one, chunk.clusters)))
+        futures = {pool.submit(scan_cluster, access): access.name for access in chunk.clusters}
+        for future in as_completed(futures):
+            report = found[futures[future]] = future.result()
+            activity.heartbeat(report.cluster)  # from this thread: the activity's context
+            activity.logger.info(
+                "scanned %d certificates, %d problems",
+                len(report.entries),
+                len(report.problems),
+                extra={"cluster": report.cluster},
+            )
+    return CertReports(reports=[found[access.name] for access in chunk.clusters])
 
 
 @activity.defn

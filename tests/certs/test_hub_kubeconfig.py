@@ -61,7 +61,7 @@ def test_view_and_set_in_the_defining_file(tmp_path: Path) -> None:
 
 def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     old = pem(ca("old")[0])
-    names = [f"c{i}" for i in range(24)]
+    names = [f"c{i}" for i in range(10)]
     path = write(tmp_path / "config", names, old)
     bundles = {n: old + pem(ca(n)[0]) for n in names}
     with ThreadPoolExecutor(8) as pool:

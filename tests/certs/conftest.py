@@ -1,0 +1,94 @@
+"""A lab for the certificate tests (its own: rotations change every CA) with seeded
+expiries, onboarded on the session's dev server and worker."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleet.models import OnboardResult
+from tests.conftest import RunningWorker, lab_request
+
+HISTORIES = Path(__file__).parent / "histories"
+# Seeded: eu-dev-1's API server certificate expires in 5 days.
+SERVING_DAYS = {"eu-dev-1": 5.0}
+
+
+@pytest.fixture(scope="session")
+def certs_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from lab.testing import LabProcess
+
+    expiry = ",".join(f"{k}={v:g}" for k, v in SERVING_DAYS.items())
+    with LabProcess(
+        clusters=4,
+        directory=tmp_path_factory.mktemp("certs-lab"),
+        upgrade_seconds=0.5,
+        rollout_delay=0.2,
+        cert_expiry=expiry,
+    ) as process:
+        seed_cert_manager(process, "eu-staging-1")
+        yield process
+
+
+def seed_cert_manager(lab: Any, cluster: str) -> None:
+    """Through the Kubernetes API: a selfSigned Issuer and two Certificates, `web` expiring
+    in 10 days (renewed 1 h before) and `api` in 200 days."""
+    from activities.kube import api_client, request
+    from fleet.models import CredentialRef
+
+    api = api_client(CredentialRef(kubeconfig=str(lab.kubeconfig), context=f"lab-{cluster}"))
+    base = "/apis/cert-manager.io/v1/namespaces/default"
+    issuer = {
+        "apiVersion": "cert-manager.io/v1",
+        "kind": "Issuer",
+        "metadata": {"name": "selfsigned", "namespace": "default"},
+        "spec": {"selfSigned": {}},
+    }
+    request(api, "POST", f"{base}/issuers", body=issuer)
+    for name, hours in (("web", 240), ("api", 4800)):
+        cert = {
+            "apiVersion": "cert-manager.io/v1",
+            "kind": "Certificate",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {
+                "secretName": f"{name}-tls",
+                "commonName": f"{name}.example.com",
+                "dnsNames": [f"{name}.example.com"],
+                "duration": f"{hours}h",
+                "renewBefore": "1h",
+                "issuerRef": {"name": "selfsigned", "kind": "Issuer", "group": "cert-manager.io"},
+            },
+        }
+        request(api, "POST", f"{base}/certificates", body=cert)
+
+
+@pytest.fixture(scope="session")
+async def certs_fleet(temporal_worker: RunningWorker, certs_lab: Any) -> list[str]:
+    """The certs lab's clusters, onboarded (labelled suite=certs)."""
+    from starters.inventory import onboard_many
+
+    requests = []
+    for c in certs_lab.info["clusters"]:
+        request = lab_request(certs_lab, c["name"])
+        request.labels = {**request.labels, "suite": "certs"}
+        requests.append(request)
+    results = await onboard_many(
+        temporal_worker.client, requests, task_queue=temporal_worker.task_queue
+    )
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        raise failures[0]
+    return sorted(r.record.name for r in results if isinstance(r, OnboardResult))
+
+
+async def save_history(client: Any, workflow_id: str, name: str) -> None:
+    """With FLOTILLA_RECORD_HISTORIES=1, keeps the run's history for the replay test."""
+    if os.environ.get("FLOTILLA_RECORD_HISTORIES") != "1":
+        return
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    HISTORIES.mkdir(exist_ok=True)
+    (HISTORIES / f"{name}.json").write_text(history.to_json())
