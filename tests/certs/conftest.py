@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +93,36 @@ async def save_history(client: Any, workflow_id: str, name: str) -> None:
     history = await client.get_workflow_handle(workflow_id).fetch_history()
     HISTORIES.mkdir(exist_ok=True)
     (HISTORIES / f"{name}.json").write_text(history.to_json())
+
+
+async def run_rollout(
+    worker: RunningWorker,
+    operation: Any,
+    waves: str = "canary:1,rest",
+    *,
+    selector: str = "suite=certs",
+    wait: bool = True,
+    **options: Any,
+) -> Any:
+    """Plans and starts a rollout of `operation`; its report when `wait`, else the handle."""
+    import uuid
+
+    from fleet.rollout_models import RolloutOptions, RolloutSpec
+    from starters import rollouts
+
+    spec = RolloutSpec(
+        id=uuid.uuid4().hex[:8],
+        selector=selector,
+        waves=[waves],
+        operation=operation,
+        options=RolloutOptions(**{"max_concurrent": 4, **options}),
+    )
+    plan = await rollouts.make_plan(worker.client, spec)
+    handle = await rollouts.start_rollout(worker.client, plan, task_queue=worker.task_queue)
+    return await handle.result() if wait else handle
+
+
+def served_not_after(lab: Any, name: str) -> datetime:
+    return datetime.fromisoformat(
+        lab.admin.certificates(name)["serving"]["notAfter"].replace("Z", "+00:00")
+    )
