@@ -542,7 +542,11 @@ def _staged(request: RotateRequest) -> dict[str, bytes]:
     name = f"{access.name}-ca-rotation"
     secret = _secret(mgmt, name)
     if secret is not None:
-        return {k: _decoded(secret, k) for k in ("old.crt", "old.key", "new.crt", "new.key")}
+        staged = {k: _decoded(secret, k) for k in ("old.crt", "old.key", "new.crt", "new.key")}
+        if request.phase != RotationPhase.ADD or staged["old.key"]:
+            return staged
+        # A completed rotation (its old key dropped): the next one starts from its new CA.
+        _delete_secret(mgmt, name, secret)
     if request.phase != RotationPhase.ADD:
         raise ApplicationError(
             f"{access.name}: no CA rotation is staged (Secret {mgmt.namespace}/{name}): "
@@ -699,6 +703,24 @@ def rotate_ca(request: RotateRequest) -> RotationState:
         _drop_old_key(mgmt, access.name)
     _, state.signer = _live(access, {old, new})
     return state
+
+
+def _delete_secret(mgmt: ManagementRef, name: str, secret: dict[str, Any]) -> None:
+    """Deletes `name` if it is still the version read (a precondition on its UID and
+    resourceVersion, so a concurrent re-staging is not lost)."""
+    api = api_client(mgmt.credential)
+    meta = secret.get("metadata") or {}
+    body = {
+        "apiVersion": "v1",
+        "kind": "DeleteOptions",
+        "preconditions": {"uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion")},
+    }
+    path = f"{SECRETS.format(ns=mgmt.namespace)}/{name}"
+    try:
+        _call("management", partial(kube_request, api, "DELETE", path, body=body))
+    except ApiException as exc:
+        if exc.status not in (404, 409):
+            raise ApplicationError(api_error_message("management", exc)) from None
 
 
 def _drop_old_key(mgmt: ManagementRef, cluster: str) -> None:
