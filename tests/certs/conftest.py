@@ -1,5 +1,8 @@
 """A lab for the certificate tests (its own: rotations change every CA) with seeded
-expiries, onboarded on the session's dev server and worker."""
+expiries, onboarded on the session's dev server and worker.
+
+The lab tests share it and run in file order: test_lab_1_scan reads the seeded state,
+test_lab_2_renew renews it, test_lab_3_rotate rotates every CA, test_lab_4_* build on that."""
 
 from __future__ import annotations
 
