@@ -16,6 +16,7 @@ import pytest
 
 from fleet.models import OnboardResult
 from tests.conftest import RunningWorker, lab_request
+from tests.starters.conftest import aflotilla, cli_env, flotilla  # noqa: F401 (CLI fixtures)
 
 HISTORIES = Path(__file__).parent / "histories"
 # Seeded: eu-dev-1's API server certificate expires in 5 days.
