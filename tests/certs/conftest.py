@@ -130,3 +130,29 @@ def served_not_after(lab: Any, name: str) -> datetime:
     return datetime.fromisoformat(
         lab.admin.certificates(name)["serving"]["notAfter"].replace("Z", "+00:00")
     )
+
+
+# Private keys and tokens seen during the tests (rotations and renewals replace them, so
+# they are collected as the tests go); test_lab_9_no_secrets looks for each in history.
+KEYS: set[str] = set()
+
+
+def collect_keys(lab: Any) -> set[str]:
+    """Every private key and token in the lab now: CA Secrets, staged rotations and
+    kubeconfig Secrets in mgmt, TLS Secrets in each cluster, the lab's own tokens."""
+    import base64
+
+    from activities.kube import api_client, request
+    from fleet.models import CredentialRef
+
+    found = set(lab.secrets())
+    contexts = ["lab-mgmt", *(c["context"] for c in lab.info["clusters"])]
+    for context in contexts:
+        api = api_client(CredentialRef(kubeconfig=str(lab.kubeconfig), context=context))
+        for secret in request(api, "GET", "/api/v1/secrets").get("items", []):
+            for key, value in (secret.get("data") or {}).items():
+                if key.endswith(".key") or key == "value":
+                    found.add(base64.b64decode(value).decode())
+    found.discard("")
+    KEYS.update(found)
+    return found

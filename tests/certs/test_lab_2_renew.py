@@ -10,7 +10,7 @@ from activities.kube import api_client, request
 from fleet.certs_targets import CertRenewTarget
 from fleet.models import CredentialRef
 from fleet.rollout_models import ClusterStatus, Outcome
-from tests.certs.conftest import run_rollout, save_history, served_not_after
+from tests.certs.conftest import collect_keys, run_rollout, save_history, served_not_after
 from tests.conftest import RunningWorker
 
 
@@ -24,6 +24,7 @@ async def test_renew_what_is_due_then_everything(
     temporal_worker: RunningWorker, certs_lab: Any, certs_fleet: list[str]
 ) -> None:
     before = {name: served_not_after(certs_lab, name) for name in certs_fleet}
+    collect_keys(certs_lab)
     web = certificate(certs_lab, "eu-staging-1", "web")["status"]
     api_revision = certificate(certs_lab, "eu-staging-1", "api")["status"]["revision"]
 
@@ -41,6 +42,7 @@ async def test_renew_what_is_due_then_everything(
     await save_history(temporal_worker.client, report.id, "Rollout-certs-renew")
     await save_history(temporal_worker.client, f"{report.id}/eu-dev-1", "CertRenew")
 
+    collect_keys(certs_lab)
     middle = {name: served_not_after(certs_lab, name) for name in certs_fleet}
     report = await run_rollout(temporal_worker, CertRenewTarget(force=True), "canary:1,50%,rest")
     assert report.outcome == Outcome.SUCCEEDED, report

@@ -22,7 +22,7 @@ from fleet import certs_kubeconfig
 from fleet.certs_targets import CaRotateTarget, RotationPhase
 from fleet.rollout_models import ClusterStatus, ControlRequest, Outcome, RunStatus, WaveStatus
 from starters import rollouts
-from tests.certs.conftest import run_rollout, save_history
+from tests.certs.conftest import collect_keys, run_rollout, save_history
 from tests.conftest import RunningWorker
 from tests.workflows.core_support import eventually
 
@@ -138,6 +138,7 @@ async def test_rotation_in_three_phases_keeps_every_handshake(
                 temporal_worker, CaRotateTarget(phase=phase), "canary:1,50%,rest"
             )
             assert report.outcome == Outcome.SUCCEEDED, (phase, report)
+            await asyncio.to_thread(collect_keys, certs_lab)
             for name in certs_fleet:
                 kubectl_ok(certs_lab, name)
                 fps = trust(certs_lab, name)
