@@ -37,10 +37,13 @@ ALL: list[SearchAttributeKey] = [
 ]
 
 
+# The `temporal` CLI's name of each attribute type used above.
+TYPE_NAMES = {"KEYWORD": "Keyword", "KEYWORD_LIST": "KeywordList", "DATETIME": "Datetime"}
+
+
 def server_flags() -> list[str]:
     """`temporal server start-dev` arguments that register every attribute above."""
-    type_names = {"KEYWORD": "Keyword", "KEYWORD_LIST": "KeywordList", "DATETIME": "Datetime"}
     flags: list[str] = []
     for key in ALL:
-        flags += ["--search-attribute", f"{key.name}={type_names[key.indexed_value_type.name]}"]
+        flags += ["--search-attribute", f"{key.name}={TYPE_NAMES[key.indexed_value_type.name]}"]
     return flags

@@ -41,6 +41,7 @@ async def test_scan_finds_every_seeded_expiry(
 ) -> None:
     wf_id, result = await scan(temporal_worker, selector="suite=certs")
     await save_history(temporal_worker.client, wf_id, "CertScan")
+    await save_history(temporal_worker.client, cluster_id("eu-dev-1"), "ClusterEntity-certs")
     assert sorted(result.clusters) == certs_fleet
     assert not result.failed and not result.unreachable and not result.missing
     client = temporal_worker.client

@@ -51,7 +51,7 @@ class Probe:
         while not self._stop.is_set():
             for name in self.names:
                 self.check(name)
-            time.sleep(0.05)
+            time.sleep(0.3)  # checks all the time without starving the lab of CPU
 
     def check(self, name: str) -> None:
         self.checks += 1
@@ -135,7 +135,7 @@ async def test_rotation_in_three_phases_keeps_every_handshake(
     with Probe(certs_lab, certs_fleet) as probe:
         for phase in (RotationPhase.ADD, RotationPhase.REISSUE, RotationPhase.REMOVE):
             report = await run_rollout(
-                temporal_worker, CaRotateTarget(phase=phase), "canary:1,50%,rest"
+                temporal_worker, CaRotateTarget(phase=phase), "canary:1,rest"
             )
             assert report.outcome == Outcome.SUCCEEDED, (phase, report)
             await asyncio.to_thread(collect_keys, certs_lab)
@@ -150,6 +150,8 @@ async def test_rotation_in_three_phases_keeps_every_handshake(
             await save_history(
                 temporal_worker.client, f"{report.id}/{certs_fleet[0]}", f"CaRotate-{phase.value}"
             )
+            if phase == RotationPhase.ADD:
+                await save_history(temporal_worker.client, report.id, "Rollout-ca-rotate")
             await asyncio.sleep(0.2)  # the probe sees the settled state too
     assert probe.checks > 20
     assert not probe.failures, probe.failures[:5]
