@@ -49,7 +49,7 @@ from activities.kube import api_client, api_error_message, write_error
 from activities.kube import request as kube_request
 from activities.polling import Look, wait_until
 from fleet import certs_kubeconfig, kubeconfig
-from fleet.certs import due, fingerprint, load_bundle
+from fleet.certs import due, fingerprint, issuer_among, load_bundle
 from fleet.certs_models import CertEntry, CertReport, CertSource
 from fleet.certs_targets import (
     STATES,
@@ -219,8 +219,9 @@ def _wait_rollout(
         machines = _machines(mgmt, access.name)
         names = {str(m["metadata"]["name"]) for m in machines}
         settled = _kcp_settled(kcp)
-        finished, waiting = done(machines)
         left = sorted(before & names)
+        # `done` may be costly (handshakes): asked only once the rollout itself is over.
+        finished, waiting = done(machines) if settled and not left else (False, "")
         status = kcp.get("status") or {}
         says = (
             f"{access.name} control plane: {status.get('updatedReplicas', 0)}/"
@@ -651,6 +652,7 @@ def rotate_ca(request: RotateRequest) -> RotationState:
     kubeconfig set to exactly the new trust."""
     access, mgmt = request.cluster, _management(request.cluster)
     staged = _staged(request)
+    activity.heartbeat("rotation staged")
     cas = {
         role: load_bundle(staged[f"{role}.crt"])[0]
         for role in ("old", "new")
@@ -658,6 +660,7 @@ def rotate_ca(request: RotateRequest) -> RotationState:
     }
     old, new = fingerprint(cas["old"]), fingerprint(cas["new"])
     pins, signer = _live(access, {old, new})
+    activity.heartbeat("consumers read")
     state = RotationState(old=old, new=new, signer=signer)
     trusted = list(pins.values())
     if published(request.phase, trusted, signer, old, new):
@@ -677,32 +680,48 @@ def rotate_ca(request: RotateRequest) -> RotationState:
     hub = _hub(access)
     source = kubeconfig.source_of(access.credential.kubeconfig)
     union = {fingerprint(c): c for c in [*load_bundle(hub.ca_pem), *load_bundle(bundle)]}
+    beat = _beat("waiting for the hub kubeconfig's lock")
     certs_kubeconfig.set_cluster_ca(
         source,
         access.credential.context,
         b"".join(c.public_bytes(serialization.Encoding.PEM) for c in union.values()),
+        waiting=beat,
     )
     state.changed = _put_ca(mgmt, access.name, bundle, staged[f"{want.signer}.key"])
     machines = _machines(mgmt, access.name)
     _arm_rollout(mgmt, access.name, machines)
+    activity.heartbeat("control plane rollout armed")
     goal = {"old": old, "new": new}
+    want_trust, want_signer = {goal[r] for r in want.trust}, goal[want.signer]
 
     def done(_: list[dict[str, Any]]) -> tuple[bool, str]:
-        now_pins, now_signer = _live(access, {old, new})
-        ok = now_signer == goal[want.signer] and all(
-            p == {goal[r] for r in want.trust}
-            for name, p in now_pins.items()
-            if not name.startswith("hub ")
-        )
+        trust, signer = _published_now(access, list(cas.values()))
+        ok = signer == want_signer and trust == want_trust
         return ok, "" if ok else "trust not yet published"
 
     _wait_rollout(request, {str(m["metadata"]["name"]) for m in machines}, done)
-    certs_kubeconfig.set_cluster_ca(source, access.credential.context, bundle)
+    certs_kubeconfig.set_cluster_ca(source, access.credential.context, bundle, waiting=beat)
     state.changed = True
     if request.phase == RotationPhase.REMOVE:
         _drop_old_key(mgmt, access.name)
-    _, state.signer = _live(access, {old, new})
+    state.signer = want_signer
     return state
+
+
+def _beat(text: str) -> Callable[[], None]:
+    return lambda: activity.heartbeat(text)
+
+
+def _published_now(access: ClusterAccess, cas: list[x509.Certificate]) -> tuple[set[str], str]:
+    """What the cluster publishes now, cheaply: the CAs of kube-system's kube-root-ca.crt
+    (the root CA publisher's copy) and which of `cas` signed the served leaf ("" if none)."""
+    api = api_client(access.credential)
+    path = "/api/v1/namespaces/kube-system/configmaps/kube-root-ca.crt"
+    cm = _call(access.name, partial(kube_request, api, "GET", path))
+    trust = {fingerprint(c) for c in load_bundle(str((cm.get("data") or {}).get("ca.crt", "")))}
+    shake = handshake(_hub(access).server, b"")
+    signer = issuer_among(shake.leaf, cas) if shake.leaf is not None else ""
+    return trust, signer
 
 
 def _delete_secret(mgmt: ManagementRef, name: str, secret: dict[str, Any]) -> None:

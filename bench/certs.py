@@ -152,6 +152,8 @@ async def run(args: argparse.Namespace) -> None:
                 print(f"scan of {size}: {wall:.1f} s", flush=True)
             if done < args.rotate:
                 await onboard_range(env, lab, queue, clusters[done : args.rotate])
+            if not args.rotate:
+                return
             names = [c["name"] for c in clusters[: args.rotate]]
             probe = Probe(lab.kubeconfig, names)
             probe.start()
@@ -172,9 +174,9 @@ async def run(args: argparse.Namespace) -> None:
         finally:
             worker.terminate()
             await worker.wait()
-    await env.shutdown()
-    for label, value in figures:
-        print(f"{label:<34}: {value}")
+            await env.shutdown()
+            for label, value in figures:
+                print(f"{label:<34}: {value}")
 
 
 def main() -> None:

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import itertools
 import os
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,8 @@ import yaml
 from fleet import kubeconfig
 
 _thread_lock = threading.Lock()
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 class HubConfigError(ValueError):
@@ -76,16 +81,20 @@ def view(source: str, context: str) -> HubView:
     )
 
 
-def set_cluster_ca(source: str, context: str, ca_pem: bytes) -> bool:
+def set_cluster_ca(
+    source: str, context: str, ca_pem: bytes, *, waiting: Callable[[], None] | None = None
+) -> bool:
     """Makes the cluster entry of `context` trust exactly `ca_pem` (inline data); True if
-    the file changed. Raises HubConfigError when no file of `source` defines the entry."""
+    the file changed. `waiting` is called about every second while another writer holds
+    the lock (an activity heartbeats). Raises HubConfigError when no file of `source`
+    defines the entry."""
     entry_name = view(source, context).cluster_entry
     wanted = base64.b64encode(ca_pem).decode()
     for path in kubeconfig.files(source):
         if not path.exists():
             continue
-        with _locked(path):
-            document = yaml.safe_load(path.read_text()) or {}
+        with _locked(path, waiting):
+            document = yaml.load(path.read_text(), Loader=_LOADER) or {}
             for item in document.get("clusters") or []:
                 if item.get("name") != entry_name:
                     continue
@@ -94,7 +103,7 @@ def set_cluster_ca(source: str, context: str, ca_pem: bytes) -> bool:
                     return False
                 cluster.pop("certificate-authority", None)
                 cluster["certificate-authority-data"] = wanted
-                _replace(path, yaml.safe_dump(document, sort_keys=False))
+                _replace(path, yaml.dump(document, Dumper=_DUMPER, sort_keys=False))
                 return True
     raise HubConfigError(f"no file of {source} defines cluster {entry_name!r}")
 
@@ -103,16 +112,27 @@ class _locked:
     """An exclusive lock on `path` for this process's threads and for other processes
     (flock on a sidecar file, so the atomic replace does not drop the lock)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, waiting: Callable[[], None] | None):
         self._lock_path = path.with_name(f".{path.name}.lock")
         self._fd = -1
+        self._waiting = waiting or (lambda: None)
 
     def __enter__(self) -> None:
-        _thread_lock.acquire()
+        while not _thread_lock.acquire(timeout=1.0):
+            self._waiting()
         try:
             self._fd = os.open(self._lock_path, os.O_WRONLY | os.O_CREAT, 0o600)
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            for attempt in itertools.count(1):
+                try:
+                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return
+                except BlockingIOError:
+                    if attempt % 20 == 0:
+                        self._waiting()
+                    time.sleep(0.05)
         except BaseException:
+            if self._fd >= 0:
+                os.close(self._fd)
             _thread_lock.release()
             raise
 

@@ -437,9 +437,13 @@ class ClusterEntity:
         rec.updated_at = workflow.now()
         self._sync_search_attributes()
         holder = f"locked by {rec.lock.holder}" if rec.lock else "unlocked"
+        certs = ""
+        if rec.certs is not None:
+            soonest = f" (soonest {rec.certs.soonest:%Y-%m-%d})" if rec.certs.soonest else ""
+            certs = f", certificates {rec.certs.status}{soonest}"
         workflow.set_current_details(
             f"**{rec.name}**: phase {rec.phase}, health {rec.health}, "
-            f"version {rec.version or '?'}, {rec.node_count} nodes, {holder}"
+            f"version {rec.version or '?'}, {rec.node_count} nodes, {holder}{certs}"
         )
 
     def _sync_search_attributes(self) -> None:
