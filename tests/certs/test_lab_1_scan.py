@@ -4,6 +4,7 @@ names every consumer's CA."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,6 +16,7 @@ from fleet.ids import cluster_id
 from starters.inventory import get_cluster
 from tests.certs.conftest import SERVING_DAYS, save_history
 from tests.conftest import RunningWorker
+from tests.starters.conftest import ARun
 from tests.workflows.core_support import eventually
 from workflows.certs import CertScan
 
@@ -98,3 +100,42 @@ async def test_scan_of_one_named_cluster_and_alert_threshold(
     assert list(result.clusters) == ["eu-prod-1"]
     assert result.clusters["eu-prod-1"].status == CertStatus.EXPIRING  # 365 d < 400 d
     await scan(temporal_worker, names=["eu-prod-1"])  # back to the default threshold
+
+
+async def test_cli_list_show_scan(
+    temporal_worker: RunningWorker,
+    certs_fleet: list[str],
+    aflotilla: ARun,
+    temporal_address: str,
+) -> None:
+    env = {"FLOTILLA_TASK_QUEUE": temporal_worker.task_queue}
+    listed = await aflotilla(
+        "certs",
+        "list",
+        "--expiring",
+        "30d",
+        "-l",
+        "suite=certs",
+        "-o",
+        "json",
+        address=temporal_address,
+    )
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert {(r["cluster"], r["source"]) for r in rows} >= {
+        ("eu-dev-1", "apiserver"),
+        ("eu-dev-1", "capi-machine"),
+        ("eu-staging-1", "cert-manager"),
+        ("eu-staging-1", "tls-secret"),
+    }
+    assert all(r["cluster"] in ("eu-dev-1", "eu-staging-1") for r in rows)
+    assert not any("PRIVATE" in json.dumps(r) for r in rows)
+    shown = await aflotilla("certs", "show", "eu-dev-1", address=temporal_address)
+    assert shown.returncode == 0, shown.stderr
+    assert "trust map" in shown.stdout and "kube-root-ca.crt" in shown.stdout
+    assert "signs the API server" in shown.stdout and "hub handshake: verified" in shown.stdout
+    scanned = await aflotilla("certs", "scan", "eu-prod-1", address=temporal_address, env=env)
+    assert scanned.returncode == 0, scanned.stderr
+    assert "eu-prod-1" in scanned.stdout and "ok" in scanned.stdout
+    clusters = await aflotilla("clusters", "list", "-l", "suite=certs", address=temporal_address)
+    assert "CERTS" in clusters.stdout and "expiring" in clusters.stdout
