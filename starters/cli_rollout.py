@@ -264,13 +264,21 @@ def rollback(rollout: RolloutArg, who: Who = "", reason: Reason = "") -> None:
 
 
 def _group(app: typer.Typer, path: str) -> typer.Typer:
-    """The group `path` names ("" is `app`; "certs" a group mounted on it already)."""
+    """The group `path` names ("" is `app`; "certs" the group of that name, mounted first
+    by its own module, or created here when it is not)."""
     for name in path.split():
-        app = next(
-            g.typer_instance
-            for g in app.registered_groups
-            if g.name == name and g.typer_instance is not None
+        found = next(
+            (
+                g.typer_instance
+                for g in app.registered_groups
+                if g.name == name and g.typer_instance is not None
+            ),
+            None,
         )
+        if found is None:
+            found = typer.Typer(no_args_is_help=True)
+            app.add_typer(found, name=name)
+        app = found
     return app
 
 
