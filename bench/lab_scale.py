@@ -63,8 +63,11 @@ async def load(
     """
     servers = {c["name"]: c["cluster"]["server"] for c in config["clusters"]}
     tokens = {u["name"]: u["user"]["token"] for u in config["users"]}
-    ca = base64.b64decode(config["clusters"][0]["cluster"]["certificate-authority-data"])
-    context = ssl.create_default_context(cadata=ca.decode())
+    # Each cluster has its own CA: one client context trusts them all (as before, one).
+    cas = {c["cluster"]["certificate-authority-data"] for c in config["clusters"]}
+    context = ssl.create_default_context(
+        cadata="".join(base64.b64decode(ca).decode() for ca in cas)
+    )
     names = sorted(servers)
     latencies: dict[str, list[float]] = {k: [] for k in KINDS}
     rng = random.Random(0)

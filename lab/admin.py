@@ -10,6 +10,7 @@
     POST   /clusters/{name}/certificates {expiresInDays}   re-issue the serving cert
     POST   /clusters/{name}/cert-manager/certificates {namespace, name, expiresInDays,
            secretName?, duration?, renewBefore?, dnsNames?}   seed a cert-manager Certificate
+    /dr/apps, /dns/{name}, /workloads: disaster-recovery helpers (lab/dr_admin.py)
 
 Errors are `{"error": message}` with 404 for an unknown cluster and 400 for bad input.
 """
@@ -22,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from lab import dr_admin
 from lab.runtime import Lab
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -79,6 +81,7 @@ class AdminServer:
                 web.get("/clusters/{name}/certificates", self.certificates),
                 web.post("/clusters/{name}/certificates", self.set_cert_expiry),
                 web.post("/clusters/{name}/cert-manager/certificates", self.seed_certificate),
+                *dr_admin.routes(lab),
             ]
         )
         self._runner = web.AppRunner(app, access_log=None)

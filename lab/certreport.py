@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -32,21 +33,24 @@ def report(lab: Lab, cluster: Cluster) -> dict[str, Any]:
     served = tls.context()
     consumers: list[dict[str, Any]] = []
 
-    def verdict(kind: str, namespace: str, name: str, bundle: bytes | None, server: Any) -> None:
+    def verdict(
+        kind: str,
+        namespace: str,
+        name: str,
+        bundle: bytes | None,
+        server: Any,
+        host: str = pki.LOOPBACK,
+    ) -> None:
+        trusted: bool | None = False
         if bundle is None:
             error: str | None = "no CA bundle"
         elif server is None:
-            error = "its server has no certificate yet"
+            trusted, error = None, "the lab does not know the server it calls"
         else:
-            error = pki.handshake_error(server, bundle)
+            error = pki.handshake_error(server, bundle, host)
+            trusted = error is None
         consumers.append(
-            {
-                "kind": kind,
-                "namespace": namespace,
-                "name": name,
-                "trusted": error is None,
-                "error": error,
-            }
+            {"kind": kind, "namespace": namespace, "name": name, "trusted": trusted, "error": error}
         )
 
     for cm in cluster.store.list(CONFIGMAPS):
@@ -55,17 +59,12 @@ def report(lab: Lab, cluster: Cluster) -> dict[str, Any]:
             verdict("ConfigMap", cm["metadata"]["namespace"], ROOT_CA, pem.encode(), served)
     for key in certmanager.WEBHOOK_KEYS:
         for webhook in cluster.store.list(key):
-            server = _webhook_server(cluster, webhook, served)
             for hook in webhook.get("webhooks", []):
-                bundle = _b64(hook.get("clientConfig", {}).get("caBundle"))
+                config = hook.get("clientConfig", {})
+                server = _webhook_server(cluster, webhook, config, served)
                 kind = webhook.get("kind") or key.resource
-                verdict(
-                    kind,
-                    "",
-                    f"{webhook['metadata']['name']}/{hook.get('name', '')}",
-                    bundle,
-                    server,
-                )
+                name = f"{webhook['metadata']['name']}/{hook.get('name', '')}"
+                verdict(kind, "", name, _b64(config.get("caBundle")), server, _host(config))
     if not cluster.management:
         secret = lab.management.store.find(
             capi.SECRETS, capi.NAMESPACE, f"{cluster.name}-kubeconfig"
@@ -104,6 +103,14 @@ def _b64(value: object) -> bytes | None:
         return None
 
 
+def _host(client_config: Obj) -> str:
+    """The name the API server checks a webhook's certificate against."""
+    service = client_config.get("service")
+    if isinstance(service, dict):
+        return f"{service.get('name', '')}.{service.get('namespace', '')}.svc"
+    return urlsplit(str(client_config.get("url", ""))).hostname or pki.LOOPBACK
+
+
 def _kubeconfig_ca(text: str, cluster_entry: str) -> bytes | None:
     try:
         config = yaml.safe_load(text) or {}
@@ -115,22 +122,33 @@ def _kubeconfig_ca(text: str, cluster_entry: str) -> bytes | None:
     return None
 
 
-def _webhook_server(cluster: Cluster, webhook: Obj, served: Any) -> Any:
-    """The TLS server a webhook's caBundle must verify, when the lab knows it."""
+def _webhook_server(cluster: Cluster, webhook: Obj, config: Obj, served: Any) -> Any:
+    """The TLS server a webhook's caBundle must verify, or None when the lab cannot tell:
+    the API server itself (`inject-apiserver-ca`, or a `url` at this cluster's endpoint),
+    else the Secret of the Certificate it injects from or whose dnsNames hold its
+    service's name."""
     annotations = webhook["metadata"].get("annotations", {})
-    if annotations.get(certmanager.INJECT_APISERVER) == "true":
+    url = urlsplit(str(config.get("url", "")))
+    if annotations.get(certmanager.INJECT_APISERVER) == "true" or (
+        url.hostname in (pki.LOOPBACK, "localhost") and url.port == cluster.port
+    ):
         return served
+    store = cluster.store
     secret: Obj | None = None
     if certmanager.INJECT_FROM in annotations:
         ns, _, name = annotations[certmanager.INJECT_FROM].partition("/")
-        cert = cluster.store.find(certmanager.CERTIFICATES, ns, name)
-        if cert is not None:
-            secret = cluster.store.find(
-                certmanager.SECRETS, ns, cert.get("spec", {}).get("secretName", "")
-            )
+        cert = store.find(certmanager.CERTIFICATES, ns, name)
+        secret_name = (cert or {}).get("spec", {}).get("secretName", "")
+        secret = store.find(certmanager.SECRETS, ns, secret_name)
     elif certmanager.INJECT_FROM_SECRET in annotations:
         ns, _, name = annotations[certmanager.INJECT_FROM_SECRET].partition("/")
-        secret = cluster.store.find(certmanager.SECRETS, ns, name)
+        secret = store.find(certmanager.SECRETS, ns, name)
+    elif isinstance(config.get("service"), dict):
+        ns, host = config["service"].get("namespace", ""), _host(config)
+        for cert in store.list(certmanager.CERTIFICATES, ns):
+            if host in cert.get("spec", {}).get("dnsNames", []):
+                secret = store.find(certmanager.SECRETS, ns, cert["spec"].get("secretName", ""))
+                break
     data = (secret or {}).get("data", {})
     crt, key = _b64(data.get("tls.crt")), _b64(data.get("tls.key"))
     if not crt or not key:

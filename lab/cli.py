@@ -2,8 +2,11 @@
 
     python -m lab up [--clusters 6] [--dir .state/lab] [--nodes 3] [--version v1.30.6]
                      [--rollout-delay 0.5] [--upgrade-seconds 2.0] [--state-file F] [--seed 0]
+                     [--dr-app NAME=PRIMARY,REPLICA[,...]] [--dr-step 0.3] [--dns-sync 0.2]
+                     [--dr-crash-recovery 1.0]
     python -m lab status | fault CLUSTER KIND [...] | clear CLUSTER [KIND]
     python -m lab add NAME [--label k=v ...] [--version V] | remove NAME
+    python -m lab dr [NAME PRIMARY REPLICA...] [--ttl 5] [--json]
 
 `up` runs in the foreground until SIGINT/SIGTERM. Once serving it writes DIR/kubeconfig,
 then DIR/lab.json (atomically, last); a clean stop writes the state file (if given) and
@@ -24,6 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from lab.dr import DrAppSpec, parse_app
 from lab.testing import LabAdmin, LabError
 from lab.topology import DEFAULT_VERSION
 
@@ -57,6 +61,10 @@ def _up(args: argparse.Namespace) -> None:
         state_file=args.state_file,
         seed=args.seed,
         cert_expiry=args.cert_expiry,
+        dr_apps=args.dr_app,
+        dr_step=args.dr_step,
+        dns_sync=args.dns_sync,
+        dr_crash_recovery=args.dr_crash_recovery,
     )
     try:
         asyncio.run(_serve(lab, info_path))
@@ -132,13 +140,17 @@ def _describe_fault(kind: str, params: dict[str, Any]) -> str:
 
 def _fault(args: argparse.Namespace) -> None:
     params: dict[str, Any] = {}
-    for name in ("mode", "latency_ms", "rate", "count"):
+    for name in ("mode", "latency_ms", "rate", "count", "seconds"):
         if getattr(args, name) is not None:
             params[name] = getattr(args, name)
     if args.codes is not None:
         params["codes"] = args.codes
     if args.image:
         params["images"] = args.image
+    if args.stop:
+        params["stop"] = True
+    if args.isolate:
+        params["isolate"] = True
     result = _admin(args.dir).fault(args.cluster, args.kind, **params)
     print(f"{args.cluster}: faults {_faults_line(result)}")
 
@@ -162,6 +174,36 @@ def _add(args: argparse.Namespace) -> None:
         labels[key] = value
     added = _admin(args.dir).add_cluster(args.name, labels, args.version)
     print(f"added {added['name']} ({added['version']}), context {added['context']}")
+
+
+def _dr(args: argparse.Namespace) -> None:
+    admin = _admin(args.dir)
+    if args.name:
+        admin.seed_dr_app(args.name, args.clusters, ttl=args.ttl)
+    apps = admin.dr_apps()
+    if args.json:
+        print(json.dumps(apps, indent=2))
+        return
+    rows = [("APP", "CLUSTER", "MEMBER", "ROLE", "WRITABLE", "TIMELINE", "LSN", "RECEIVER")]
+    for app in apps:
+        for m in app["members"]:
+            lsn = m["lsn"] or m["replayLSN"] or "-"
+            writable = "yes" if m["writable"] else "no"
+            rows.append(
+                (
+                    app["name"],
+                    m["cluster"],
+                    m["member"],
+                    m["role"] or "-",
+                    writable,
+                    str(m["timeline"] or "-"),
+                    lsn,
+                    m["receiver"] or "-",
+                )
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _remove(args: argparse.Namespace) -> None:
@@ -206,6 +248,13 @@ def _codes(text: str) -> list[int]:
         ) from None
 
 
+def _dr_app(text: str) -> DrAppSpec:
+    try:
+        return parse_app(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """Usage mistakes as one line, not argparse's usage block."""
@@ -241,6 +290,21 @@ def parser() -> argparse.ArgumentParser:
         default={},
         help="NAME=DAYS,...: days a cluster's serving certificate has left (negative: expired)",
     )
+    up.add_argument(
+        "--dr-app",
+        type=_dr_app,
+        action="append",
+        default=[],
+        help="seed a DR app NAME=PRIMARY,REPLICA[,...] (repeatable; docs/lab-dr.md)",
+    )
+    up.add_argument("--dr-step", type=float, default=0.3, help="seconds per CNPG operator step")
+    up.add_argument("--dns-sync", type=float, default=0.2, help="external-dns publish delay")
+    up.add_argument(
+        "--dr-crash-recovery",
+        type=float,
+        default=1.0,
+        help="seconds a DR primary back from dark is not ready",
+    )
     up.set_defaults(run=_up)
 
     status = command("status", "list clusters, versions and faults")
@@ -250,7 +314,9 @@ def parser() -> argparse.ArgumentParser:
     fault = command("fault", "inject a fault into a cluster")
     fault.add_argument("cluster")
     fault.add_argument(
-        "kind", help="dark | slow | flaky | nodes-not-ready | upgrade-fail | image-missing"
+        "kind",
+        help="dark | slow | flaky | nodes-not-ready | upgrade-fail | image-missing | "
+        "partition | replication-lag | db-not-ready",
     )
     fault.add_argument("--mode", choices=["refuse", "hang"], help="dark: refuse or hang")
     fault.add_argument("--latency-ms", type=int, help="slow: added latency")
@@ -259,6 +325,15 @@ def parser() -> argparse.ArgumentParser:
     fault.add_argument("--count", type=int, help="nodes-not-ready: how many workers")
     fault.add_argument(
         "--image", action="append", help="image-missing: a reference whose pulls fail, repeatable"
+    )
+    fault.add_argument(
+        "--seconds", type=float, help="replication-lag: replay delay; db-not-ready: duration"
+    )
+    fault.add_argument("--stop", action="store_true", help="replication-lag: stop replaying")
+    fault.add_argument(
+        "--isolate",
+        action="store_true",
+        help="partition: also cut replication to and from the other clusters",
     )
     fault.set_defaults(run=_fault)
 
@@ -272,6 +347,13 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("--label", action="append", default=[], help="KEY=VALUE, repeatable")
     add.add_argument("--version", type=_version)
     add.set_defaults(run=_add)
+
+    dr = command("dr", "list DR apps and their databases; with NAME CLUSTERS, seed one first")
+    dr.add_argument("name", nargs="?", help="app to seed")
+    dr.add_argument("clusters", nargs="*", help="its clusters, primary first")
+    dr.add_argument("--ttl", type=int, default=5, help="DNS record TTL of a seeded app")
+    dr.add_argument("--json", action="store_true")
+    dr.set_defaults(run=_dr)
 
     remove = command("remove", "remove a workload cluster")
     remove.add_argument("name")

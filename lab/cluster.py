@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,9 @@ class Cluster:
     site: web.TCPSite | None = None
     released: asyncio.Event = field(default_factory=asyncio.Event)  # ends a dark/hang
     tls: ServingTLS | None = None  # its CA, trust bundle and serving certificate
+    # Runs once before the cluster answers its first request: add-ons installed lazily,
+    # which no client can tell from installed at start.
+    contacted: Callable[[], None] | None = None
 
     @property
     def context(self) -> str:

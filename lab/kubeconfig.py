@@ -5,6 +5,7 @@ written 0600. `for_cluster` is the kubeconfig Cluster API keeps in `<cluster>-ku
 from __future__ import annotations
 
 import base64
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -65,7 +66,7 @@ def for_cluster(cluster: Cluster) -> str:
         "users": [{"name": user, "user": {"token": cluster.token}}],
         "contexts": [{"name": context, "context": {"cluster": cluster.name, "user": user}}],
     }
-    return yaml.dump(config, Dumper=yaml.CSafeDumper, sort_keys=False)
+    return json.dumps(config, indent=2)  # JSON is YAML: what kubeconfig loaders read
 
 
 def write_private(path: Path, text: str) -> None:

@@ -23,6 +23,7 @@ from lab.api.registry import NAMESPACES
 from lab.auth import ALL_VERBS, User, new_token
 from lab.cluster import HTTP_FAULTS, Cluster
 from lab.controllers import capi, certmanager
+from lab.dr import DR_FAULTS, Dr, DrAppSpec, check_fault
 from lab.server import ApiServer
 from lab.simulation import BEHAVIOUR_FAULTS, Simulation
 from lab.store import ObjectStore
@@ -30,7 +31,7 @@ from lab.topology import DEFAULT_VERSION, MANAGEMENT, ClusterSpec, fleet
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _VERSION = re.compile(r"^v\d+\.\d+\.\d+$")
-FAULT_KINDS = (*HTTP_FAULTS, *sorted(BEHAVIOUR_FAULTS))
+FAULT_KINDS = (*HTTP_FAULTS, *sorted(BEHAVIOUR_FAULTS), *sorted(DR_FAULTS))
 
 
 class Lab:
@@ -42,6 +43,9 @@ class Lab:
     a deleted namespace stays Terminating, as without kube-controller-manager).
     `cert_expiry` maps cluster names to the days their first serving certificate has left
     (negative: expired); others get a year. See docs/lab-certificates.md.
+    `dr_apps` seeds disaster-recovery applications (lab/dr.py, docs/lab-dr.md) whose
+    operator steps take `dr_step` seconds, whose DNS changes publish after `dns_sync` and
+    whose primaries back from `dark` run crash recovery for `dr_crash_recovery` seconds.
     """
 
     def __init__(
@@ -57,6 +61,10 @@ class Lab:
         seed: int = 0,
         simulate: bool = True,
         cert_expiry: Mapping[str, float] | None = None,
+        dr_apps: Sequence[DrAppSpec] = (),
+        dr_step: float = 0.3,
+        dns_sync: float = 0.2,
+        dr_crash_recovery: float = 1.0,
     ) -> None:
         self.directory = Path(directory)
         self.specs = (
@@ -73,6 +81,18 @@ class Lab:
         )
         self.clusters: dict[str, Cluster] = {}  # management first, then workload clusters
         self.cert_expiry = dict(cert_expiry or {})
+        self.dr: Dr | None = (
+            Dr(
+                self.clusters,
+                step=dr_step,
+                dns_sync=dns_sync,
+                crash_recovery=dr_crash_recovery,
+                seed=seed,
+            )
+            if simulate
+            else None
+        )
+        self.dr_apps = list(dr_apps)
         self._server: ApiServer | None = None
         self._sim_task: asyncio.Task[None] | None = None
 
@@ -102,17 +122,20 @@ class Lab:
         self._server = ApiServer(seed=self.seed)
         await self._server.start()
         for cluster in self.clusters.values():
-            dark = cluster.faults.get("dark", {}).get("mode") == "refuse"
-            if not dark:
+            if not _closed(cluster):
                 await self._server.listen(cluster)
         for cluster in self.workload_clusters():
             self._publish_kubeconfig(cluster)
         if self.simulation is not None:
             self._sim_task = asyncio.create_task(self.simulation.run())
+        if self.dr is not None:
+            await self.dr.start(self.dr_apps if saved is None else ())
         self.write_kubeconfig()
 
     async def stop(self) -> None:
         """Stops serving and the simulation; writes the state file when configured."""
+        if self.dr is not None:
+            await self.dr.stop()
         if self.simulation is not None:
             self.simulation.stop()
         if self._sim_task is not None:
@@ -144,6 +167,7 @@ class Lab:
         store = ObjectStore(name)
         cluster = Cluster(name, labels, version, new_token(), store, management=management)
         cluster.tls = pki.ServingTLS.create(name, days=self.cert_expiry.get(name))
+        self._install_on_contact(cluster)
         if self.simulation is not None:
             self.simulation.set_trust(name, cluster.tls.trust_pem.decode())
             self.simulation.seed_cluster(store, name=name, version=version, nodes=self.nodes)
@@ -192,6 +216,8 @@ class Lab:
         cluster = self._get(name)
         if cluster.management:
             raise ValueError("the management cluster cannot be removed")
+        if self.dr is not None:
+            await self.dr.forget(name)
         if self.simulation is not None:
             self.simulation.unregister_capi(name)
             self.simulation.detach(name)
@@ -231,6 +257,12 @@ class Lab:
                 cluster.released = asyncio.Event()
             elif self._server is not None:
                 await self._server.stop_listening(cluster)
+        elif kind in DR_FAULTS:
+            if self.dr is None:
+                raise ValueError(f"fault {kind!r} needs the simulation")
+            params = check_fault(kind, params)
+            if kind == "partition" and self._server is not None:
+                await self._server.stop_listening(cluster)
         elif kind == "slow":
             latency = params.get("latency_ms")
             if not isinstance(latency, int | float) or isinstance(latency, bool) or latency < 0:
@@ -248,6 +280,8 @@ class Lab:
                 f"unknown fault kind {kind!r}; expected one of {', '.join(FAULT_KINDS)}"
             )
         cluster.faults[kind] = params
+        if self.dr is not None:
+            await self.dr.faults_changed(name)
 
     async def clear_fault(self, name: str, kind: str | None = None) -> None:
         """Clears one fault kind, or all; service restores at once."""
@@ -262,13 +296,18 @@ class Lab:
             self.simulation.clear_fault(name, kind)
         for k in list(cluster.faults) if kind is None else [kind]:
             cluster.faults.pop(k, None)
+        reopen = self._server is not None and cluster.site is None and not _closed(cluster)
+        if kind in (None, "partition") and reopen and self._server is not None:
+            await self._server.listen(cluster)
+        if self.dr is not None:
+            await self.dr.faults_changed(name)
 
     async def _clear_dark(self, cluster: Cluster) -> None:
         dark = cluster.faults.pop("dark", None)
         if dark is None:
             return
         cluster.released.set()
-        if dark.get("mode") == "refuse" and self._server is not None:
+        if not _closed(cluster) and self._server is not None and cluster.site is None:
             await self._server.listen(cluster)
 
     # ---- certificates (the `capi.ServingCerts` the CAPI controller renews through) -----
@@ -283,11 +322,12 @@ class Lab:
         target = self._get(cluster)
         assert target.tls is not None
         target.tls.renew(signer)
-        target.tls.trust_pem = trust_pem
-        if self.simulation is not None:
-            self.simulation.set_trust(cluster, trust_pem.decode())
-        self._publish_kubeconfig(target)
-        self.write_kubeconfig()
+        if trust_pem != target.tls.trust_pem:  # an upgrade or renewal keeps the trust
+            target.tls.trust_pem = trust_pem
+            if self.simulation is not None:
+                self.simulation.set_trust(cluster, trust_pem.decode())
+            self._publish_kubeconfig(target)
+            self.write_kubeconfig()
         return target.tls.not_after
 
     def set_cert_expiry(self, name: str, days: float) -> dict[str, Any]:
@@ -304,12 +344,21 @@ class Lab:
         """The served chain, trust bundle and each consumer's verdict (docs/lab-certificates.md)."""
         return certreport.report(self, self._get(name))
 
-    def seed_certificate(self, name: str, **options: Any) -> dict[str, Any]:
-        """A cert-manager Certificate in cluster `name` as if issued earlier
+    def seed_certificate(self, cluster_name: str, /, **options: Any) -> dict[str, Any]:
+        """A cert-manager Certificate in cluster `cluster_name` as if issued earlier
         (lab.controllers.certmanager.seed_certificate); needs the simulation."""
+        cluster = self._get(cluster_name)
         if self.simulation is None:
             raise ValueError("seeding certificates needs the simulation (cert-manager)")
-        return certmanager.seed_certificate(self._get(name).store, **options)
+        if cluster.contacted is not None:
+            hook, cluster.contacted = cluster.contacted, None
+            hook()
+        return certmanager.seed_certificate(cluster.store, **options)
+
+    def _install_on_contact(self, cluster: Cluster) -> None:
+        simulation = self.simulation
+        if simulation is not None:
+            cluster.contacted = lambda: simulation.install_addons(cluster.name)
 
     def _publish_kubeconfig(self, cluster: Cluster) -> None:
         """`<cluster>-kubeconfig` in mgmt, as KCP keeps it (needs the cluster's port)."""
@@ -418,6 +467,7 @@ class Lab:
                 cluster.tls = pki.ServingTLS.load(entry["tls"])
             elif legacy is not None:
                 cluster.tls = pki.ServingTLS(legacy, legacy.cert_pem, pki.not_after_in(None))
+            self._install_on_contact(cluster)
             self.clusters[cluster.name] = cluster
         if self.simulation is not None:
             for cluster in self.clusters.values():
@@ -442,6 +492,11 @@ class Lab:
         for cluster in self.clusters.values():
             if cluster.faults.get("dark", {}).get("mode") == "hang":
                 cluster.released = asyncio.Event()
+
+
+def _closed(cluster: Cluster) -> bool:
+    """Whether the cluster's API port is closed (dark/refuse, or partitioned)."""
+    return cluster.faults.get("dark", {}).get("mode") == "refuse" or "partition" in cluster.faults
 
 
 _BARE_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")

@@ -94,6 +94,9 @@ class ApiServer:
                 ),
                 503,
             )
+        if cluster.contacted is not None:
+            hook, cluster.contacted = cluster.contacted, None
+            hook()
         faults = cluster.faults
         if faults:
             if faults.get("dark", {}).get("mode") == "hang":

@@ -98,6 +98,7 @@ class Simulation:
 
     def detach(self, name: str) -> None:
         attached = self._clusters.pop(name, None)
+        self._trust.pop(name, None)
         if attached is not None:
             attached.active = False
             attached.workloads.stop()
@@ -105,6 +106,12 @@ class Simulation:
             attached.endpoints.stop()
             if attached.certmanager is not None:
                 attached.certmanager.stop()
+
+    def install_addons(self, name: str) -> None:
+        """Installs cert-manager's CRDs in cluster `name` (idempotent)."""
+        attached = self._clusters.get(name)
+        if attached is not None and attached.certmanager is not None:
+            attached.certmanager.install()
 
     def set_trust(self, name: str, ca_pem: str) -> None:
         """Cluster `name`'s own trust bundle (kube-root-ca.crt, inject-apiserver-ca

@@ -96,6 +96,47 @@ class LabAdmin:
         body = {"namespace": namespace, "name": name, "expiresInDays": days, **spec}
         return dict(self._call("POST", f"/clusters/{cluster}/cert-manager/certificates", body))
 
+    # ---- disaster recovery (docs/lab-dr.md) --------------------------------------------
+
+    def seed_dr_app(
+        self,
+        name: str,
+        clusters: list[str],
+        *,
+        namespace: str = "",
+        dns_name: str = "",
+        ttl: int = 5,
+    ) -> dict[str, Any]:
+        """Seeds an app: a CNPG Cluster per cluster (the first primary) and its DNSEndpoint."""
+        body: dict[str, Any] = {"name": name, "clusters": clusters, "namespace": namespace}
+        body.update(dnsName=dns_name, ttl=ttl)
+        return dict(self._call("POST", "/dr/apps", body))
+
+    def dr_apps(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/dr/apps"))
+
+    def dr_app(self, name: str) -> dict[str, Any]:
+        return next(a for a in self.dr_apps() if a["name"] == name)
+
+    def resolve(self, dns_name: str) -> dict[str, Any]:
+        """The zone's current answer (no caching); LabError for NXDOMAIN."""
+        return dict(self._call("GET", f"/dns/{dns_name}"))
+
+    def start_workload(
+        self, app: str, *, interval_ms: float = 20, timeout_ms: float = 500, probe_ms: float = 100
+    ) -> str:
+        """Starts a client writing through the app's DNS name; returns its id."""
+        body: dict[str, Any] = {"app": app, "intervalMs": interval_ms, "timeoutMs": timeout_ms}
+        body["probeMs"] = probe_ms
+        return str(self._call("POST", "/workloads", body)["id"])
+
+    def workload(self, workload_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/workloads/{workload_id}"))
+
+    def stop_workload(self, workload_id: str) -> dict[str, Any]:
+        """Stops the client, checks its acknowledged writes (RPO), returns measurements."""
+        return dict(self._call("DELETE", f"/workloads/{workload_id}"))
+
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(
@@ -113,6 +154,24 @@ class LabAdmin:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise LabError(f"lab admin API at {self.url} unreachable: {reason}") from None
+
+
+class CachingResolver:
+    """A stub resolver over the lab zone: an answer is reused until its TTL runs out, as
+    an application's resolver would (so a DNS switch reaches it up to one TTL late)."""
+
+    def __init__(self, admin: LabAdmin) -> None:
+        self.admin = admin
+        self._cache: dict[str, tuple[dict[str, Any], float]] = {}
+
+    def resolve(self, name: str) -> dict[str, Any]:
+        """`{name, recordType, targets, ttl, member, address}`; LabError for NXDOMAIN."""
+        cached = self._cache.get(name)
+        if cached is not None and time.monotonic() < cached[1]:
+            return cached[0]
+        answer = self.admin.resolve(name)
+        self._cache[name] = (answer, time.monotonic() + float(answer["ttl"]))
+        return answer
 
 
 def _die_with_parent() -> None:

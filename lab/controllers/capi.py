@@ -264,6 +264,7 @@ class CapiController:
         self.certs = certs  # None: no certificates (bare simulations in tests)
         self.timers = Timers()
         self.failing: set[str] = set()  # clusters with the upgrade-fail fault
+        self._machine_names: dict[str, set[str]] = {}  # control-plane Machines by cluster
 
     def start(self) -> None:
         """Installs CRDs, the fleet namespace and the webhooks; reconciles what exists."""
@@ -282,6 +283,8 @@ class CapiController:
             )
         self.mgmt.add_validator(self.admit)
         self.mgmt.add_listener(self.on_event)
+        for machine in self.mgmt.list(MACHINES, NAMESPACE):
+            self._index(machine, present=True)
         for kcp in self.mgmt.list(KUBEADMCONTROLPLANES, NAMESPACE):
             self.queue(kcp["metadata"]["labels"][CLUSTER_NAME_LABEL])
 
@@ -392,6 +395,8 @@ class CapiController:
     # ---- reconcile ---------------------------------------------------------------------
 
     def on_event(self, event: Event) -> None:
+        if event.key == MACHINES:
+            self._index(event.object, present=event.type != "DELETED")
         watched = (KUBEADMCONTROLPLANES, MACHINEDEPLOYMENTS, MACHINES, SECRETS)
         if event.key in watched and event.type != "DELETED":
             cluster = event.object["metadata"].get("labels", {}).get(CLUSTER_NAME_LABEL)
@@ -476,29 +481,43 @@ class CapiController:
 
     # ---- machines and the cluster CA -----------------------------------------------------
 
+    def _index(self, machine: Obj, *, present: bool) -> None:
+        meta = machine["metadata"]
+        labels = meta.get("labels", {})
+        cluster = labels.get(CLUSTER_NAME_LABEL)
+        if (
+            cluster is None
+            or CONTROL_PLANE_LABEL not in labels
+            or meta.get("namespace") != NAMESPACE
+        ):
+            return
+        names = self._machine_names.setdefault(cluster, set())
+        if present:
+            names.add(meta["name"])
+        else:
+            names.discard(meta["name"])
+
     def _machines(self, cluster: str) -> list[Obj]:
-        return [
-            m
-            for m in self.mgmt.list(MACHINES, NAMESPACE)
-            if m["metadata"].get("labels", {}).get(CLUSTER_NAME_LABEL) == cluster
-            and CONTROL_PLANE_LABEL in m["metadata"].get("labels", {})
-        ]
+        """The cluster's control-plane Machines (an index: mgmt holds one per cluster)."""
+        found = (
+            self.mgmt.find(MACHINES, NAMESPACE, n)
+            for n in sorted(self._machine_names.get(cluster, ()))
+        )
+        return [m for m in found if m is not None]
 
     def _create_machine(
         self, cluster: str, kcp: Obj, version: str, not_after: datetime | None = None
     ) -> None:
         if not_after is None and self.certs is not None:
             not_after = self.certs.expiry(cluster)
-        created = self.mgmt.create(MACHINES, _machine(cluster, kcp, version, not_after))
-        current = self.mgmt.get(MACHINES, NAMESPACE, created["metadata"]["name"])
-        write_status(self.mgmt, MACHINES, current, _machine_status(current, cluster))
+        machine = _machine(cluster, kcp, version, not_after)
+        machine["status"] = _machine_status(machine, cluster)  # created provisioned, as seeds are
+        self.mgmt.create(MACHINES, machine)
 
     def _sync_machine_expiry(self, machine: Obj) -> None:
         """status.certificatesExpiryDate follows the annotation (CAPI's machine controller)."""
         value = machine["metadata"].get("annotations", {}).get(CERTIFICATES_EXPIRY)
-        if "status" not in machine:
-            return  # being created: its status comes next
-        status = copy.deepcopy(machine["status"])
+        status = copy.deepcopy(machine.get("status", {}))
         if value and _parse_time(value) is not None:
             status["certificatesExpiryDate"] = value
         if status != machine.get("status", {}):
@@ -758,7 +777,7 @@ def _machine_status(machine: Obj, cluster: str) -> Obj:
         "nodeRef": {"apiVersion": "v1", "kind": "Node", "name": f"{cluster}-cp-0"},
         "addresses": [{"type": "InternalIP", "address": "10.0.0.10"}],
         "lastUpdated": now,
-        "observedGeneration": machine["metadata"]["generation"],
+        "observedGeneration": 1,
         "conditions": [
             {"type": t, "status": "True", "lastTransitionTime": now}
             for t in ("Ready", "BootstrapReady", "InfrastructureReady", "NodeHealthy")

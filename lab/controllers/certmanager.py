@@ -227,11 +227,15 @@ class CertManagerController:
         self.apiserver_ca = apiserver_ca  # the cluster's trust bundle (inject-apiserver-ca)
         self._active = False
 
-    def start(self) -> None:
-        """Installs the CRDs (once), listens, and catches up with what is stored."""
+    def install(self) -> None:
+        """Creates the CRDs that are missing (2,000 CRD objects cost a 500-cluster lab
+        9 MiB, so the lab installs them on a cluster's first request)."""
         for crd in crds():
             if self.store.find(CRDS, "", crd["metadata"]["name"]) is None:
                 self.store.create(CRDS, crd)
+
+    def start(self) -> None:
+        """Listens, and catches up with what is stored."""
         self._active = True
         self.store.add_listener(self.on_event)
         for key in (ISSUERS, CLUSTERISSUERS):
@@ -389,7 +393,7 @@ class CertManagerController:
             return
         reason, message = self._issuance_reason(cert, now)
         if reason is None:
-            self._settled(cert, now)
+            self._settled(cert, now, renew_before)
             return
         signer, why = self._issuer_for(cert)
         if signer is None:
@@ -447,9 +451,20 @@ class CertManagerController:
             )
         return None, ""
 
-    def _settled(self, cert: Obj, now: datetime) -> None:
-        """Up to date: Ready=True and a timer for its renewal time."""
+    def _settled(self, cert: Obj, now: datetime, renew_before: timedelta) -> None:
+        """Up to date: Ready=True, the validity read from its Secret when status lacks it
+        (a Certificate adopting an existing Secret), and a timer for its renewal time."""
         status = copy.deepcopy(cert.get("status", {}))
+        if "notAfter" not in status:
+            secret = self.store.get(
+                SECRETS, cert["metadata"]["namespace"], cert["spec"]["secretName"]
+            )
+            leaf = x509.load_pem_x509_certificates(_unb64(secret["data"]["tls.crt"]))[0]
+            status.update(
+                notBefore=_iso(leaf.not_valid_before_utc),
+                notAfter=_iso(leaf.not_valid_after_utc),
+                renewalTime=_iso(leaf.not_valid_after_utc - renew_before),
+            )
         conditions = status.setdefault("conditions", [])
         generation = cert["metadata"].get("generation", 1)
         set_condition(

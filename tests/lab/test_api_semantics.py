@@ -393,7 +393,8 @@ async def test_state_file_restores_ports_tokens_and_objects(tmp_path: Path) -> N
         assert (restored.port, restored.token) == (port, token)
         assert restored.authenticate(token_user) is not None
         config = yaml.safe_load(second.kubeconfig.read_text())
-        ca = base64.b64decode(config["clusters"][0]["cluster"]["certificate-authority-data"])
+        entry = next(c for c in config["clusters"] if c["name"] == restored.context)
+        ca = base64.b64decode(entry["cluster"]["certificate-authority-data"])
         context = ssl.create_default_context(cadata=ca.decode())
         async with (
             aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session,

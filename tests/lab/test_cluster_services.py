@@ -53,7 +53,8 @@ def test_new_namespace_gets_default_service_account_and_root_ca(
         "kube-root-ca.crt",
     )
     ca = get_json(kubectl, "configmap", "kube-root-ca.crt", "-n", NS)["data"]["ca.crt"]
-    assert lab.lab.ca is not None and ca == lab.lab.ca.cert_pem.decode()
+    tls = lab.lab.clusters["eu-dev-1"].tls  # the cluster's own CA bundle
+    assert tls is not None and ca == tls.trust_pem.decode()
     kubectl.ok("delete", "configmap", "kube-root-ca.crt", "-n", NS)
     eventually(
         lambda: kubectl("get", "configmap", "kube-root-ca.crt", "-n", NS).returncode == 0,
