@@ -21,6 +21,7 @@ from rich.text import Text
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.inventory import LIST_CONCURRENCY
 from fleet.certs import CertScanRequest, CertScanResult, parse_threshold, remaining, short
 from fleet.certs_models import CertEntry, CertReport, CertStatus
 from fleet.config import Settings
@@ -93,7 +94,13 @@ def certs_list(
 
         client = await connect()
         records = await list_clusters(client, RecordsQuery(selector=selector))
-        reports = await asyncio.gather(*(_report(client, r.name) for r in records))
+        gate = asyncio.Semaphore(LIST_CONCURRENCY)
+
+        async def report(name: str) -> CertReport | None:
+            async with gate:
+                return await _report(client, name)
+
+        reports = await asyncio.gather(*(report(r.name) for r in records))
         now = datetime.now(UTC)
         rows: list[tuple[str, CertEntry]] = [
             (report.cluster, entry)
