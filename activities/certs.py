@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from cryptography import x509
 from kubernetes.client.exceptions import ApiException
@@ -171,8 +171,13 @@ class _Scan:
         self.report.entries.append(entry)
 
 
-def scan_cluster(access: ClusterAccess) -> CertReport:
-    """One cluster's certificates and trust pins (see the module docstring)."""
+# A cluster's control-plane Machines as read for a whole chunk, or why they could not be.
+Machines = list[dict[str, Any]] | str
+
+
+def scan_cluster(access: ClusterAccess, machines: Machines | None = None) -> CertReport:
+    """One cluster's certificates and trust pins (see the module docstring); `machines`
+    when they were read already for many clusters at once (`chunk_machines`)."""
     scan = _Scan(access.name)
     credential = access.credential
     hub: certs_kubeconfig.HubView | None = None
@@ -190,9 +195,13 @@ def scan_cluster(access: ClusterAccess) -> CertReport:
     scan.attempt("hub kubeconfig", read_hub)
     if hub is not None:
         _read_serving(scan, hub)
-    if access.management is not None:
+    if isinstance(machines, str):
+        scan.report.problems.append(f"Cluster API Machines: {machines}")
+    elif access.management is not None:
         management = access.management
-        scan.attempt("Cluster API Machines", lambda: _read_machines(scan, management, access.name))
+        scan.attempt(
+            "Cluster API Machines", lambda: _read_machines(scan, management, access.name, machines)
+        )
     if scan.report.reachable:
         _read_in_cluster(scan, credential)
     return scan.report
@@ -211,11 +220,15 @@ def _read_serving(scan: _Scan, hub: certs_kubeconfig.HubView) -> None:
     scan.report.serving_ca = issuer_among(shake.leaf, scan.cas.values())
 
 
-def _read_machines(scan: _Scan, management: ManagementRef, cluster: str) -> None:
-    api = api_client(management.credential)
-    selector = f"{CLUSTER_NAME_LABEL}%3D{cluster},{CONTROL_PLANE_LABEL}"
-    path = f"{CAPI_MACHINES.format(ns=management.namespace)}?labelSelector={selector}"
-    for machine in _list(api, path):
+def _read_machines(
+    scan: _Scan, management: ManagementRef, cluster: str, machines: list[dict[str, Any]] | None
+) -> None:
+    if machines is None:
+        api = api_client(management.credential)
+        selector = f"{CLUSTER_NAME_LABEL}%3D{cluster},{CONTROL_PLANE_LABEL}"
+        path = f"{CAPI_MACHINES.format(ns=management.namespace)}?labelSelector={selector}"
+        machines = _list(api, path)
+    for machine in machines:
         annotations = (machine.get("metadata") or {}).get("annotations") or {}
         expiry = _time((machine.get("status") or {}).get("certificatesExpiryDate")) or _time(
             annotations.get(EXPIRY_ANNOTATION)
@@ -287,6 +300,36 @@ def _read_in_cluster(scan: _Scan, credential: CredentialRef) -> None:
     scan.attempt("webhook caBundles", webhooks)
 
 
+def chunk_machines(clusters: list[ClusterAccess]) -> dict[str, Machines]:
+    """The control-plane Machines of many clusters with one list per management cluster
+    and namespace (`cluster-name in (...)`), by cluster; a failed list is the reason."""
+    groups: dict[tuple[str, str, str], dict[str, str]] = {}  # CAPI name -> record name
+    refs: dict[tuple[str, str, str], ManagementRef] = {}
+    for access in clusters:
+        if (m := access.management) is not None:
+            key = (m.credential.kubeconfig, m.credential.context, m.namespace)
+            groups.setdefault(key, {})[m.cluster] = access.name
+            refs[key] = m
+    found: dict[str, Machines] = {}
+    for key, names in groups.items():
+        ref = refs[key]
+        selector = quote(f"{CLUSTER_NAME_LABEL} in ({','.join(names)}),{CONTROL_PLANE_LABEL}")
+        path = f"{CAPI_MACHINES.format(ns=ref.namespace)}?labelSelector={selector}"
+        try:
+            items = _list(api_client(ref.credential), path)
+        except Exception as exc:  # each cluster's report says it
+            found.update(dict.fromkeys(names.values(), api_error_message("management", exc)))
+            continue
+        lists: dict[str, list[dict[str, Any]]] = {name: [] for name in names.values()}
+        for machine in items:
+            labels = (machine.get("metadata") or {}).get("labels") or {}
+            owner = names.get(str(labels.get(CLUSTER_NAME_LABEL)))
+            if owner is not None:
+                lists[owner].append(machine)
+        found.update(lists)
+    return found
+
+
 # --- activities -----------------------------------------------------------------------------
 
 
@@ -296,8 +339,12 @@ def scan_certificates(chunk: CertScanChunk) -> CertReports:
     Never fails for a cluster: what could not be read is in its report's problems."""
 
     found: dict[str, CertReport] = {}
+    machines = chunk_machines(chunk.clusters)
     with ThreadPoolExecutor(SCAN_THREADS, thread_name_prefix="certscan") as pool:
-        futures = {pool.submit(scan_cluster, access): access.name for access in chunk.clusters}
+        futures = {
+            pool.submit(scan_cluster, access, machines.get(access.name)): access.name
+            for access in chunk.clusters
+        }
         for future in as_completed(futures):
             report = found[futures[future]] = future.result()
             activity.heartbeat(report.cluster)  # from this thread: the activity's context
