@@ -4,7 +4,7 @@ presents, and the one writer that changes the CA data Flotilla reads.
 Reads go through fleet/kubeconfig.py, so they see exactly what the worker's API clients
 see (a `:` list merged as kubectl merges it). `set_cluster_ca` rewrites the file that
 defines the context's cluster entry (the first file of the list that names it, the one
-the merge takes it from): under an exclusive lock (threads and processes), as an atomic
+the merge takes it from): under an exclusive flock (threads and processes), as an atomic
 replace keeping the file's mode, and not at all when the data is already there. Nothing
 here logs or returns key material.
 """
@@ -15,9 +15,9 @@ import base64
 import fcntl
 import itertools
 import os
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,6 @@ import yaml
 
 from fleet import kubeconfig
 
-_thread_lock = threading.Lock()
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
@@ -108,40 +107,23 @@ def set_cluster_ca(
     raise HubConfigError(f"no file of {source} defines cluster {entry_name!r}")
 
 
-class _locked:
-    """An exclusive lock on `path` for this process's threads and for other processes
-    (flock on a sidecar file, so the atomic replace does not drop the lock)."""
-
-    def __init__(self, path: Path, waiting: Callable[[], None] | None):
-        self._lock_path = path.with_name(f".{path.name}.lock")
-        self._fd = -1
-        self._waiting = waiting or (lambda: None)
-
-    def __enter__(self) -> None:
-        while not _thread_lock.acquire(timeout=1.0):
-            self._waiting()
-        try:
-            self._fd = os.open(self._lock_path, os.O_WRONLY | os.O_CREAT, 0o600)
-            for attempt in itertools.count(1):
-                try:
-                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    return
-                except BlockingIOError:
-                    if attempt % 20 == 0:
-                        self._waiting()
-                    time.sleep(0.05)
-        except BaseException:
-            if self._fd >= 0:
-                os.close(self._fd)
-            _thread_lock.release()
-            raise
-
-    def __exit__(self, *_: object) -> None:
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-        finally:
-            _thread_lock.release()
+@contextmanager
+def _locked(path: Path, waiting: Callable[[], None] | None) -> Iterator[None]:
+    """An exclusive `flock` on the sidecar file `.<name>.lock` (the atomic replace would
+    drop a lock on the file itself). A lock belongs to its open file, so this excludes
+    other threads as well as other processes, and closing the file releases it whatever
+    interrupts the holder (a cancelled activity's thread gets an exception at any point:
+    a lock that needs an explicit release could stay taken for good)."""
+    with open(path.with_name(f".{path.name}.lock"), "a") as handle:
+        for attempt in itertools.count(1):
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if waiting is not None and attempt % 20 == 0:
+                    waiting()
+                time.sleep(0.05)
+        yield
 
 
 def _replace(path: Path, text: str) -> None:
