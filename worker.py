@@ -21,8 +21,9 @@ from temporalio.service import RPCError
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities import access, baseline, drift, git, health, inventory, manifests
+from activities import access, baseline, certs, drift, git, health, inventory, manifests
 from fleet.config import Settings
+from workflows.certs import CertScan
 from workflows.cluster import ClusterEntity, ClusterIdentity
 from workflows.drift import DriftSweep
 from workflows.health import FleetHealthSweep
@@ -44,6 +45,7 @@ WORKFLOWS: list[type] = [
     PlanCheck,
     SyncPlan,
     DriftSweep,
+    CertScan,
 ]
 
 ACTIVITIES: list[Callable[..., Any]] = [
@@ -66,6 +68,8 @@ ACTIVITIES: list[Callable[..., Any]] = [
     git.place_bundles,
     manifests.preview_clusters,
     drift.check_drift,
+    certs.scan_certificates,
+    certs.record_certificates,
 ]
 
 # Sync (kubernetes client) activities run on this many threads; also the activity slot count.
@@ -136,7 +140,7 @@ async def run_worker(client: Client, task_queue: str, *, stop: asyncio.Event | N
 
 async def main() -> None:
     from fleet.connect import connect
-    from starters.schedules import ensure_health_schedule
+    from starters.schedules import ensure_cert_scan_schedule, ensure_health_schedule
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
@@ -148,8 +152,9 @@ async def main() -> None:
     log = logging.getLogger("flotilla.worker")
     try:  # every deployment sweeps fleet health, not only `flotilla up`
         await ensure_health_schedule(client, task_queue=settings.task_queue)
+        await ensure_cert_scan_schedule(client, task_queue=settings.task_queue)
     except RPCError as exc:
-        log.warning("could not ensure the health-sweep schedule: %s", exc.message)
+        log.warning("could not ensure the health/cert-scan schedules: %s", exc.message)
     log.info("polling task queue %s", settings.task_queue)
     await run_worker(client, settings.task_queue, stop=stop)
 

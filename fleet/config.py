@@ -19,6 +19,8 @@ class Settings(BaseModel):
     tracing: str = ""
     # Fleet health sweep interval in seconds (0 disables the schedule).
     health_interval: int = 300
+    # Fleet certificate scan interval in seconds (0 disables the schedule).
+    cert_scan_interval: int = 21600
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -30,4 +32,5 @@ class Settings(BaseModel):
             kubeconfig=env.get("FLOTILLA_KUBECONFIG", ""),
             tracing=env.get("FLOTILLA_TRACING", ""),
             health_interval=int(env.get("FLOTILLA_HEALTH_INTERVAL", "300")),
+            cert_scan_interval=int(env.get("FLOTILLA_CERT_SCAN_INTERVAL", "21600")),
         )

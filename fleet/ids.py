@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 HEALTH_SCHEDULE_ID = "flotilla-health-sweep"
+CERT_SCAN_SCHEDULE_ID = "flotilla-cert-scan"
 
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")

@@ -13,6 +13,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fleet.certs_models import CertReport, CertSummary
+
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
@@ -117,6 +119,8 @@ class ClusterRecord(Model):
     last_health_at: datetime | None = None
     # Why the last stale lock was broken (holder, its status, when); empty if never.
     last_lock_break: str = ""
+    # The last certificate scan's verdict (fleet/certs.py); None until the first scan.
+    certs: CertSummary | None = None
 
     def ref(self) -> ClusterRef:
         return ClusterRef(name=self.name, credential=self.credential)
@@ -179,6 +183,8 @@ class ClusterState(Model):
     registered: bool = False  # False until the first `register` update has completed
     # While locked, how often the entity checks that the holder's workflow still runs.
     lock_check_seconds: int = 300
+    # The last certificate scan's full report (the record keeps only its summary).
+    cert_report: CertReport | None = None
 
 
 class RegisterRequest(Model):

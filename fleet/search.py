@@ -17,6 +17,10 @@ KIND = SearchAttributeKey.for_keyword("FlotillaKind")
 # How an operation ended, in Flotilla's words (fleet.rollout_models.Outcome values):
 # Temporal's COMPLETED only means the workflow returned, not that the change succeeded.
 OUTCOME = SearchAttributeKey.for_keyword("FlotillaOutcome")
+# Cluster records: the soonest certificate expiry the last scan found, and its verdict
+# (fleet.certs_models.CertStatus: ok, expiring, expired, unknown).
+CERT_EXPIRY = SearchAttributeKey.for_datetime("FlotillaCertExpiry")
+CERT_STATUS = SearchAttributeKey.for_keyword("FlotillaCertStatus")
 
 ALL: list[SearchAttributeKey] = [
     ENV,
@@ -28,13 +32,18 @@ ALL: list[SearchAttributeKey] = [
     CLUSTERS,
     KIND,
     OUTCOME,
+    CERT_EXPIRY,
+    CERT_STATUS,
 ]
+
+
+# The `temporal` CLI's name of each attribute type used above.
+TYPE_NAMES = {"KEYWORD": "Keyword", "KEYWORD_LIST": "KeywordList", "DATETIME": "Datetime"}
 
 
 def server_flags() -> list[str]:
     """`temporal server start-dev` arguments that register every attribute above."""
-    type_names = {"KEYWORD": "Keyword", "KEYWORD_LIST": "KeywordList"}
     flags: list[str] = []
     for key in ALL:
-        flags += ["--search-attribute", f"{key.name}={type_names[key.indexed_value_type.name]}"]
+        flags += ["--search-attribute", f"{key.name}={TYPE_NAMES[key.indexed_value_type.name]}"]
     return flags

@@ -495,8 +495,9 @@ def _mount_sub_apps() -> None:
     `dr`."""
     if any(group.name == "upgrade" for group in app.registered_groups):
         return
-    from starters import cli_dr, cli_rollout, cli_sync
+    from starters import cli_certs, cli_dr, cli_rollout, cli_sync
 
+    cli_certs.mount(app)  # first: `certs renew|rotate` nest in its group
     cli_rollout.mount(app, ops_app)
     cli_dr.mount(app)
     app.add_typer(cli_sync.sync_app, name="sync")

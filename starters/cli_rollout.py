@@ -263,6 +263,25 @@ def rollback(rollout: RolloutArg, who: Who = "", reason: Reason = "") -> None:
     _send(rollout, "rollback", ControlRequest(who=_who(who), reason=reason))
 
 
+def _group(app: typer.Typer, path: str) -> typer.Typer:
+    """The group `path` names ("" is `app`; "certs" the group of that name, mounted first
+    by its own module, or created here when it is not)."""
+    for name in path.split():
+        found = next(
+            (
+                g.typer_instance
+                for g in app.registered_groups
+                if g.name == name and g.typer_instance is not None
+            ),
+            None,
+        )
+        if found is None:
+            found = typer.Typer(no_args_is_help=True)
+            app.add_typer(found, name=name)
+        app = found
+    return app
+
+
 def mount(app: typer.Typer, ops_app: typer.Typer) -> None:
     """Adds each registered operation's `plan`/`start` and the controls to `ops`."""
     for operation in OPERATIONS:
@@ -271,6 +290,7 @@ def mount(app: typer.Typer, ops_app: typer.Typer) -> None:
         group = typer.Typer(help=operation.help, no_args_is_help=True)
         group.command("plan")(plan_command(operation))
         group.command("start")(start_command(operation))
-        app.add_typer(group, name=operation.command)
+        parent, _, name = operation.command.rpartition(" ")
+        _group(app, parent).add_typer(group, name=name)
     for control in (pause, resume, approve, skip, abort, rollback):
         ops_app.command(control.__name__)(control)

@@ -44,6 +44,8 @@ STATUS_STYLE = {
     "running": "cyan",
     "pending": "dim",
     "skipped": "yellow",
+    "expiring": "yellow",
+    "expired": "red",
 }
 
 
@@ -91,9 +93,11 @@ def cell(value: Any) -> str:
 
 def clusters_table(records: Sequence[ClusterRecord]) -> Table:
     table = Table(title=f"{len(records)} cluster(s)", title_justify="left")
-    for column in ("NAME", "ENV", "REGION", "VERSION", "NODES", "HEALTH", "PHASE", "LOCK"):
+    for column in ("NAME", "ENV", "REGION", "VERSION", "NODES", "HEALTH", "PHASE", "LOCK", "CERTS"):
         table.add_column(column)
     for r in records:
+        certs = r.certs
+        soonest = f" {certs.soonest:%Y-%m-%d}" if certs and certs.soonest else ""
         table.add_row(
             r.name,
             r.labels.get("env", "-"),
@@ -103,6 +107,9 @@ def clusters_table(records: Sequence[ClusterRecord]) -> Table:
             styled(r.health),
             styled(r.phase),
             r.lock.holder if r.lock else "-",
+            Text(f"{certs.status}{soonest}", style=STATUS_STYLE.get(certs.status, ""))
+            if certs
+            else "-",
         )
     return table
 

@@ -1,4 +1,4 @@
-"""The Temporal Schedule that runs `FleetHealthSweep` every `interval` seconds."""
+"""The Temporal Schedules that run `FleetHealthSweep` and `CertScan` every `interval` seconds."""
 
 from __future__ import annotations
 
@@ -19,9 +19,11 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError
 
+from fleet.certs import CertScanRequest
 from fleet.config import Settings
-from fleet.ids import HEALTH_SCHEDULE_ID
+from fleet.ids import CERT_SCAN_SCHEDULE_ID, HEALTH_SCHEDULE_ID
 from fleet.models import SweepRequest
+from workflows.certs import CertScan
 from workflows.health import FleetHealthSweep
 
 
@@ -60,6 +62,49 @@ async def ensure_health_schedule(
     schedule = health_schedule(interval, queue)
     try:
         await client.create_schedule(HEALTH_SCHEDULE_ID, schedule)
+    except ScheduleAlreadyRunningError:
+
+        def replace(_: ScheduleUpdateInput) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=schedule)
+
+        await handle.update(replace)
+
+
+def cert_scan_schedule(interval_seconds: int, task_queue: str) -> Schedule:
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            CertScan.run,
+            CertScanRequest(),
+            id=CERT_SCAN_SCHEDULE_ID,
+            task_queue=task_queue,
+            execution_timeout=timedelta(seconds=max(interval_seconds, 1800)),
+            static_summary="Fleet certificate scan",
+            static_details="Reads every certificate expiry and trust pin of every cluster and "
+            "records the soonest expiry on its record (FlotillaCertExpiry, FlotillaCertStatus).",
+        ),
+        spec=ScheduleSpec(
+            intervals=[ScheduleIntervalSpec(every=timedelta(seconds=interval_seconds))]
+        ),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+
+
+async def ensure_cert_scan_schedule(
+    client: Client, *, interval_seconds: int | None = None, task_queue: str | None = None
+) -> None:
+    """Creates or updates the `flotilla-cert-scan` schedule (FLOTILLA_CERT_SCAN_INTERVAL,
+    default 6 h). Idempotent. An interval of 0 deletes it."""
+    settings = Settings.from_env()
+    interval = settings.cert_scan_interval if interval_seconds is None else interval_seconds
+    queue = task_queue or settings.task_queue
+    handle = client.get_schedule_handle(CERT_SCAN_SCHEDULE_ID)
+    if interval <= 0:
+        with contextlib.suppress(RPCError):  # already absent
+            await handle.delete()
+        return
+    schedule = cert_scan_schedule(interval, queue)
+    try:
+        await client.create_schedule(CERT_SCAN_SCHEDULE_ID, schedule)
     except ScheduleAlreadyRunningError:
 
         def replace(_: ScheduleUpdateInput) -> ScheduleUpdate:

@@ -30,6 +30,8 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.inventory import check_identity_owner, describe_lock_holder
     from fleet import search
+    from fleet.certs import CertRecordRequest, summarize
+    from fleet.certs_models import CertReport
     from fleet.ids import labels_error
     from fleet.models import (
         ClusterRecord,
@@ -360,6 +362,30 @@ class ClusterEntity:
         self._check_cluster(report.cluster)
 
     @workflow.update
+    def record_certs(self, req: CertRecordRequest) -> ClusterRecord:
+        """Keeps the scan's report and its summary; ignored for offboarded records and for
+        reports older than the last one."""
+        report = req.reports[0]
+        last = self._state.cert_report
+        if self._record.phase != Phase.OFFBOARDED and (
+            last is None or report.scanned_at >= last.scanned_at
+        ):
+            self._state.cert_report = report
+            self._record.certs = summarize(report, req.alert_seconds)
+            self._changed()
+        return self._record
+
+    @record_certs.validator
+    def _validate_certs(self, req: CertRecordRequest) -> None:
+        if len(req.reports) != 1:
+            raise _invalid("record_certs takes exactly one report")
+        self._check_cluster(req.reports[0].cluster)
+
+    @workflow.query
+    def cert_report(self) -> CertReport | None:
+        return self._state.cert_report
+
+    @workflow.update
     def retire(self, req: RetireRequest) -> ClusterRecord:
         rec = self._record
         if rec.phase != Phase.OFFBOARDED:
@@ -411,9 +437,13 @@ class ClusterEntity:
         rec.updated_at = workflow.now()
         self._sync_search_attributes()
         holder = f"locked by {rec.lock.holder}" if rec.lock else "unlocked"
+        certs = ""
+        if rec.certs is not None:
+            soonest = f" (soonest {rec.certs.soonest:%Y-%m-%d})" if rec.certs.soonest else ""
+            certs = f", certificates {rec.certs.status}{soonest}"
         workflow.set_current_details(
             f"**{rec.name}**: phase {rec.phase}, health {rec.health}, "
-            f"version {rec.version or '?'}, {rec.node_count} nodes, {holder}"
+            f"version {rec.version or '?'}, {rec.node_count} nodes, {holder}{certs}"
         )
 
     def _sync_search_attributes(self) -> None:
@@ -437,8 +467,30 @@ class ClusterEntity:
             updates.append(
                 search.LABELS.value_set(labels) if labels else search.LABELS.value_unset()
             )
+        updates += self._cert_attributes()
         if updates:
             workflow.upsert_search_attributes(updates)
+
+    def _cert_attributes(self) -> list[SearchAttributeUpdate]:
+        """CERT_EXPIRY and CERT_STATUS once a scan was recorded (none before: histories
+        from before certificate scans replay unchanged)."""
+        certs = self._record.certs
+        if certs is None:
+            return []
+        updates: list[SearchAttributeUpdate] = []
+        status = str(certs.status)
+        if self._applied.get(search.CERT_STATUS.name) != status:
+            self._applied[search.CERT_STATUS.name] = status
+            updates.append(search.CERT_STATUS.value_set(status))
+        expiry = certs.soonest.isoformat() if certs.soonest else ""
+        if self._applied.get(search.CERT_EXPIRY.name) != expiry:
+            self._applied[search.CERT_EXPIRY.name] = expiry
+            updates.append(
+                search.CERT_EXPIRY.value_set(certs.soonest)
+                if certs.soonest
+                else search.CERT_EXPIRY.value_unset()
+            )
+        return updates
 
 
 @workflow.defn(name="ClusterIdentity")

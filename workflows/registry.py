@@ -18,14 +18,28 @@ from typing import Any, Protocol
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities import addons, capi, database, dns, dr_observe, dr_probe, dr_records, manifests
+    from activities import (
+        addons,
+        capi,
+        cert_rollout,
+        certs,
+        database,
+        dns,
+        dr_observe,
+        dr_probe,
+        dr_records,
+        manifests,
+    )
     from fleet.addon_target import AddonTarget
+    from fleet.certs_targets import CaRotateTarget, CertRenewTarget
     from fleet.k8s_target import K8sTarget
     from fleet.rollout_models import ClusterResult, ClusterTask, PreflightRequest, PreflightResult
     from fleet.sync_models import SyncTarget
     from fleet.targets import Target, register_target
 
 from workflows.addon_upgrade import AddonUpgrade
+from workflows.cert_renew import CertRenew
+from workflows.cert_rotate import CaRotate
 from workflows.dr import RUNS as DR_RUNS
 from workflows.dr_app import DrApp, DrGuard
 from workflows.dr_watch import DrFence, DrWatch
@@ -46,7 +60,8 @@ class Operation:
     child: type[ClusterChild]  # a @workflow.defn class
     # Live checks of a batch of planned clusters; None: the plan needs no live check.
     preflight: Callable[[PreflightRequest], PreflightResult] | None
-    command: str  # the CLI group: `flotilla <command> plan|start`
+    # The CLI group: `flotilla <command> plan|start`; "certs renew" nests under `certs`.
+    command: str
     help: str  # one line for the CLI and the docs
     activities: tuple[Callable[..., Any], ...] = field(default=())
     # False: the kind has its own CLI group (`flotilla sync`), no generated plan/start.
@@ -110,6 +125,34 @@ OPERATIONS.add(
             addons.wait_workload_rollout,
             addons.preflight_addon,
         ),
+    )
+)
+OPERATIONS.add(
+    Operation(
+        kind="certs-renew",
+        target=CertRenewTarget,
+        child=CertRenew,
+        preflight=None,
+        command="certs renew",
+        help="Certificate renewal: control plane (Cluster API rollout) and cert-manager.",
+        activities=(
+            cert_rollout.plan_renewal,
+            cert_rollout.renew_control_plane,
+            cert_rollout.renew_certificates,
+            cert_rollout.check_serving,
+            certs.record_certificates,
+        ),
+    )
+)
+OPERATIONS.add(
+    Operation(
+        kind="ca-rotate",
+        target=CaRotateTarget,
+        child=CaRotate,
+        preflight=None,
+        command="certs rotate",
+        help="Cluster CA rotation, one phase per run: add, reissue, remove.",
+        activities=(cert_rollout.rotate_ca, cert_rollout.verify_rotation),
     )
 )
 OPERATIONS.add(

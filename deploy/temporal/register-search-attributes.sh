@@ -4,7 +4,8 @@
 set -eu
 for attr in FlotillaEnv:Keyword FlotillaRegion:Keyword FlotillaPhase:Keyword \
     FlotillaVersion:Keyword FlotillaHealth:Keyword FlotillaLabels:KeywordList \
-    FlotillaClusters:KeywordList FlotillaKind:Keyword FlotillaOutcome:Keyword; do
+    FlotillaClusters:KeywordList FlotillaKind:Keyword FlotillaOutcome:Keyword \
+    FlotillaCertExpiry:Datetime FlotillaCertStatus:Keyword; do
   name=${attr%%:*}
   type=${attr#*:}
   if temporal operator search-attribute list --namespace "$TEMPORAL_NAMESPACE" | grep -qw "$name"; then

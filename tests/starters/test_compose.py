@@ -76,9 +76,8 @@ def test_search_attributes_registered(compose: dict[str, Any]) -> None:
     tools = compose["services"]["temporal-admin-tools"]
     script_mount = next(v for v in tools["volumes"] if "register-search-attributes" in v)
     script = (ROOT / script_mount.split(":")[0]).read_text()
-    type_names = {"KEYWORD": "Keyword", "KEYWORD_LIST": "KeywordList"}
     for key in search.ALL:
-        assert f"{key.name}:{type_names[key.indexed_value_type.name]}" in script, key.name
+        assert f"{key.name}:{search.TYPE_NAMES[key.indexed_value_type.name]}" in script, key.name
     assert "search-attribute create" in script
     assert tools["entrypoint"][-1] == script_mount.split(":")[1]
 

@@ -29,6 +29,7 @@ def spawn_worker(
         "FLOTILLA_KUBECONFIG": kubeconfig,
         "FLOTILLA_TRACING": "",
         "FLOTILLA_HEALTH_INTERVAL": str(health_interval),
+        "FLOTILLA_CERT_SCAN_INTERVAL": "0",
     }
     with log.open("ab") as out:
         return subprocess.Popen(
