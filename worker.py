@@ -21,18 +21,15 @@ from temporalio.service import RPCError
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities import access, baseline, certs, drift, git, health, inventory, manifests
+from activities import access, baseline, health, inventory
 from fleet.config import Settings
-from workflows.certs import CertScan
 from workflows.cluster import ClusterEntity, ClusterIdentity
-from workflows.drift import DriftSweep
 from workflows.health import FleetHealthSweep
 from workflows.offboarding import Offboard
 from workflows.onboarding import Onboard
 from workflows.plan_check import PlanCheck
 from workflows.registry import OPERATIONS, SUITES
 from workflows.rollout import Rollout
-from workflows.sync_preview import SyncPlan
 
 # What every worker runs besides the operation kinds of the registry.
 WORKFLOWS: list[type] = [
@@ -43,9 +40,6 @@ WORKFLOWS: list[type] = [
     FleetHealthSweep,
     Rollout,
     PlanCheck,
-    SyncPlan,
-    DriftSweep,
-    CertScan,
 ]
 
 ACTIVITIES: list[Callable[..., Any]] = [
@@ -64,12 +58,6 @@ ACTIVITIES: list[Callable[..., Any]] = [
     baseline.install_baseline,
     baseline.remove_baseline,
     health.check_cluster_health,
-    git.resolve_git_ref,
-    git.place_bundles,
-    manifests.preview_clusters,
-    drift.check_drift,
-    certs.scan_certificates,
-    certs.record_certificates,
 ]
 
 # Sync (kubernetes client) activities run on this many threads; also the activity slot count.
@@ -96,6 +84,13 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
+def all_workflows() -> list[type]:
+    """What a worker runs (and a replayer replays): the core workflows, every registry
+    kind's child and every suite's workflows."""
+    children = [operation.child for operation in OPERATIONS]
+    return WORKFLOWS + children + [w for suite in SUITES for w in suite.workflows]
+
+
 def build_worker(
     client: Client,
     *,
@@ -103,19 +98,17 @@ def build_worker(
     max_concurrent_activities: int = MAX_CONCURRENT_ACTIVITIES,
 ) -> Worker:
     """A worker for every Flotilla workflow and activity, every operation kind in the
-    registry (tests add kinds there first) and every suite (DR); its thread pool shuts
-    down with it."""
+    registry (tests add kinds there first) and every suite (DR, certificate scan, sync
+    plans and drift sweeps); its thread pool shuts down with it."""
     activities = list(ACTIVITIES)
     for operation in OPERATIONS:
         activities += [a for a in operation.activities if a not in activities]
     for suite in SUITES:
         activities += [a for a in suite.activities if a not in activities]
-    workflows = WORKFLOWS + [operation.child for operation in OPERATIONS]
-    workflows += [w for suite in SUITES for w in suite.workflows]
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=workflows,
+        workflows=all_workflows(),
         activities=activities,
         workflow_runner=workflow_runner(),
         max_cached_workflows=MAX_CACHED_WORKFLOWS,

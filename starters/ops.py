@@ -31,7 +31,7 @@ from workflows.registry import OPERATIONS, SUITES
 
 CLOSED_OK = {WorkflowExecutionStatus.COMPLETED, WorkflowExecutionStatus.CONTINUED_AS_NEW}
 # Operation kinds besides each registered rollout kind's `rollout:<kind>`.
-BASE_KINDS = ("onboard", "offboard", "health", "certscan")
+BASE_KINDS = ("onboard", "offboard", "health")
 _BY_STATUS = {
     WorkflowExecutionStatus.RUNNING: Outcome.RUNNING,
     WorkflowExecutionStatus.CONTINUED_AS_NEW: Outcome.RUNNING,

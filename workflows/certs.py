@@ -41,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
     from fleet.certs_models import CertStatus
     from fleet.models import RecordsQuery
     from fleet.rollout_models import ClusterAccess
-    from workflows.rollout import resolve_access
+    from workflows.cluster_access import resolve_access
 
 SCAN_TIMEOUT = timedelta(minutes=10)
 

@@ -28,6 +28,8 @@ with workflow.unsafe.imports_passed_through():
         dr_observe,
         dr_probe,
         dr_records,
+        drift,
+        git,
         manifests,
     )
     from fleet.addon_target import AddonTarget
@@ -40,11 +42,14 @@ with workflow.unsafe.imports_passed_through():
 from workflows.addon_upgrade import AddonUpgrade
 from workflows.cert_renew import CertRenew
 from workflows.cert_rotate import CaRotate
+from workflows.certs import CertScan
 from workflows.dr import RUNS as DR_RUNS
 from workflows.dr_app import DrApp, DrGuard
 from workflows.dr_watch import DrFence, DrWatch
+from workflows.drift import DriftSweep
 from workflows.k8s_upgrade import K8sUpgrade
 from workflows.sync import SyncCluster
+from workflows.sync_preview import SyncPlan
 
 
 class ClusterChild(Protocol):
@@ -175,7 +180,8 @@ OPERATIONS.add(
 
 @dataclass(frozen=True)
 class Suite:
-    """Workflows that are not "the same change on many clusters" (disaster recovery...),
+    """Workflows that are not "the same change on many clusters" (disaster recovery, the
+    certificate scan, sync plans and drift sweeps),
     with their activities and the FlotillaKind values their runs carry: the worker
     registers them and `ops list --kind` accepts the kinds, without naming them."""
 
@@ -214,5 +220,22 @@ SUITES: list[Suite] = [
             dr_observe.watch_view,
         ),
         kinds=tuple(kind.search_kind for kind in DR_RUNS),
-    )
+    ),
+    Suite(
+        name="certs",
+        workflows=(CertScan,),
+        activities=(certs.scan_certificates, certs.record_certificates),
+        kinds=("certscan",),
+    ),
+    Suite(
+        name="sync",
+        workflows=(SyncPlan, DriftSweep),
+        activities=(
+            git.resolve_git_ref,
+            git.place_bundles,
+            manifests.preview_clusters,
+            drift.check_drift,
+        ),
+        kinds=("drift",),
+    ),
 ]

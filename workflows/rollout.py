@@ -25,6 +25,8 @@ from temporalio import workflow
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
+from workflows.cluster_access import CHUNK as PREFLIGHT_CHUNK
+from workflows.cluster_access import resolve_access
 from workflows.common import (
     HEALTH_HEARTBEAT,
     HEALTH_TIMEOUT,
@@ -39,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     from activities.health import check_cluster_health
-    from activities.inventory import list_cluster_names, resolve_clusters
+    from activities.inventory import list_cluster_names
     from fleet import search
     from fleet.durations import format_duration
     from fleet.models import Health, HealthReport, RecordsQuery
@@ -47,7 +49,6 @@ with workflow.unsafe.imports_passed_through():
         Approval,
         ApproveRequest,
         ClusterAccess,
-        ClusterNames,
         ClusterOutcome,
         ClusterProgress,
         ClusterResult,
@@ -72,7 +73,6 @@ with workflow.unsafe.imports_passed_through():
     from fleet.windows import Window, parse_window
     from workflows.registry import OPERATIONS
 
-PREFLIGHT_CHUNK = 50
 PREFLIGHT_TIMEOUT = timedelta(minutes=10)
 STOPPED = {RunStatus.HALTED, RunStatus.ABORTED}
 PENDING = {ClusterStatus.PENDING, ClusterStatus.WAITING}
@@ -622,25 +622,6 @@ def input_problem(plan: Plan) -> str:
             except ValueError as exc:
                 return f"{cluster.name}: {exc}"
     return ""
-
-
-async def resolve_access(names: list[str]) -> dict[str, ClusterAccess]:
-    """How to reach each named cluster, read from the inventory in chunks (the plan carries
-    names only); a name without an active record is absent from the answer."""
-    chunks = [names[i : i + PREFLIGHT_CHUNK] for i in range(0, len(names), PREFLIGHT_CHUNK)]
-    answers = await asyncio.gather(
-        *(
-            workflow.execute_activity(
-                resolve_clusters,
-                ClusterNames(names=chunk),
-                start_to_close_timeout=INVENTORY_TIMEOUT,
-                retry_policy=INVENTORY_RETRY,
-                summary=f"inventory records {chunk[0]}..{chunk[-1]}",
-            )
-            for chunk in chunks
-        )
-    )
-    return {c.name: c for answer in answers for c in answer.clusters}
 
 
 async def preflight_problems(

@@ -15,8 +15,8 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from workflows.cluster_access import resolve_access
 from workflows.common import HEARTBEAT, INVENTORY_RETRY, KUBE_RETRY, root_failure
-from workflows.rollout import resolve_access
 
 with workflow.unsafe.imports_passed_through():
     from activities.git import place_bundles, resolve_git_ref

@@ -14,8 +14,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from worker import WORKFLOWS
-from workflows.registry import OPERATIONS
+from worker import all_workflows
 
 HISTORIES = Path(__file__).parent / "histories"
 RECORDED = [
@@ -36,7 +35,7 @@ async def test_replay_certs_history(name: str) -> None:
     path = HISTORIES / f"{name}.json"
     assert path.exists(), f"no recorded history {name}; re-record (see the module docstring)"
     replayer = Replayer(
-        workflows=WORKFLOWS + [o.child for o in OPERATIONS],
+        workflows=all_workflows(),
         data_converter=pydantic_data_converter,
     )
     await replayer.replay_workflow(WorkflowHistory.from_json(name, path.read_text()))

@@ -11,8 +11,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from worker import WORKFLOWS
-from workflows.registry import OPERATIONS
+from worker import all_workflows
 
 HISTORIES = Path(__file__).parent / "histories"
 RECORDED = ["SyncPlan-move", "Rollout-sync-move", "SyncCluster-move", "DriftSweep-conflict"]
@@ -23,6 +22,5 @@ async def test_replay_sync_history(name: str) -> None:
     path = HISTORIES / f"{name}.json"
     assert path.exists(), f"no recorded history {name}; re-record (see the module doc)"
     history = WorkflowHistory.from_json(name, path.read_text())
-    children = [operation.child for operation in OPERATIONS]
-    replayer = Replayer(workflows=WORKFLOWS + children, data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=all_workflows(), data_converter=pydantic_data_converter)
     await replayer.replay_workflow(history)
