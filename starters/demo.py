@@ -1,7 +1,7 @@
 """`flotilla demo` (the README's `make demo`): on the running local stack, onboard the lab
-fleet in bulk, sweep its health, run the sample fleet operation, sync the example baseline
-from Git through waves, switch a database application over to its standby cluster (DR),
-print the inventory.
+fleet in bulk, sweep its health, run the sample fleet operation, scan certificates and renew
+the one that expires soon, sync the example baseline from Git through waves, switch a
+database application over to its standby cluster (DR), print the inventory.
 
 The sample operation is an add-on canary rollout (CoreDNS image, waves canary:1, 50%,
 rest) through the rollout engine; `SAMPLE_OPERATION` is the hook to show another one.
@@ -10,9 +10,11 @@ rest) through the rollout engine; `SAMPLE_OPERATION` is the hook to show another
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,12 +25,15 @@ from temporalio.client import Client
 from activities.dr_observe import start_run
 from activities.dr_records import register_policy
 from fleet.addon_target import AddonTarget
+from fleet.certs import CertScanRequest
+from fleet.certs_targets import CertRenewTarget
 from fleet.dr import DrRequest, OpKind
 from fleet.ids import HEALTH_SCHEDULE_ID
 from fleet.models import CredentialRef, ManagementRef, RecordsQuery, SweepRequest
 from fleet.rollout_models import RolloutSpec
-from starters import cli_dr, cli_sync, inventory, ops, render, rollouts
+from starters import cli_certs, cli_dr, cli_sync, inventory, ops, render, rollouts
 from starters.stack import Stack
+from workflows.certs import CertScan
 from workflows.health import FleetHealthSweep
 
 DEMO_IMAGE = "registry.k8s.io/coredns/coredns:v1.11.4"
@@ -51,6 +56,40 @@ async def addon_canary_rollout(client: Client, console: Console) -> str:
 
 # Starts the demo's fleet operation and returns its workflow id (watched until it ends).
 SAMPLE_OPERATION: Callable[[Client, Console], Awaitable[str]] = addon_canary_rollout
+
+
+async def certificates(stack: Stack, aging: str, console: Console) -> None:
+    """Ages `aging`'s API server certificate to 20 days left (the lab's admin API, as if it
+    had been issued 11 months ago), scans the fleet, then renews what is due through the
+    engine (a Cluster API control-plane rollout on that cluster only)."""
+    assert stack.client is not None
+    body = json.dumps({"expiresInDays": 20}).encode()
+    url = f"{stack.lab_info['admin_url']}/clusters/{aging}/certificates"
+    request = urllib.request.Request(url, data=body, method="POST")
+    request.add_header("Content-Type", "application/json")
+    await asyncio.to_thread(lambda: urllib.request.urlopen(request, timeout=30).close())
+    scan = await stack.client.execute_workflow(
+        CertScan.run,
+        CertScanRequest(),
+        id=f"certscan:demo-{uuid.uuid4().hex[:6]}",
+        task_queue=stack.options.task_queue,
+        static_summary="Certificate scan (demo)",
+    )
+    console.print(cli_certs.scan_table(scan))
+    spec = RolloutSpec(
+        id=f"demo-{rollouts.new_rollout_id()}",
+        waves=["canary:1", "rest"],
+        operation=CertRenewTarget(),
+    )
+    handle = await rollouts.start_rollout(
+        stack.client, await rollouts.make_plan(stack.client, spec)
+    )
+    ops.require_success(await ops.watch_operation(stack.client, handle.id, console=console))
+    console.print(
+        "CA rotation runs the same way, one verified phase per rollout: "
+        "flotilla certs rotate start --phase add|reissue|remove",
+        highlight=False,
+    )
 
 
 def git_repo(directory: Path) -> Path:
@@ -155,14 +194,17 @@ async def run(stack: Stack, *, console: Console, exit_when_done: bool) -> bool:
     workflow_id = await SAMPLE_OPERATION(client, console)
     ops.require_success(await ops.watch_operation(client, workflow_id, console=console))
 
-    console.rule("4. desired state from Git: sync the example baseline")
+    console.rule("4. certificates: scan the fleet, renew what expires within 30 days")
+    await certificates(stack, info["clusters"][0]["name"], console)
+
+    console.rule("5. desired state from Git: sync the example baseline")
     await sync_baseline(stack, console)
 
-    console.rule("5. disaster recovery: a planned switchover")
+    console.rule("6. disaster recovery: a planned switchover")
     members = [c["name"] for c in info["clusters"]][:2]
     await switchover(stack, members, console)
 
-    console.rule("6. the fleet")
+    console.rule("7. the fleet")
     records = await inventory.list_clusters(client, RecordsQuery())
     console.print(render.clusters_table(sorted(records, key=lambda r: r.name)))
     console.print(f"Web UI: {stack.ui_url}/workflows", highlight=False)
