@@ -1,5 +1,7 @@
 """A lab for the certificate tests (its own: rotations change every CA) with seeded
-expiries, onboarded on the session's dev server and worker.
+expiries, onboarded on the session's dev server and worker, and offboarded when the
+package's tests end: its clusters share their names with the session lab's, which later
+packages onboard (a name still held by another cluster's UID would be refused).
 
 The lab tests share it and run in file order: test_lab_1_scan reads the seeded state,
 test_lab_2_renew renews it, test_lab_3_rotate rotates every CA, test_lab_4_* build on that."""
@@ -7,7 +9,7 @@ test_lab_2_renew renews it, test_lab_3_rotate rotates every CA, test_lab_4_* bui
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ HISTORIES = Path(__file__).parent / "histories"
 SERVING_DAYS = {"eu-dev-1": 5.0}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def certs_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from lab.testing import LabProcess
 
@@ -71,10 +73,10 @@ def seed_cert_manager(lab: Any, cluster: str) -> None:
         request(api, "POST", f"{base}/certificates", body=cert)
 
 
-@pytest.fixture(scope="session")
-async def certs_fleet(temporal_worker: RunningWorker, certs_lab: Any) -> list[str]:
-    """The certs lab's clusters, onboarded (labelled suite=certs)."""
-    from starters.inventory import onboard_many
+@pytest.fixture(scope="package")
+async def certs_fleet(temporal_worker: RunningWorker, certs_lab: Any) -> AsyncIterator[list[str]]:
+    """The certs lab's clusters, onboarded (labelled suite=certs), offboarded afterwards."""
+    from starters.inventory import offboard, onboard_many
 
     requests = []
     for c in certs_lab.info["clusters"]:
@@ -87,7 +89,12 @@ async def certs_fleet(temporal_worker: RunningWorker, certs_lab: Any) -> list[st
     failures = [r for r in results if isinstance(r, BaseException)]
     if failures:
         raise failures[0]
-    return sorted(r.record.name for r in results if isinstance(r, OnboardResult))
+    names = sorted(r.record.name for r in results if isinstance(r, OnboardResult))
+    yield names
+    for name in names:
+        await offboard(
+            temporal_worker.client, name, force=True, task_queue=temporal_worker.task_queue
+        )
 
 
 async def save_history(client: Any, workflow_id: str, name: str) -> None:
