@@ -296,6 +296,8 @@ def test_unplanned_failover_loses_unreplayed_writes_and_the_old_primary_returns(
         False,
     )
     wait_for(lambda: db(lab, "fail", A)["writable"])
+    # the operator's next reconcile reports the recovered instance (a tick after writes)
+    wait_for(lambda: get(lab, A, "fail")["status"]["phase"] == "Cluster in healthy state")
     old = get(lab, A, "fail")
     assert old["spec"]["replica"]["primary"] == "fail-eu-dev-1"
     assert old["status"]["instancesReportedState"]["fail-eu-dev-1-1"]["isPrimary"] is True
