@@ -33,13 +33,10 @@ from temporalio.client import (
     Client,
     Schedule,
     ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
     ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleSpec,
-    ScheduleUpdate,
-    ScheduleUpdateInput,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy
@@ -70,6 +67,7 @@ from fleet.durations import parse_duration
 from fleet.models import CredentialRef
 from starters import ops, render
 from starters.errors import CliError, failure_message, usage
+from starters.schedules import put_schedule
 from workflows.dr import RUNS
 from workflows.dr_watch import DrWatch
 
@@ -487,14 +485,7 @@ async def ensure_drill_schedule(
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=seconds))]),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
     )
-    try:
-        await client.create_schedule(drill_schedule_id(app), schedule)
-    except ScheduleAlreadyRunningError:
-
-        def replace(_: ScheduleUpdateInput) -> ScheduleUpdate:
-            return ScheduleUpdate(schedule=schedule)
-
-        await handle.update(replace)
+    await put_schedule(client, drill_schedule_id(app), schedule)
 
 
 # ---------------------------------------------------------------- views

@@ -25,13 +25,10 @@ from temporalio.client import (
     Client,
     Schedule,
     ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
     ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleSpec,
-    ScheduleUpdate,
-    ScheduleUpdateInput,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
@@ -55,6 +52,7 @@ from fleet.sync_models import (
 from starters import rollouts
 from starters.errors import CliError, failure_message
 from starters.inventory import list_clusters
+from starters.schedules import put_schedule
 from workflows.drift import DriftSweep
 from workflows.rollout import Rollout
 from workflows.sync_preview import SyncPlan
@@ -175,14 +173,7 @@ async def ensure_drift_schedules(
             spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=interval))]),
             policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
         )
-        try:
-            await client.create_schedule(schedule_id, schedule)
-        except ScheduleAlreadyRunningError:
-
-            def replace(_: ScheduleUpdateInput, s: Schedule = schedule) -> ScheduleUpdate:
-                return ScheduleUpdate(schedule=s)
-
-            await handle.update(replace)
+        await put_schedule(client, schedule_id, schedule)
 
 
 async def start_for_sha(

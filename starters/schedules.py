@@ -46,6 +46,18 @@ def health_schedule(interval_seconds: int, task_queue: str) -> Schedule:
     )
 
 
+async def put_schedule(client: Client, schedule_id: str, schedule: Schedule) -> None:
+    """Creates the schedule, or replaces an existing one's definition with it (idempotent)."""
+    try:
+        await client.create_schedule(schedule_id, schedule)
+    except ScheduleAlreadyRunningError:
+
+        def replace(_: ScheduleUpdateInput) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=schedule)
+
+        await client.get_schedule_handle(schedule_id).update(replace)
+
+
 async def ensure_health_schedule(
     client: Client, *, interval_seconds: int | None = None, task_queue: str | None = None
 ) -> None:
@@ -59,15 +71,7 @@ async def ensure_health_schedule(
         with contextlib.suppress(RPCError):  # already absent
             await handle.delete()
         return
-    schedule = health_schedule(interval, queue)
-    try:
-        await client.create_schedule(HEALTH_SCHEDULE_ID, schedule)
-    except ScheduleAlreadyRunningError:
-
-        def replace(_: ScheduleUpdateInput) -> ScheduleUpdate:
-            return ScheduleUpdate(schedule=schedule)
-
-        await handle.update(replace)
+    await put_schedule(client, HEALTH_SCHEDULE_ID, health_schedule(interval, queue))
 
 
 def cert_scan_schedule(interval_seconds: int, task_queue: str) -> Schedule:
@@ -102,12 +106,4 @@ async def ensure_cert_scan_schedule(
         with contextlib.suppress(RPCError):  # already absent
             await handle.delete()
         return
-    schedule = cert_scan_schedule(interval, queue)
-    try:
-        await client.create_schedule(CERT_SCAN_SCHEDULE_ID, schedule)
-    except ScheduleAlreadyRunningError:
-
-        def replace(_: ScheduleUpdateInput) -> ScheduleUpdate:
-            return ScheduleUpdate(schedule=schedule)
-
-        await handle.update(replace)
+    await put_schedule(client, CERT_SCAN_SCHEDULE_ID, cert_scan_schedule(interval, queue))
