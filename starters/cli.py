@@ -54,7 +54,13 @@ ops_app = typer.Typer(
 )
 app.add_typer(clusters_app, name="clusters")
 app.add_typer(ops_app, name="ops")
-webhook_app = typer.Typer(help="The webhook service for CI and ITSM.", no_args_is_help=True)
+api_app = typer.Typer(
+    help="Flotilla's API for people, pipelines and ITSM (docs/access.md).", no_args_is_help=True
+)
+app.add_typer(api_app, name="api")
+webhook_app = typer.Typer(
+    help="The API, by its former name (`flotilla api`).", no_args_is_help=True
+)
 app.add_typer(webhook_app, name="webhook")
 
 out = Console()
@@ -140,8 +146,9 @@ def demo(
     )
 
 
+@api_app.command("serve")
 @webhook_app.command("serve")
-def webhook_serve(
+def api_serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="HTTP port.")] = 8088,
     insecure_no_auth: Annotated[
@@ -151,14 +158,14 @@ def webhook_serve(
         ),
     ] = False,
 ) -> None:
-    """Serve the webhook API for CI and ITSM (docs/webhooks.md) until Ctrl-C.
+    """Serve Flotilla's API (docs/access.md, docs/webhooks.md) until Ctrl-C.
 
-    Credentials from FLOTILLA_WEBHOOK_SECRET and/or FLOTILLA_WEBHOOK_TOKEN."""
-    from starters import webhook
+    Roles and teams from FLOTILLA_ACCESS_FILE; API tokens from the database
+    (FLOTILLA_DATABASE_URL); OIDC from FLOTILLA_OIDC_*; the webhook's
+    FLOTILLA_WEBHOOK_SECRET and FLOTILLA_WEBHOOK_TOKEN."""
+    from starters import api
 
-    _run(
-        lambda: webhook.serve(host=host, port=port, insecure_no_auth=insecure_no_auth, console=err)
-    )
+    _run(lambda: api.serve(host=host, port=port, insecure_no_auth=insecure_no_auth, console=err))
 
 
 def _stack_options(
