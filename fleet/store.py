@@ -169,7 +169,7 @@ class Store:
 
     def records(self, *, since: datetime | None = None, limit: int = 0) -> list[AuditRecord]:
         """Records in sequence order, from `since` on; the last `limit` when limit > 0."""
-        where, args = "", ()
+        where, args = "", tuple[str, ...]()
         if since is not None:
             where, args = "WHERE at >= ?", (since.astimezone(UTC).isoformat(),)
         order = "DESC" if limit else "ASC"

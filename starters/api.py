@@ -235,9 +235,9 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _starlette_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(RPCError, _rpc_error)  # type: ignore[arg-type]
-    app.add_exception_handler(ConnectionError, _unreachable_error)  # type: ignore[arg-type]
-    app.add_exception_handler(TimeoutError, _unreachable_error)  # type: ignore[arg-type]
-    app.add_middleware(Gate, service=service)  # type: ignore[arg-type]
+    app.add_exception_handler(ConnectionError, _unreachable_error)
+    app.add_exception_handler(TimeoutError, _unreachable_error)
+    app.add_middleware(Gate, service=service)
     app.include_router(_routes())
     return app
 
@@ -341,7 +341,7 @@ class Gate:
             raw_path += "?" + scope["query_string"].decode("latin-1")
         headers = _Headers(scope["headers"])
         state = scope.setdefault("state", {})
-        started = {"status": 0, "error": ""}
+        started: dict[str, Any] = {"status": 0, "error": ""}
 
         async def record(send_message: Any) -> None:
             if send_message["type"] == "http.response.start":
@@ -567,7 +567,10 @@ def _routes() -> Any:
         found = []
         inventory = await _labels(client, None)
         async for wf in client.list_workflows(query, limit=200):
-            clusters = await _run_clusters(client, wf.id, wf.run_id)
+            # The run's CLUSTERS attribute (truncated past ~1.8 KB of names: listing
+            # only; acting on a run checks every cluster of its progress).
+            clusters = list(wf.typed_search_attributes.get(search.CLUSTERS) or [])
+            clusters = clusters or await _run_clusters(client, wf.id, wf.run_id)
             if not any(svc.policy.can(who, Role.VIEWER, inventory.get(c, {})) for c in clusters):
                 continue
             found.append(
@@ -837,13 +840,8 @@ async def _labels(client: Client, names: list[str] | None) -> dict[str, dict[str
 
 
 async def _run_clusters(client: Client, workflow_id: str, run_id: str | None) -> list[str]:
-    """The clusters of a rollout: its memo (set at start), else its progress query."""
+    """The clusters of a rollout (its progress query); [] without a worker."""
     handle = client.get_workflow_handle(workflow_id, run_id=run_id)
-    with contextlib.suppress(Exception):
-        desc = await handle.describe()
-        names = await desc.memo_value("clusters", default=None)
-        if isinstance(names, list):
-            return [str(n) for n in names]
     with contextlib.suppress(Exception):
         progress = await asyncio.wait_for(handle.query(Rollout.progress), QUERY_TIMEOUT)
         return [c.name for c in progress.clusters]
@@ -866,8 +864,8 @@ async def _require_run_role(
     with contextlib.suppress(Exception):  # no such query or no worker: status only
         progress = await asyncio.wait_for(handle.query(Rollout.progress), QUERY_TIMEOUT)
     names = [c.name for c in progress.clusters] if progress else None
-    if names is None:
-        names = await _run_clusters(client, desc.id, desc.run_id)
+    if names is None:  # no worker: the CLUSTERS attribute
+        names = list(desc.typed_search_attributes.get(search.CLUSTERS) or [])
     labels = await _labels(client, names)
     _mark(request, request.state.action, desc.id, labels, desc.id)
     if not any(svc.policy.can(who, Role.VIEWER, lbl) for lbl in labels.values()) and not (

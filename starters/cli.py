@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from urllib.parse import quote
 
 import typer
 import yaml
@@ -33,7 +34,7 @@ from fleet.models import (
     RecordsQuery,
 )
 from fleet.selectors import parse_selector
-from starters import kubeconfigs, ops, render
+from starters import api_client, kubeconfigs, ops, render
 from starters.errors import USAGE, CliError, translate, usage
 
 if TYPE_CHECKING:
@@ -365,11 +366,17 @@ def clusters_list(
     parse_selector(selector)  # a bad selector is a usage error before any connection
 
     async def go() -> None:
-        client = await _client()
-        from starters import inventory
+        if api_client.configured():  # only the clusters of the caller's teams
+            params = {"selector": selector, "include_offboarded": str(include_offboarded)}
+            answer = await api_client.ApiClient.from_env().call(
+                "GET", "/v1/clusters", params=params
+            )
+            records = [ClusterRecord.model_validate(r) for r in answer["clusters"]]
+        else:
+            from starters import inventory
 
-        query = RecordsQuery(selector=selector, include_offboarded=include_offboarded)
-        records = await inventory.list_clusters(client, query)
+            query = RecordsQuery(selector=selector, include_offboarded=include_offboarded)
+            records = await inventory.list_clusters(await _client(), query)
         records = sorted(records, key=lambda r: r.name)
         if output == Output.json:
             print(render.dumps(records))
@@ -386,7 +393,13 @@ def clusters_show(
     """Show one cluster's record."""
 
     async def go() -> None:
-        record = await _get_cluster(await _client(), name)
+        if api_client.configured():
+            path = f"/v1/clusters/{quote(name, safe='')}"
+            record = ClusterRecord.model_validate(
+                await api_client.ApiClient.from_env().call("GET", path)
+            )
+        else:
+            record = await _get_cluster(await _client(), name)
         if output == Output.json:
             print(render.dumps(record))
         else:
@@ -456,7 +469,10 @@ def ops_list(
     ops.list_query(kind=kind, running=running)  # validates --kind before connecting
 
     async def go() -> None:
-        rows = await ops.list_operations(await _client(), kind=kind, running=running)
+        if api_client.configured():  # the rollouts of the caller's teams
+            rows = await _api_operations(kind, running)
+        else:
+            rows = await ops.list_operations(await _client(), kind=kind, running=running)
         if output == Output.json:
             print(render.dumps(rows))
         else:
@@ -473,7 +489,12 @@ def ops_show(
     """Show an operation: status, details, progress, pending activities."""
 
     async def go() -> None:
-        op = await ops.describe_operation(await _client(), workflow_id)
+        if api_client.configured():
+            path = f"/v1/operations/{quote(workflow_id, safe=':')}"
+            found = await api_client.ApiClient.from_env().call("GET", path)
+            op = {"id": found["workflow_id"], "outcome": found["status"], **found}
+        else:
+            op = await ops.describe_operation(await _client(), workflow_id)
         if output == Output.json:
             print(render.dumps(op))
         else:
@@ -494,6 +515,22 @@ def ops_watch(
     _run(go)
 
 
+async def _api_operations(kind: str, running: bool) -> list[dict[str, Any]]:
+    kind = kind.removeprefix("rollout:")
+    params = {"kind": kind, "running": str(running)}
+    answer = await api_client.ApiClient.from_env().call("GET", "/v1/operations", params=params)
+    return [
+        {
+            "id": op["workflow_id"],
+            "kind": op["kind"],
+            "outcome": op["status"],
+            "started": op["started_at"],
+            "closed": op["closed_at"],
+        }
+        for op in answer["operations"]
+    ]
+
+
 # ---------------------------------------------------------------- plumbing
 
 
@@ -502,13 +539,15 @@ def _mount_sub_apps() -> None:
     `dr`."""
     if any(group.name == "upgrade" for group in app.registered_groups):
         return
-    from starters import cli_certs, cli_dr, cli_rollout, cli_sync
+    from starters import cli_access, cli_certs, cli_dr, cli_rollout, cli_sync
 
     cli_certs.mount(app)  # first: `certs renew|rotate` nest in its group
     cli_rollout.mount(app, ops_app)
     cli_dr.mount(app)
     app.add_typer(cli_sync.sync_app, name="sync")
     app.add_typer(cli_sync.drift_app, name="drift")
+    app.add_typer(cli_access.admin_app, name="admin")
+    app.add_typer(cli_access.audit_app, name="audit")
 
 
 async def _client() -> Client:

@@ -15,9 +15,9 @@ from temporalio.service import RPCError
 
 from activities.dr_records import get_app, register_policy
 from fleet.dr import drill_schedule_id
-from starters.cli_dr import lab_policy
 from starters.api import create_app, start_site
 from starters.api_auth import Auth
+from starters.cli_dr import lab_policy
 from tests.conftest import RunningWorker
 from tests.starters.conftest import ARun, aflotilla, assert_one_line_error, cli_env, flotilla
 from tests.workflows.core_support import unique

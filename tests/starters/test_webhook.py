@@ -32,9 +32,9 @@ from yarl import URL
 
 from fleet.models import RecordsQuery
 from fleet.rollout_models import RolloutReport, RunStatus
-from starters.inventory import list_clusters, onboard_many
 from starters.api import create_app, start_site
 from starters.api_auth import Auth
+from starters.inventory import list_clusters, onboard_many
 from starters.webhook_models import START_BODY, ApproveBody
 from starters.webhook_signing import (
     KEY_HEADER,
