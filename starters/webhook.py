@@ -430,7 +430,14 @@ class Api:
             status = 404 if "unknown application" in exc.message else 409
             raise HttpError(422 if exc.code == 2 else status, exc.message) from None
         reason = _note(body.change_id, body.reason)
-        req = DrRequest(app=app, target=body.target, who=body.who, reason=reason, force=body.force)
+        req = DrRequest(
+            app=app,
+            target=body.target,
+            who=body.who,
+            reason=reason,
+            force=body.force,
+            change=body.change_id or None,
+        )
         queue = self._task_queue or Settings.from_env().task_queue
         await start_run(client, kind, req, workflow_id=workflow_id, task_queue=queue)
         log.info("started %s by %s (key %s)", workflow_id, body.who, key)
@@ -564,6 +571,8 @@ def _spec(body: Any, key: str) -> RolloutSpec:
             waves=body.waves,
             operation=body.operation,
             options=body.options,
+            change=body.change,
+            started_by=body.started_by,
         )
     except ValidationError as exc:
         raise HttpError(422, _summary(exc)) from None
