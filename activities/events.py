@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import metrics
 from fleet.events import Delivery, EventSink, OperationEvent, RelayedEvent, RelayState
 
 RELAY_WORKFLOW = "EventRelay"  # workflows/event_relay.py declares it under this name
@@ -25,7 +26,9 @@ RELAY_SIGNAL = "event"
 SinkFactory = Callable[[Mapping[str, str]], EventSink | None]
 
 # Every kind of sink a worker can deliver to; add a factory here to add a sink.
-SINK_FACTORIES: list[SinkFactory] = []
+SINK_FACTORIES: list[SinkFactory] = [
+    metrics.metrics_sink,
+]
 
 
 def relay_id(workflow_id: str) -> str:
@@ -71,4 +74,9 @@ async def deliver_event(delivery: Delivery) -> None:
     activity.logger.info(
         "delivering %s to %s", delivery.event.key, delivery.sink, extra={"sink": delivery.sink}
     )
-    await sink.deliver(delivery.event)
+    try:
+        await sink.deliver(delivery.event)
+    except BaseException:
+        metrics.EVENT_DELIVERIES.labels(delivery.sink, "error").inc()
+        raise
+    metrics.EVENT_DELIVERIES.labels(delivery.sink, "ok").inc()
