@@ -718,7 +718,14 @@ def _routes() -> Any:
         reason = _note(body.change_id, body.reason)
         if body.who and body.who != who.name:
             reason = f"{reason} (for {body.who})".strip()
-        req = DrRequest(app=app, target=body.target, who=who.name, reason=reason, force=body.force)
+        req = DrRequest(
+            app=app,
+            target=body.target,
+            who=who.name,
+            reason=reason,
+            force=body.force,
+            change=body.change_id or None,
+        )
         queue = svc.task_queue or Settings.from_env().task_queue
         await start_run(client, kind, req, workflow_id=workflow_id, task_queue=queue)
         desc = await _describe(client, workflow_id)
@@ -995,6 +1002,7 @@ def _spec(body: Any, key: str) -> RolloutSpec:
             waves=body.waves,
             operation=body.operation,
             options=body.options,
+            change=body.change,
         )
     except ValidationError as exc:
         raise HttpError(422, _summary(exc.errors())) from None

@@ -61,6 +61,13 @@ SPEC_FLAGS = [
         "rollout_id", str, "", "--id", help="Rollout id (default: date-time based).", path=("id",)
     ),
 ]
+CHANGE = extra_flag(
+    "change",
+    str,
+    "",
+    help="ITSM change that approved the run, told how it goes: servicenow:CHG0030001.",
+    path=("change",),
+)
 CHECK = extra_flag("check", bool, True, help="Check every planned cluster live (needs a worker).")
 JSON = extra_flag("as_json", bool, False, "--json", help="Print JSON instead of tables.")
 WAIT = extra_flag("wait", bool, False, help="Wait for the run and print its report.")
@@ -76,6 +83,7 @@ def _run(awaitable: Awaitable[T]) -> T:
 def make_spec(operation: Operation, flags: list[Flag], values: dict[str, Any]) -> RolloutSpec:
     """The spec the flags describe; a bad value is a usage error naming its flag."""
     values.setdefault("id", rollouts.new_rollout_id())
+    values.setdefault("started_by", _who(""))
     values["operation"] = {"kind": operation.kind, **values.get("operation", {})}
     try:
         return RolloutSpec.model_validate(values)
@@ -115,7 +123,7 @@ def plan_command(operation: Operation) -> Any:
 
 
 def start_command(operation: Operation) -> Any:
-    flags = _flags(operation, start=True) + SPEC_FLAGS + [CHECK, WAIT, JSON]
+    flags = _flags(operation, start=True) + SPEC_FLAGS + [CHANGE, CHECK, WAIT, JSON]
 
     def body(values: dict[str, Any], kwargs: dict[str, Any]) -> None:
         spec = make_spec(operation, flags, values)

@@ -38,6 +38,10 @@ def _start_request() -> type[Body]:
             Field(default="canary:1,50%,rest", description="Waves, e.g. canary:1,50%,rest."),
         ),
         options=(RolloutOptions, Field(default_factory=RolloutOptions)),
+        change=(
+            str,
+            Field(default="", description="ITSM change told how the run goes: servicenow:CHG1."),
+        ),
     )
 
 

@@ -68,3 +68,6 @@ def postgres_url() -> Iterator[str]:
             timeout=60,
         )
         shutil.rmtree(data, ignore_errors=True)
+
+
+from tests.starters.conftest import cli_env, flotilla  # noqa: E402, F401  (the CLI fixtures)
