@@ -9,6 +9,7 @@ action, target and result. The OpenAPI schema is generated from the pydantic mod
     GET  /v1/whoami                            the caller, its teams and roles
     GET  /v1/clusters[?selector=]              the clusters the caller may see
     GET  /v1/clusters/{name}                   one of them
+    GET  /v1/certs[?selector=], /v1/certs/{name}   last certificate scan reports
     POST /v1/rollouts                          start (header Idempotency-Key required)
     GET  /v1/operations[?kind=&running=]       rollouts the caller may see, newest first
     GET  /v1/operations/{id}                   a rollout's status, `progress`, result
@@ -66,6 +67,7 @@ from fleet.access import (
     open_principal,
 )
 from fleet.audit import AuditEntry, AuditRecord
+from fleet.certs_models import CertReport
 from fleet.config import Settings
 from fleet.connect import connect
 from fleet.dr import DrAppState, DrRequest, OpKind
@@ -84,6 +86,7 @@ from starters import cli_sync, ops, rollouts
 from starters.api_auth import SECRET_ENV, TOKEN_ENV, Auth, HttpError
 from starters.api_models import (
     AuditPage,
+    CertReports,
     ClusterList,
     OperationList,
     OperationSummary,
@@ -488,6 +491,39 @@ def _routes() -> Any:
         _mark(request, "clusters.show", name, {name: record.labels})
         return record
 
+    @router.get("/v1/certs", response_model=CertReports)
+    async def certs_list(
+        request: Request, who: Caller, svc: Svc, selector: str = ""
+    ) -> CertReports:
+        """The last certificate scan's report of every cluster the caller may see."""
+        _mark(request, "certs.list", selector or "(all)")
+        _selector_or_422(selector)
+        client = await svc.temporal.client()
+        records = await list_clusters(client, RecordsQuery(selector=selector))
+        visible = [r for r in records if svc.policy.can(who, Role.VIEWER, r.labels)]
+        gate = asyncio.Semaphore(16)
+
+        async def one(record: ClusterRecord) -> CertReport | None:
+            async with gate:
+                return await _cert_report(client, record.name)
+
+        reports = await asyncio.gather(*(one(r) for r in visible))
+        unscanned = [r.name for r, rep in zip(visible, reports, strict=True) if rep is None]
+        return CertReports(reports=[r for r in reports if r], unscanned=unscanned)
+
+    @router.get("/v1/certs/{name}", response_model=CertReport)
+    async def certs_show(request: Request, name: str, who: Caller, svc: Svc) -> CertReport:
+        _mark(request, "certs.show", name)
+        client = await svc.temporal.client()
+        record = await get_cluster(client, name)
+        if record is None or not svc.policy.can(who, Role.VIEWER, record.labels):
+            raise HttpError(404, f"no cluster {name[:100]!r} you may see")
+        _mark(request, "certs.show", name, {name: record.labels})
+        report = await _cert_report(client, name)
+        if report is None:
+            raise HttpError(404, f"{name} was never scanned: run `flotilla certs scan {name}`")
+        return report
+
     @router.post("/v1/rollouts", response_model=StartResponse, status_code=201)
     async def rollouts_start(
         request: Request,
@@ -844,6 +880,19 @@ async def _labels(client: Client, names: list[str] | None) -> dict[str, dict[str
     if names is None:
         return found
     return {name: found.get(name, {}) for name in names}
+
+
+async def _cert_report(client: Client, name: str) -> CertReport | None:
+    """The cluster entity's last scan report; None when never scanned or not found."""
+    from fleet.ids import cluster_id
+
+    try:
+        found = await client.get_workflow_handle(cluster_id(name)).query("cert_report")
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    return None if found is None else CertReport.model_validate(found)
 
 
 async def _run_clusters(client: Client, workflow_id: str, run_id: str | None) -> list[str]:

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from fleet.audit import AuditRecord
+from fleet.certs_models import CertReport
 from fleet.models import ClusterRecord
 from fleet.store import TokenInfo
 
@@ -17,6 +18,13 @@ class ClusterList(BaseModel):
     """The clusters the caller may see (its teams' clusters)."""
 
     clusters: list[ClusterRecord]
+
+
+class CertReports(BaseModel):
+    """The last scan's report of each visible cluster; `unscanned` were never scanned."""
+
+    reports: list[CertReport]
+    unscanned: list[str] = Field(default_factory=list)
 
 
 class OperationSummary(BaseModel):

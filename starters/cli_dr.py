@@ -65,7 +65,7 @@ from fleet.dr import (
 from fleet.dr_rules import begin_problem, default_target, operation_conflict
 from fleet.durations import parse_duration
 from fleet.models import CredentialRef
-from starters import ops, render
+from starters import api_client, ops, render
 from starters.errors import CliError, failure_message, usage
 from starters.schedules import put_schedule
 from workflows.dr import RUNS
@@ -267,7 +267,11 @@ def show(
     """An application's policy, primary, epoch and runs."""
 
     async def go() -> None:
-        state = await _require(await connect(), app)
+        if api_client.configured():
+            found = await api_client.ApiClient.from_env().call("GET", f"/v1/dr/{app}")
+            state = DrAppState.model_validate(found)
+        else:
+            state = await _require(await connect(), app)
         if output == "json":
             print(render.dumps(state))
             return
@@ -370,6 +374,10 @@ async def run_operation(
     reason: str,
     force: bool = False,
 ) -> None:
+    if api_client.configured():
+        return await _run_via_api(
+            kind, app, target=target, wait=wait, run_id=run_id, reason=reason, force=force
+        )
     client = await connect()
     await check_request(client, kind, app, target)
     request = DrRequest(app=app, target=target, who=getpass.getuser(), reason=reason, force=force)
@@ -379,6 +387,27 @@ async def run_operation(
         out.print(f"started {workflow_id} (follow: flotilla ops watch {workflow_id})")
         return
     ops.require_success(await ops.watch_operation(client, workflow_id, console=out))
+
+
+async def _run_via_api(
+    kind: OpKind, app: str, *, target: str, wait: bool, run_id: str, reason: str, force: bool
+) -> None:
+    """The same run through the API (the principal is recorded as who asked)."""
+    api = api_client.ApiClient.from_env()
+    body = {"target": target, "reason": reason, "force": force}
+    started = await api.call("POST", f"/v1/dr/{app}/{kind.value}", body, key=run_id or new_id())
+    workflow_id = started["workflow_id"]
+    out.print(f"started {workflow_id}")
+    if not wait:
+        return
+    while True:
+        op = await api.call("GET", f"/v1/dr/operations/{workflow_id}")
+        if op["temporal_status"] != "RUNNING":
+            break
+        await asyncio.sleep(2)
+    out.print(f"{workflow_id}: {op['status']}")
+    if op["status"] != "succeeded":
+        raise CliError(f"{workflow_id} {op['status']}")
 
 
 def new_id() -> str:

@@ -224,6 +224,11 @@ async def test_an_operator_cannot_touch_another_teams_clusters(api: Api, flotill
     assert result.returncode == 0, result.stderr
     names = [c["name"] for c in json.loads(result.stdout)]
     assert names == [f"{s}-b0"], names
+    status, certs = await api.call("bob", "GET", "/v1/certs", params={"selector": f"suite={s}"})
+    seen = certs["unscanned"] + [r["cluster"] for r in certs["reports"]]
+    assert status == 200 and seen == [f"{s}-b0"], certs
+    status, answer = await api.call("bob", "GET", f"/v1/certs/{s}-a0")
+    assert status == 404 and "you may see" in one_line(answer)
     result = await asyncio.to_thread(
         flotilla, "addon", "start", "--selector", f"suite={s}", "--name", "coredns",
         "--image", IMAGE, "--id", f"{key}-cli", env=env,
