@@ -9,6 +9,7 @@ action, target and result. The OpenAPI schema is generated from the pydantic mod
     GET  /v1/whoami                            the caller, its teams and roles
     GET  /v1/clusters[?selector=]              the clusters the caller may see
     GET  /v1/clusters/{name}                   one of them
+    POST /v1/clusters, /v1/clusters/{name}/offboard   onboard, offboard (admin)
     GET  /v1/certs[?selector=], /v1/certs/{name}   last certificate scan reports
     POST /v1/rollouts                          start (header Idempotency-Key required)
     GET  /v1/operations[?kind=&running=]       rollouts the caller may see, newest first
@@ -71,7 +72,8 @@ from fleet.certs_models import CertReport
 from fleet.config import Settings
 from fleet.connect import connect
 from fleet.dr import DrAppState, DrRequest, OpKind
-from fleet.models import ClusterRecord, RecordsQuery
+from fleet.ids import offboard_id, onboard_id
+from fleet.models import ClusterRecord, OnboardRequest, RecordsQuery
 from fleet.rollout_models import (
     ApproveRequest,
     ControlRequest,
@@ -490,6 +492,52 @@ def _routes() -> Any:
             raise HttpError(404, f"no cluster {name[:100]!r} you may see")
         _mark(request, "clusters.show", name, {name: record.labels})
         return record
+
+    @router.post("/v1/clusters", response_model=StartResponse, status_code=201)
+    async def clusters_onboard(
+        request: Request, body: OnboardRequest, who: Caller, svc: Svc
+    ) -> JSONResponse:
+        """Onboard a cluster (admin): the credential reference must resolve on the worker.
+        A run already in progress for it is joined (200)."""
+        from starters.inventory import onboard
+
+        _mark(request, "clusters.onboard", body.name, {body.name: body.labels})
+        _require_admin(svc, who, "onboard clusters")
+        client = await svc.temporal.client()
+        existing = await _describe(client, onboard_id(body.name))
+        running = existing is not None and existing.status == WorkflowExecutionStatus.RUNNING
+        try:
+            await onboard(client, body, wait=False, task_queue=svc.task_queue)
+        except ValueError as exc:
+            raise HttpError(422, str(exc)) from None
+        desc = await _describe(client, onboard_id(body.name))
+        assert desc is not None
+        _mark(request, "clusters.onboard", body.name, {body.name: body.labels}, desc.id)
+        return _json(_started(desc, created=not running), 200 if running else 201)
+
+    @router.post("/v1/clusters/{name}/offboard", response_model=StartResponse, status_code=201)
+    async def clusters_offboard(
+        request: Request,
+        name: str,
+        who: Caller,
+        svc: Svc,
+        force: bool = False,
+    ) -> JSONResponse:
+        """Offboard a cluster (admin); `force` retires the record even when the cluster
+        cannot be cleaned."""
+        from starters.inventory import offboard
+
+        _mark(request, "clusters.offboard", name)
+        _require_admin(svc, who, "offboard clusters")
+        client = await svc.temporal.client()
+        record = await get_cluster(client, name)
+        if record is None:
+            raise HttpError(404, f"no cluster {name[:100]!r}")
+        await offboard(client, name, wait=False, force=force, task_queue=svc.task_queue)
+        desc = await _describe(client, offboard_id(name))
+        assert desc is not None
+        _mark(request, "clusters.offboard", name, {name: record.labels}, desc.id)
+        return _json(_started(desc, created=True), 201)
 
     @router.get("/v1/certs", response_model=CertReports)
     async def certs_list(

@@ -8,6 +8,7 @@ stderr and exit 2 (usage) or 1 (operation failed); see starters/errors.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import traceback
@@ -31,6 +32,7 @@ from fleet.models import (
     CredentialRef,
     ManagementRef,
     OnboardRequest,
+    Phase,
     RecordsQuery,
 )
 from fleet.selectors import parse_selector
@@ -309,6 +311,8 @@ async def onboard_all(
     and fails (exit 1) when any failed."""
     from starters import inventory
 
+    if api_client.configured():
+        return await _onboard_via_api(requests, wait=wait)
     client = client or await _client()
     if not wait:
         for request in requests:
@@ -334,6 +338,28 @@ async def onboard_all(
             )
     if failures:
         raise CliError(f"{failures} of {len(requests)} onboarding(s) failed")
+
+
+async def _onboard_via_api(requests: list[OnboardRequest], *, wait: bool) -> None:
+    """Onboarding through the API (admin); with `wait`, polls each record until it leaves
+    the onboarding phase."""
+    api = api_client.ApiClient.from_env()
+    for request in requests:
+        await api.call("POST", "/v1/clusters", request.model_dump(mode="json"))
+        out.print(f"started onboard:{request.name}", highlight=False)
+    if not wait:
+        return
+    for request in requests:
+        path = f"/v1/clusters/{quote(request.name, safe='')}"
+        for _ in range(600):
+            with contextlib.suppress(CliError):  # not recorded yet
+                record = ClusterRecord.model_validate(await api.call("GET", path))
+                if record.phase != Phase.ONBOARDING:
+                    out.print(f"[green]✓[/green] {record.name} {record.phase}", highlight=False)
+                    break
+            await asyncio.sleep(1)
+        else:
+            raise CliError(f"{request.name} is still onboarding; see `flotilla clusters show`")
 
 
 def load_labels_file(path: Path) -> dict[str, dict[str, str]]:
@@ -421,6 +447,12 @@ def clusters_offboard(
     async def go() -> None:
         from starters import inventory
 
+        if api_client.configured():
+            path = f"/v1/clusters/{quote(name, safe='')}/offboard"
+            params = {"force": str(force)}
+            answer = await api_client.ApiClient.from_env().call("POST", path, params=params)
+            out.print(f"started {answer['workflow_id']}")
+            return
         client = await _client()
         await _get_cluster(client, name)
         await inventory.offboard(client, name, wait=wait, force=force)

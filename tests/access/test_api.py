@@ -244,6 +244,10 @@ async def test_four_eyes_the_starter_cannot_approve_a_second_approver_can(api: A
     assert status == 201, started
     workflow_id = started["workflow_id"]
     api.calls.append(("alice", "rollouts.start"))
+    _, victor_sees = await api.call("victor", "GET", "/v1/operations", params={"kind": "addon"})
+    _, bob_sees = await api.call("bob", "GET", "/v1/operations", params={"kind": "addon"})
+    assert workflow_id in [op["workflow_id"] for op in victor_sees["operations"]]
+    assert workflow_id not in [op["workflow_id"] for op in bob_sees["operations"]]
 
     async def waiting() -> dict[str, Any] | None:
         _, op = await api.call("alice", "GET", f"/v1/operations/{workflow_id}")
@@ -309,6 +313,11 @@ async def test_revoking_a_token_takes_effect_on_the_next_call(api: Api, flotilla
     assert status == 401 and "unknown or revoked" in one_line(answer)
     status, answer = await api.call("alice", "POST", "/v1/admin/tokens", {"name": "eve"})
     assert status == 403 and "needs the admin role" in one_line(answer)
+    onboard = {"name": "new-1", "credential": {"context": "lab-new-1"}}
+    status, answer = await api.call("alice", "POST", "/v1/clusters", onboard)
+    assert status == 403 and "needs the admin role" in one_line(answer)
+    status, answer = await api.call("alice", "POST", f"/v1/clusters/{api.suite}-a0/offboard")
+    assert status == 403 and "needs the admin role" in one_line(answer)
 
 
 async def test_every_call_is_audited_and_outlives_temporal(api: Api, flotilla: Run) -> None:
@@ -339,6 +348,7 @@ async def test_every_call_is_audited_and_outlives_temporal(api: Api, flotilla: R
         ("carol@example.com", "operations.approve", "ok"),
         ("root", "tokens.create", "ok"),
         ("root", "tokens.revoke", "ok"),
+        ("alice", "clusters.onboard", "denied"),
         ("dave", "clusters.list", "ok"),
         ("(unauthenticated)", "unrouted", "unauthenticated"),
     }
