@@ -3,11 +3,14 @@ and one clear line for every mistake in the file."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from fleet.access import AccessError, Principal, Role, load_policy, parse_policy
+from fleet.audit import AuditRecord, export
+from tests.starters.conftest import Run, assert_one_line_error
 
 POLICY = {
     "version": 1,
@@ -84,3 +87,23 @@ def test_policy_files(tmp_path: Path) -> None:
         load_policy(path)
     with pytest.raises(AccessError, match="cannot read access policy"):
         load_policy(tmp_path / "missing.yaml")
+
+
+def test_the_api_refuses_to_start_with_a_bad_policy(tmp_path: Path, flotilla: Run) -> None:
+    path = tmp_path / "access.yaml"
+    path.write_text("version: 1\nteams:\n  a:\n    clusters: team in (a\n    operator: [alice]\n")
+    result = flotilla("api", "serve", "--port", "0", env={"FLOTILLA_ACCESS_FILE": str(path)})
+    line = assert_one_line_error(result, 2)
+    assert "teams.a.clusters: selector 'team in (a' does not parse" in line, line
+    assert "teams.a.operator: member 'alice' must be user:<name>" in line, line
+
+
+def test_an_export_with_a_gap_fails_verification(tmp_path: Path, flotilla: Run) -> None:
+    now = datetime.now(UTC)
+    records = [
+        AuditRecord(seq=n, at=now, principal="p", action="a", result="ok") for n in (1, 2, 5)
+    ]
+    path = tmp_path / "audit.jsonl"
+    path.write_text("".join(export(records, "jsonl")))
+    line = assert_one_line_error(flotilla("audit", "verify", str(path)), 1)
+    assert "3 records, seq 1..5: missing 3-4" in line, line
