@@ -136,6 +136,7 @@ _KEY_RE = re.compile(KEY_PATTERN)
 _ROLLOUT_ID_RE = re.compile(r"^rollout:[a-z][a-z0-9-]{0,30}:" + KEY_PATTERN[1:])
 QUERY_TIMEOUT = 5.0
 UNAUTHENTICATED = "(unauthenticated)"
+MAX_BODY = 1 << 20  # bytes; a start request is a few hundred
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
@@ -335,11 +336,15 @@ class Gate:
         if scope["type"] != "http" or scope["path"] in PUBLIC:
             return await self.app(scope, receive, send)
         chunks = []
+        size = 0
         more = True
         while more:
             message = await receive()
             chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
             more = message.get("more_body", False)
+            if size > MAX_BODY:
+                return await _send_json(send, 413, f"request body over {MAX_BODY} bytes")
         body = b"".join(chunks)
         raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
         if scope.get("query_string"):

@@ -138,7 +138,8 @@ def _discover(issuer: str) -> str:
 class Auth:
     """Accepted credentials: API tokens and OIDC ID tokens (`Authorization: Bearer`), and
     the webhook's HMAC-signed requests and shared token (principal `webhook`). `anonymous`
-    (only from --insecure-no-auth) lets every request in as `anonymous`."""
+    (only from --insecure-no-auth) lets a request without credentials in as `anonymous`
+    (credentials that are sent are still checked)."""
 
     secret: str = field(default="", repr=False)
     token: str = field(default="", repr=False)
@@ -174,7 +175,7 @@ class Auth:
         bearer = headers.get("Authorization", "")
         if bearer.startswith("Bearer "):
             return await self._bearer(bearer[len("Bearer ") :].strip())
-        if self.anonymous and not self.configured:
+        if self.anonymous:
             return Principal(name="anonymous", via="anonymous")
         raise HttpError(401, f"missing credentials: send {' or '.join(self._ways())}")
 
