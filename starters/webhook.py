@@ -9,6 +9,8 @@
     GET  /v1/dr/{app}                          an application's DR record
     GET  /v1/dr/operations/{id}                a DR run's status and steps
     GET  /healthz                              liveness, no authentication
+    GET  /livez, /readyz, /metrics             probes and Prometheus metrics, no authentication
+    GET  /overview, /v1/overview               the fleet overview page and its JSON
     GET  /openapi.json                         the OpenAPI 3.1 schema, no authentication
 
 A start runs as `rollout:<kind>:<Idempotency-Key>`; a repeated delivery finds that
@@ -54,7 +56,7 @@ from fleet.connect import connect
 from fleet.dr import DrRequest, OpKind
 from fleet.rollout_models import ApproveRequest, ControlRequest, Outcome, RolloutSpec
 from fleet.wave_specs import PlanError
-from starters import cli_sync, ops, rollouts
+from starters import cli_sync, ops, overview, rollouts, telemetry
 from starters.errors import CliError, failure_message, usage
 from starters.webhook_models import (
     START_BODY,
@@ -228,7 +230,8 @@ def create_app(
     """The aiohttp application; `client` (tests) or a lazy connection to `address`."""
     if not auth.configured and not auth.anonymous:
         raise ValueError("no webhook credentials and anonymous access not allowed")
-    api = Api(Temporal(client, address=address), task_queue=task_queue)
+    temporal = Temporal(client, address=address)
+    api = Api(temporal, task_queue=task_queue)
     handlers: dict[str, Handler] = {
         "/healthz": api.healthz,
         "/openapi.json": api.openapi,
@@ -242,10 +245,22 @@ def create_app(
         "/v1/dr/operations/{workflow_id}": api.dr_operation,
     }
     public = {route.path for route in ROUTES if not route.signed}
-    app = web.Application(middlewares=[_errors, _authenticate(auth, public)])
+    public |= {"/livez", "/readyz", "/metrics", "/overview"}
+
+    async def ready() -> str:
+        try:
+            client = await temporal.client()
+        except HttpError as exc:
+            return exc.message
+        return await telemetry.temporal_check(client)()
+
+    middlewares = [telemetry.count_requests, _errors, _authenticate(auth, public)]
+    app = web.Application(middlewares=middlewares)
     app.add_routes(
-        [web.route(r.method, r.path, handlers[r.path]) for r in ROUTES]
+        [web.route(r.method, r.path, handlers[r.path]) for r in ROUTES if r.path in handlers]
         + [web.post("/v1/operations/{workflow_id}/{action}", api.unknown_action)]
+        + telemetry.probe_routes(ready=ready)
+        + overview.aiohttp_routes(temporal.client)
     )
     return app
 

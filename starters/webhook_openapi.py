@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 from fleet.dr import DrAppState
+from starters.fleet_view import FleetOverview
 from starters.webhook_models import (
     START_BODY,
     ApproveBody,
@@ -58,6 +59,19 @@ class Route:
 ROUTES = (
     Route("GET", "/healthz", "Liveness", Health, errors=(), signed=False),
     Route("GET", "/openapi.json", "This schema", None, errors=(), signed=False),
+    Route("GET", "/livez", "Liveness (text)", None, errors=(), signed=False),
+    Route(
+        "GET", "/readyz", "Readiness: Temporal answers (text)", None, errors=(503,), signed=False
+    ),
+    Route("GET", "/metrics", "Prometheus metrics (text format)", None, errors=(), signed=False),
+    Route("GET", "/overview", "The fleet overview page (HTML)", None, errors=(), signed=False),
+    Route(
+        "GET",
+        "/v1/overview",
+        "Every cluster and the running operations; ?selector= narrows (400 if malformed)",
+        FleetOverview,
+        errors=(400, 401, 503),
+    ),
     Route(
         "POST",
         "/v1/rollouts",
