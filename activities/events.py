@@ -11,24 +11,30 @@ relay carry only sink names.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Mapping
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import metrics
+from activities import itsm, metrics, notify
 from activities.audit_sink import audit_sink
 from fleet.events import Delivery, EventSink, OperationEvent, RelayedEvent, RelayState
 
 RELAY_WORKFLOW = "EventRelay"  # workflows/event_relay.py declares it under this name
 RELAY_SIGNAL = "event"
 
+log = logging.getLogger("flotilla.events")
+
 SinkFactory = Callable[[Mapping[str, str]], EventSink | None]
 
 # Every kind of sink a worker can deliver to; add a factory here to add a sink.
 SINK_FACTORIES: list[SinkFactory] = [
     metrics.metrics_sink,
+    itsm.itsm_sink,
+    notify.slack_sink,
+    notify.cloudevents_sink,
     audit_sink,
 ]
 
@@ -41,8 +47,16 @@ def configured_sinks(env: Mapping[str, str] | None = None) -> dict[str, EventSin
     """The sinks this worker's environment configures, by name (read on every call: sinks
     hold no connections, and tests change the environment)."""
     env = os.environ if env is None else env
-    sinks = (factory(env) for factory in SINK_FACTORIES)
-    return {sink.name: sink for sink in sinks if sink is not None}
+    sinks: dict[str, EventSink] = {}
+    for factory in SINK_FACTORIES:
+        try:
+            sink = factory(env)
+        except ValueError as exc:  # a bad setting disables its sink, not the others
+            log.warning("event sink not configured: %s", exc)
+            continue
+        if sink is not None:
+            sinks[sink.name] = sink
+    return sinks
 
 
 @activity.defn

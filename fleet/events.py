@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
+from urllib.parse import quote
 
 from pydantic import Field, model_validator
 
@@ -78,6 +79,13 @@ class OperationEvent(Model):
     @property
     def final(self) -> bool:
         return self.type in FINAL
+
+
+def run_link(ui_url: str, namespace: str, workflow_id: str, run_id: str = "") -> str:
+    """A run's page in the Temporal Web UI (its latest run when `run_id` is empty)."""
+    link = f"{ui_url.rstrip('/')}/namespaces/{quote(namespace, safe='')}/workflows/"
+    link += quote(workflow_id, safe="")
+    return f"{link}/{quote(run_id, safe='')}/history" if run_id else link
 
 
 class EventSink(Protocol):

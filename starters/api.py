@@ -6,6 +6,8 @@ token) and is limited by the access policy (fleet/access.py) to the caller's tea
 clusters. Every call is appended to the audit trail (fleet/store.py) with its principal,
 action, target and result. The OpenAPI schema is generated from the pydantic models.
 
+    GET  /healthz, /livez, /readyz, /metrics   probes and Prometheus metrics (public)
+    GET  /overview, /v1/overview               the fleet page (public) and its data
     GET  /v1/whoami                            the caller, its teams and roles
     GET  /v1/clusters[?selector=]              the clusters the caller may see
     GET  /v1/clusters/{name}                   one of them
@@ -35,6 +37,7 @@ import json
 import logging
 import re
 import signal
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,11 +46,13 @@ from typing import Annotated, Any
 import uvicorn
 from fastapi import Body, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import APIKeyHeader, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from temporalio.client import (
     Client,
     WorkflowExecutionDescription,
@@ -84,7 +89,7 @@ from fleet.rollout_models import (
 )
 from fleet.store import Store, StoreError, database_url
 from fleet.wave_specs import PlanError
-from starters import cli_sync, ops, rollouts
+from starters import cli_sync, ops, overview, rollouts, telemetry
 from starters.api_auth import SECRET_ENV, TOKEN_ENV, Auth, HttpError
 from starters.api_models import (
     AuditPage,
@@ -98,6 +103,7 @@ from starters.api_models import (
     WhoAmI,
 )
 from starters.errors import CliError, failure_message, usage
+from starters.fleet_view import FleetOverview
 from starters.inventory import get_cluster, list_clusters
 from starters.webhook_models import (
     ApproveBody,
@@ -126,7 +132,17 @@ from workflows.rollout import Rollout
 log = logging.getLogger("flotilla.api")
 
 ACCESS_ENV = "FLOTILLA_ACCESS_FILE"
-PUBLIC = {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
+# Probes, metrics and the overview page (static HTML; its data is /v1/overview) are public.
+PUBLIC = {
+    "/healthz",
+    "/openapi.json",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/livez",
+    "/readyz",
+    "/metrics",
+    "/overview",
+}
 CONTROLS = ("pause", "resume", "abort", "rollback")
 DR_ACTIONS = ("switchover", "failover", "failback", "drill")
 # Which role each control needs on every cluster of the run.
@@ -244,6 +260,7 @@ def create_app(
     app.add_exception_handler(ConnectionError, _unreachable_error)
     app.add_exception_handler(TimeoutError, _unreachable_error)
     app.add_middleware(Gate, service=service)
+    app.add_middleware(Metered)
     app.include_router(_routes())
     return app
 
@@ -407,6 +424,54 @@ class Gate:
         log.log(level, "%s %s %s -> %d", principal, scope["method"], scope["path"], status)
 
 
+class Metered:
+    """Counts every answer in API_REQUESTS/API_SECONDS (starters/telemetry.py) by route
+    pattern, so ids in paths do not become labels."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.monotonic()
+        code = {"status": 500}
+
+        async def counted(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                code["status"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counted)
+        finally:
+            route = _route_pattern(scope).replace(":path}", "}")
+            method = scope["method"]
+            telemetry.API_REQUESTS.labels(route, method, str(code["status"])).inc()
+            telemetry.API_SECONDS.labels(route, method).observe(time.monotonic() - started)
+        return None
+
+
+def _route_pattern(scope: Any) -> str:
+    """The matched route's path pattern; requests refused before routing (401) are
+    matched here."""
+    route = scope.get("route")
+    if route is None and "app" in scope:
+        route = _match(scope["app"].router.routes, scope)
+    return str(getattr(route, "path", "") or "unmatched")
+
+
+def _match(routes: Iterable[Any], scope: Any) -> Any:
+    for route in routes:
+        nested = getattr(route, "original_router", None)  # an included router
+        found = _match(nested.routes, scope) if nested is not None else None
+        if found is None and nested is None and route.matches(scope)[0] == Match.FULL:
+            found = route
+        if found is not None:
+            return found
+    return None
+
+
 class _Headers:
     """Case-insensitive header lookup over ASGI header pairs."""
 
@@ -460,6 +525,50 @@ def _routes() -> Any:
     @public.get("/healthz", response_model=Health)
     async def healthz() -> Health:
         return Health()
+
+    @public.get("/livez", response_class=PlainTextResponse)
+    async def livez() -> str:
+        return "ok\n"
+
+    @public.get("/readyz", response_class=PlainTextResponse, responses={503: {}})
+    async def readyz(svc: Svc) -> PlainTextResponse:
+        """Ready when Temporal answers a health check."""
+        try:
+            client = await svc.temporal.client()
+        except HttpError as exc:
+            return PlainTextResponse(f"not ready: {exc.message}\n", status_code=503)
+        why = await telemetry.temporal_check(client)()
+        if why:
+            return PlainTextResponse(f"not ready: {why}\n", status_code=503)
+        return PlainTextResponse("ok\n")
+
+    @public.get("/metrics", response_class=PlainTextResponse)
+    async def metrics() -> Response:
+        """This process's Prometheus metrics (text format)."""
+        body = await telemetry.exposition()
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    @public.get("/overview", response_class=HTMLResponse)
+    async def overview_page() -> HTMLResponse:
+        """The fleet overview page: static, it loads /v1/overview with the caller's token."""
+        return HTMLResponse(overview.PAGE, headers=overview.PAGE_HEADERS)
+
+    @router.get("/v1/overview", response_model=FleetOverview)
+    async def overview_data(
+        request: Request, who: Caller, svc: Svc, selector: str = ""
+    ) -> FleetOverview:
+        """Every cluster the caller may see and the running operations; `selector`
+        narrows it (400 if malformed)."""
+        _mark(request, "overview.read", selector or "(all)")
+        client = await svc.temporal.client()
+
+        def visible(labels: dict[str, str]) -> bool:
+            return svc.policy.can(who, Role.VIEWER, labels)
+
+        try:
+            return await overview.overview_data(client, selector, visible)
+        except overview.BadSelector as exc:
+            raise HttpError(400, f"bad selector: {exc}") from None
 
     @router.get("/v1/whoami", response_model=WhoAmI)
     async def whoami(who: Caller, svc: Svc) -> WhoAmI:

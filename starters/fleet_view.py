@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
-from urllib.parse import quote
 
 from pydantic import BaseModel, Field
 from temporalio.client import Client
 
 from activities.inventory import fetch_records
 from fleet.config import Settings
+from fleet.events import run_link
 from fleet.models import ClusterRecord, RecordsQuery
 from starters import ops
 
@@ -57,13 +57,6 @@ class FleetOverview(BaseModel):
     generated_at: datetime
     clusters: list[ClusterRow] = Field(default_factory=list)
     operations: list[OperationRow] = Field(default_factory=list)
-
-
-def ui_link(ui_url: str, namespace: str, workflow_id: str, run_id: str = "") -> str:
-    """The run's page in the Temporal Web UI (the latest run when `run_id` is empty)."""
-    base = f"{ui_url.rstrip('/')}/namespaces/{quote(namespace, safe='')}/workflows/"
-    base += quote(workflow_id, safe="")
-    return f"{base}/{quote(run_id, safe='')}/history" if run_id else base
 
 
 async def drift_counts(client: Client) -> dict[str, int]:
@@ -119,7 +112,7 @@ async def running_operations(
             progress=details.splitlines()[0] if details else "",
             clusters=list(op["clusters"]),  # type: ignore[call-overload]
             started=op["started"],
-            url=ui_link(ui_url, client.namespace, str(op["id"])),
+            url=run_link(ui_url, client.namespace, str(op["id"])),
         )
 
     return list(await asyncio.gather(*(row(op) for op in listed)))

@@ -227,6 +227,8 @@ async def test_an_operator_cannot_touch_another_teams_clusters(api: Api, flotill
     status, certs = await api.call("bob", "GET", "/v1/certs", params={"selector": f"suite={s}"})
     seen = certs["unscanned"] + [r["cluster"] for r in certs["reports"]]
     assert status == 200 and seen == [f"{s}-b0"], certs
+    status, fleet = await api.call("bob", "GET", "/v1/overview", params={"selector": f"suite={s}"})
+    assert status == 200 and [c["name"] for c in fleet["clusters"]] == [f"{s}-b0"], fleet
     status, answer = await api.call("bob", "GET", f"/v1/certs/{s}-a0")
     assert status == 404 and "you may see" in one_line(answer)
     result = await asyncio.to_thread(

@@ -14,6 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from fleet.addon_target import AddonTarget
 from fleet.rollout_models import Outcome, RolloutOptions, RolloutSpec
 from starters import rollouts
+from starters.api import create_app, start_site
+from starters.api_auth import Auth
 from starters.telemetry import free_port
 from tests.conftest import RunningWorker
 from tests.workflows.rollout_support import eventually
@@ -108,3 +110,23 @@ async def test_rollout_metrics_on_the_worker(
     sdk = {name for name in families if name.startswith("temporal_")}
     assert "temporal_workflow_completed" in sdk, sorted(sdk)[:20]
     assert value(samples, "temporal_workflow_completed_total", workflow_type="Rollout") >= 1
+    # the SDK metrics deploy/ alerts and graphs on
+    assert {"temporal_workflow_task_schedule_to_start_latency_seconds"} <= sdk
+    assert {"temporal_worker_task_slots_used"} <= sdk
+
+
+async def test_api_metrics_and_probes(worker: RunningWorker) -> None:
+    runner, url = await start_site(
+        create_app(auth=Auth(token="t"), client=worker.client), host="127.0.0.1", port=0
+    )
+    try:
+        assert await status(f"{url}/livez") == 200
+        assert await status(f"{url}/readyz") == 200
+        assert await status(f"{url}/v1/overview") == 401
+        samples, _ = await scrape(f"{url}/metrics")
+    finally:
+        await runner.cleanup()
+    requests = "flotilla_api_requests_total"
+    assert value(samples, requests, route="/readyz", method="GET", code="200") >= 1
+    assert value(samples, requests, route="/v1/overview", method="GET", code="401") >= 1
+    assert value(samples, "flotilla_api_request_duration_seconds_count", route="/livez") >= 1
