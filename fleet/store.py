@@ -115,6 +115,8 @@ class Store:
     @contextmanager
     def _tx(self) -> Iterator[Any]:
         with self._lock:
+            if self.postgres and (self._conn.closed or self._conn.broken):
+                self._conn = self._connect()  # the server restarted: reconnect once
             cur = self._conn.cursor()
             if not self.postgres:
                 cur.execute("BEGIN IMMEDIATE")

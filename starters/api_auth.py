@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import os
 import re
 import time
@@ -46,6 +47,7 @@ WINDOW_ENV = "FLOTILLA_WEBHOOK_WINDOW"
 WEBHOOK_PRINCIPAL = "webhook"  # who the shared secret or token authenticates as
 ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
 _TIMESTAMP_RE = re.compile(r"^[0-9]{1,12}$")
+log = logging.getLogger("flotilla.api")
 
 
 class HttpError(Exception):
@@ -187,7 +189,11 @@ class Auth:
 
     async def _bearer(self, value: str) -> Principal:
         if self.store is not None and value.startswith(TOKEN_PREFIX):
-            info = await asyncio.to_thread(self.store.verify_token, value)
+            try:
+                info = await asyncio.to_thread(self.store.verify_token, value)
+            except Exception:  # the database is down: not the caller's fault
+                log.exception("cannot check an API token")
+                raise HttpError(503, "the API's token store is unavailable; retry later") from None
             if info is None:
                 raise HttpError(401, "unknown or revoked API token")
             return Principal(name=info.name, via="token", groups=tuple(info.groups))
