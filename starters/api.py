@@ -387,6 +387,11 @@ class Gate:
             await _send_json(record, exc.status, exc.message)
             await self._audit(scope, UNAUTHENTICATED, started)
             return None
+        except Exception:  # e.g. the identity provider's discovery document is unreachable
+            log.exception("cannot check the credentials of %s %s", scope["method"], scope["path"])
+            await _send_json(record, 503, "cannot check credentials now; retry later")
+            await self._audit(scope, UNAUTHENTICATED, started)
+            return None
 
         async def replay() -> Any:
             nonlocal body
