@@ -93,7 +93,12 @@ async def jwks_server(key: rsa.RSAPrivateKey, kid: str) -> AsyncIterator[str]:
     async def serve_jwks(_: web.Request) -> web.Response:
         return web.json_response(jwks)
 
+    async def discovery(request: web.Request) -> web.Response:
+        base = f"http://{request.host}"
+        return web.json_response({"issuer": base, "jwks_uri": f"{base}/jwks.json"})
+
     app.router.add_get("/jwks.json", serve_jwks)
+    app.router.add_get("/.well-known/openid-configuration", discovery)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -160,7 +165,7 @@ async def api(
     # The worker's audit sink appends operation events to the same database.
     os.environ[DATABASE_ENV] = database
     async with jwks_server(key, "test-key") as issuer:
-        oidc = Oidc(issuer=issuer, audience=AUDIENCE, jwks_url=f"{issuer}/jwks.json")
+        oidc = Oidc(issuer=issuer, audience=AUDIENCE)  # keys found by OIDC discovery
         app = create_app(
             auth=Auth(store=store, oidc=oidc),
             client=worker.client,
