@@ -107,3 +107,9 @@ def test_an_export_with_a_gap_fails_verification(tmp_path: Path, flotilla: Run) 
     path.write_text("".join(export(records, "jsonl")))
     line = assert_one_line_error(flotilla("audit", "verify", str(path)), 1)
     assert "3 records, seq 1..5: missing 3-4" in line, line
+
+
+def test_the_example_policy_is_valid() -> None:
+    policy = load_policy(Path(__file__).parents[2] / "examples" / "access.yaml")
+    assert policy.roles_on(who("alice"), {"region": "eu"}) == {Role.VIEWER, Role.OPERATOR}
+    assert policy.roles_on(who("alice"), {"region": "us"}) == set()
