@@ -1,73 +1,22 @@
-"""A real PostgreSQL server for the audit store: Debian's postgresql binaries, a cluster
-initialised in a temporary directory and run as the `postgres` user when we are root
-(PostgreSQL refuses to run as root). Skipped, saying why, when they are not installed."""
+"""Fixtures of the access tests: a real PostgreSQL server (skipped, saying why, when
+Debian's postgresql is not installed; .ci/run installs it) and the CLI fixtures."""
 
 from __future__ import annotations
 
-import glob
-import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
+import contextlib
 from collections.abc import Iterator
 
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.access.postgres import Unavailable, postgres_server
+from tests.starters.conftest import cli_env, flotilla  # noqa: F401  (the CLI fixtures)
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found:
-        pytest.skip("PostgreSQL is not installed (apt-get install -y postgresql; .ci/run does)")
-    bin_dir = os.path.dirname(found[-1])
-    prefix: list[str] = []
-    data = tempfile.mkdtemp(prefix="flotilla-pg-")
-    if os.geteuid() == 0:
+    with contextlib.ExitStack() as stack:
         try:
-            user = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no `postgres` user to run PostgreSQL as")
-        os.chown(data, user.pw_uid, user.pw_gid)
-        prefix = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
-
-    def run(*args: str) -> None:
-        subprocess.run(prefix + list(args), check=True, capture_output=True, timeout=60)
-
-    try:
-        run(f"{bin_dir}/initdb", "-D", f"{data}/db", "--auth=trust", "-U", "postgres")
-        options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off"
-        run(
-            f"{bin_dir}/pg_ctl",
-            "-D",
-            f"{data}/db",
-            "-o",
-            options,
-            "-w",
-            "-l",
-            f"{data}/log",
-            "start",
-        )
-    except subprocess.CalledProcessError as exc:
-        shutil.rmtree(data, ignore_errors=True)
-        pytest.skip(f"PostgreSQL did not start: {exc.stderr.decode(errors='replace')[:200]}")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            prefix + [f"{bin_dir}/pg_ctl", "-D", f"{data}/db", "-m", "immediate", "stop"],
-            capture_output=True,
-            timeout=60,
-        )
-        shutil.rmtree(data, ignore_errors=True)
-
-
-from tests.starters.conftest import cli_env, flotilla  # noqa: E402, F401  (the CLI fixtures)
+            url = stack.enter_context(postgres_server())
+        except Unavailable as exc:
+            pytest.skip(str(exc))
+        yield url
