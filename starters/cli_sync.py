@@ -305,7 +305,10 @@ def show_command(
         workflow_id = rollout if rollout.startswith("rollout:") else f"rollout:sync:{rollout}"
         if api_client.configured():  # through the API: waits for the report the same way
             api = api_client.ApiClient.from_env()
-            while (op := await api.call("GET", f"/v1/operations/{workflow_id}"))["result"] is None:
+            while True:
+                op = await api.call("GET", f"/v1/operations/{workflow_id}")
+                if op["result"] is not None:
+                    break
                 await asyncio.sleep(2)
             print_show(RolloutReport.model_validate(op["result"]))
             return
