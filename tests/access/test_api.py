@@ -370,6 +370,9 @@ async def test_every_call_is_audited_and_outlives_temporal(api: Api, flotilla: R
         flotilla, "audit", "export", "--format", "csv", "-l", "team=b", env=env
     )
     assert csv.returncode == 0 and csv.stdout.startswith("seq,"), csv.stderr
+    through_api = {"FLOTILLA_API": api.url, "FLOTILLA_TOKEN": api.tokens["root"]}
+    listed = await asyncio.to_thread(flotilla, "audit", "list", "--since", "1h", env=through_api)
+    assert listed.returncode == 0 and "carol@example.com" in listed.stdout, listed.stderr
 
     # A fresh, empty Temporal (as after a restart without its database): the trail is
     # all there, through a new API on the same database.
