@@ -972,7 +972,7 @@ def _routes() -> Any:
         request: Request, body: TokenCreateBody, who: Caller, svc: Svc
     ) -> TokenCreated:
         _mark(request, "tokens.create", body.name)
-        store = _require_admin(svc, who, "create tokens")
+        store = _admin_store(svc, who, "create tokens")
         info, token = await asyncio.to_thread(store.create_token, body.name, body.groups)
         _mark(request, "tokens.create", f"{body.name} ({info.id})")
         return TokenCreated(info=info, token=token)
@@ -980,13 +980,13 @@ def _routes() -> Any:
     @router.get("/v1/admin/tokens", response_model=TokenList)
     async def tokens_list(request: Request, who: Caller, svc: Svc) -> TokenList:
         _mark(request, "tokens.list", "")
-        store = _require_admin(svc, who, "list tokens")
+        store = _admin_store(svc, who, "list tokens")
         return TokenList(tokens=await asyncio.to_thread(store.tokens))
 
     @router.post("/v1/admin/tokens/{token_id}/revoke", response_model=TokenList)
     async def tokens_revoke(request: Request, token_id: str, who: Caller, svc: Svc) -> TokenList:
         _mark(request, "tokens.revoke", token_id)
-        store = _require_admin(svc, who, "revoke tokens")
+        store = _admin_store(svc, who, "revoke tokens")
         info = await asyncio.to_thread(store.revoke_token, token_id)
         if info is None:
             raise HttpError(404, f"no token with id {token_id[:40]!r}")
@@ -1002,7 +1002,7 @@ def _routes() -> Any:
         limit: Annotated[int, Query(ge=0, le=100_000)] = 0,
     ) -> AuditPage:
         _mark(request, "audit.read", since.isoformat() if since else "(all)")
-        store = _require_admin(svc, who, "read the audit trail")
+        store = _admin_store(svc, who, "read the audit trail")
         records: list[AuditRecord] = await asyncio.to_thread(
             store.records, since=since, limit=limit
         )
@@ -1031,9 +1031,14 @@ def _mark(
         request.state.workflow_id = workflow_id
 
 
-def _require_admin(svc: Service, who: Principal, what: str) -> Store:
+def _require_admin(svc: Service, who: Principal, what: str) -> None:
     if not svc.policy.is_admin(who):
         raise HttpError(403, f"{who.name} may not {what}: it needs the admin role")
+
+
+def _admin_store(svc: Service, who: Principal, what: str) -> Store:
+    """The database, for an admin; 503 when the API runs without one (tests)."""
+    _require_admin(svc, who, what)
     if svc.store is None:
         raise HttpError(503, "this API has no database configured")
     return svc.store
