@@ -11,21 +11,16 @@ inserted as text, never as HTML. A token for the API can be handed to the page i
 address fragment (`/overview#token=...`, never sent to a server in the address): it is
 kept in the tab's sessionStorage and sent as `Authorization: Bearer`.
 
-Mounted on the API by `aiohttp_routes` (and by the FastAPI app through `fastapi_router`
-when that app exists); `visible` narrows every answer to the caller's teams.
+Mounted on the API by starters/api.py; `visible` narrows every answer to the caller's
+teams.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
-from aiohttp import web
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from starters.fleet_view import FleetOverview, Scope, fleet_overview
-
-ClientOf = Callable[[], Awaitable[Client]]
 
 
 class BadSelector(ValueError):
@@ -39,28 +34,6 @@ async def overview_data(client: Client, selector: str, visible: Scope | None) ->
         if exc.type == "BadSelector":
             raise BadSelector(exc.message) from None
         raise
-
-
-def aiohttp_routes(
-    client_of: ClientOf, scope_of: Callable[[web.Request], Scope | None] | None = None
-) -> list[web.RouteDef]:
-    """The page and its JSON for an aiohttp application (`scope_of`: the caller's
-    visibility filter, None for all)."""
-
-    async def page(request: web.Request) -> web.Response:
-        return web.Response(text=PAGE, content_type="text/html", headers=PAGE_HEADERS)
-
-    async def data(request: web.Request) -> web.Response:
-        visible = scope_of(request) if scope_of is not None else None
-        try:
-            found = await overview_data(
-                await client_of(), request.query.get("selector", ""), visible
-            )
-        except BadSelector as exc:
-            return web.json_response({"error": f"bad selector: {exc}"}, status=400)
-        return web.Response(text=found.model_dump_json(), content_type="application/json")
-
-    return [web.get("/overview", page), web.get("/v1/overview", data)]
 
 
 # The page loads nothing from elsewhere and runs only its own script.

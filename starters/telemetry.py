@@ -204,25 +204,3 @@ async def serve(address: str, routes: list[web.RouteDef]) -> web.AppRunner | Non
         return None
     log.info("metrics and probes on http://%s/metrics, /livez, /readyz", address)
     return runner
-
-
-@web.middleware
-async def count_requests(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """aiohttp middleware feeding API_REQUESTS/API_SECONDS (route = the matched pattern,
-    so ids in paths do not become labels)."""
-    started = time.monotonic()
-    info = request.match_info.route.resource
-    route = info.canonical if info is not None else "unmatched"
-    code = 500
-    try:
-        response = await handler(request)
-        code = response.status
-        return response
-    except web.HTTPException as exc:
-        code = exc.status
-        raise
-    finally:
-        API_REQUESTS.labels(route, request.method, str(code)).inc()
-        API_SECONDS.labels(route, request.method).observe(time.monotonic() - started)

@@ -1,4 +1,4 @@
-"""Request and response bodies of the webhook API (starters/webhook.py).
+"""Request and response bodies of the webhook API (starters/api.py).
 
 A start request is a rollout spec: `operation` (the kind and its target's fields, e.g.
 `{"kind": "k8s", "version": "v1.31.2"}`), `selector`, `waves` and `options` (RolloutOptions:
