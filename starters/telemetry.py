@@ -12,7 +12,7 @@ The worker serves, on `FLOTILLA_METRICS_ADDRESS` (host:port, "" disables):
 The fleet gauges are refreshed every `FLOTILLA_METRICS_FLEET_INTERVAL` seconds from
 visibility (phase, health, version and certificate attributes of the cluster entities, no
 query per cluster) and the latest drift sweeps. The API serves the same /metrics (its own
-process's metrics) and probes through `api_routes`.
+process's metrics) and probes (starters/api.py).
 """
 
 from __future__ import annotations
