@@ -54,6 +54,7 @@ from fleet import search
 from fleet.config import Settings
 from fleet.connect import connect
 from fleet.dr import DrRequest, OpKind
+from fleet.events import ChangeRef
 from fleet.rollout_models import ApproveRequest, ControlRequest, Outcome, RolloutSpec
 from fleet.wave_specs import PlanError
 from starters import cli_sync, ops, overview, rollouts, telemetry
@@ -451,7 +452,7 @@ class Api:
             who=body.who,
             reason=reason,
             force=body.force,
-            change=body.change_id or None,
+            change=_change(body.change_id),
         )
         queue = self._task_queue or Settings.from_env().task_queue
         await start_run(client, kind, req, workflow_id=workflow_id, task_queue=queue)
@@ -591,6 +592,16 @@ def _spec(body: Any, key: str) -> RolloutSpec:
         )
     except ValidationError as exc:
         raise HttpError(422, _summary(exc)) from None
+
+
+def _change(text: str) -> ChangeRef | None:
+    """A change id as a reference (a bare id is ServiceNow's); 422 when malformed."""
+    if not text:
+        return None
+    try:
+        return ChangeRef.model_validate(text)
+    except ValidationError:
+        raise HttpError(422, f"change_id {text!r}: expected system:ID or an ITSM id") from None
 
 
 def _rollout_id(text: str) -> str:
