@@ -83,11 +83,12 @@ class Seen:
 
 
 def headline(event: OperationEvent) -> str:
+    dr = event.operation.removeprefix("dr:")  # switchover, failover, failback, drill
     what = {
         EventType.HALTED: "halted",
         EventType.AWAITING_APPROVAL: f"waits for approval of wave {event.wave}",
-        EventType.FAILOVER_STARTED: "failover started",
-        EventType.FAILOVER_FINISHED: f"failover finished: {event.outcome}",
+        EventType.FAILOVER_STARTED: f"{dr} started",
+        EventType.FAILOVER_FINISHED: f"{dr} finished: {event.outcome}",
         EventType.CERT_EXPIRING: "certificates expiring",
         EventType.FINISHED: f"finished: {event.outcome}",
     }.get(event.type, event.type.value.replace("_", " "))

@@ -77,6 +77,7 @@ from fleet.certs_models import CertReport
 from fleet.config import Settings
 from fleet.connect import connect
 from fleet.dr import DrAppState, DrRequest, OpKind
+from fleet.events import ChangeRef
 from fleet.ids import offboard_id, onboard_id
 from fleet.models import ClusterRecord, OnboardRequest, RecordsQuery
 from fleet.rollout_models import (
@@ -927,7 +928,7 @@ def _routes() -> Any:
             who=who.name,
             reason=reason,
             force=body.force,
-            change=body.change_id or None,
+            change=_change(body.change_id),
         )
         queue = svc.task_queue or Settings.from_env().task_queue
         await start_run(client, kind, req, workflow_id=workflow_id, task_queue=queue)
@@ -1227,6 +1228,16 @@ def _spec(body: Any, key: str) -> RolloutSpec:
         )
     except ValidationError as exc:
         raise HttpError(422, _summary(exc.errors())) from None
+
+
+def _change(text: str) -> ChangeRef | None:
+    """A change id as a reference (a bare id is ServiceNow's); 422 when malformed."""
+    if not text:
+        return None
+    try:
+        return ChangeRef.model_validate(text)
+    except ValidationError:
+        raise HttpError(422, f"change_id {text[:80]!r}: expected system:ID or an ITSM id") from None
 
 
 def _rollout_id(text: str) -> str:

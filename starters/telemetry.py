@@ -50,6 +50,8 @@ API_SECONDS = Histogram(
 )
 
 Check = Callable[[], Awaitable[str]]  # "" when ready, else why not
+# Seconds: a cluster takes from moments (unchanged) to hours (a control plane upgrade).
+CLUSTER_BUCKETS = [1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400]
 
 
 def free_port() -> int:
@@ -67,6 +69,7 @@ def sdk_runtime() -> tuple[Runtime, str]:
         counters_total_suffix=True,
         unit_suffix=True,
         durations_as_seconds=True,
+        histogram_bucket_overrides={"flotilla_cluster_duration": CLUSTER_BUCKETS},
     )
     runtime = Runtime(telemetry=TelemetryConfig(metrics=config))
     return runtime, f"http://{address}/metrics"

@@ -396,6 +396,17 @@ class Rollout:
     def _record(self, cluster: ClusterProgress, result: ClusterResult) -> None:
         cluster.finished_at = workflow.now()
         cluster.status = result.status
+        if cluster.started_at is not None:
+            # `flotilla_cluster_duration_seconds` on the worker's /metrics (the SDK's
+            # workflow meter: exported with the SDK's metrics, never recorded on replay).
+            workflow.metric_meter().create_histogram_timedelta(
+                "flotilla_cluster_duration",
+                "Time one cluster took in a rollout, by operation kind and status.",
+                "duration",
+            ).record(
+                cluster.finished_at - cluster.started_at,
+                {"kind": self._spec.operation.kind, "status": result.status.value},
+            )
         cluster.reason = result.reason
         cluster.changed = result.changed
         cluster.from_version = result.from_version or cluster.from_version

@@ -25,9 +25,10 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 BASE = DEPLOY / "kubernetes" / "base"
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
-# The Temporal SDK's metrics the rules and dashboard use (tests/ops/test_metrics.py checks
-# the worker serves them), and Prometheus's own `up`.
+# Metrics exported through the Temporal SDK that the rules and dashboard use
+# (tests/ops/test_metrics.py checks the worker serves them), and Prometheus's own `up`.
 SDK_METRICS = {
+    "flotilla_cluster_duration_seconds_bucket",  # the engine's, through the SDK's meter
     "temporal_workflow_task_schedule_to_start_latency_seconds_bucket",
     "temporal_worker_task_slots_used",
     "up",

@@ -104,6 +104,15 @@ async def test_rollout_metrics_on_the_worker(
     assert value(samples, "flotilla_step_duration_seconds_count", **steps) == 2
     assert value(samples, "flotilla_step_duration_seconds_sum", **steps) > 0
     assert value(samples, "flotilla_lock_wait_seconds_count") >= 2
+    # per cluster, from the engine through the SDK's workflow meter
+    clusters = dict(kind="addon", status="succeeded")
+    assert value(samples, "flotilla_cluster_duration_seconds_count", **clusters) == 2
+    buckets = {
+        float(labels["le"]): v
+        for labels, v in samples["flotilla_cluster_duration_seconds_bucket"]
+        if clusters.items() <= labels.items()
+    }
+    assert buckets[7200.0] == 2 and 14400.0 in buckets  # Flotilla's buckets, up to hours
     assert value(samples, "flotilla_event_deliveries_total", sink="metrics", outcome="ok") >= 4
     assert value(samples, "flotilla_fleet_refresh_timestamp_seconds") > 0
     # The Temporal SDK's runtime metrics, in Prometheus conventions, on the same page.
