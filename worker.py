@@ -1,8 +1,10 @@
 """The Flotilla worker: runs every workflow and activity on one task queue.
 
 `python worker.py` (or `python -m worker`) connects with fleet.connect (TEMPORAL_* env
-config), polls `FLOTILLA_TASK_QUEUE` and stops gracefully on SIGINT/SIGTERM. Tests and the
-local stack use `build_worker` / `run_worker`. Operation kinds come from the registry
+config), polls `FLOTILLA_TASK_QUEUE` and stops gracefully on SIGINT/SIGTERM. It serves
+Prometheus metrics (its own and the Temporal SDK's) and liveness/readiness probes on
+`FLOTILLA_METRICS_ADDRESS` (starters/telemetry.py). Tests and the local stack use
+`build_worker` / `run_worker`. Operation kinds come from the registry
 (workflows/registry.py).
 """
 
@@ -22,6 +24,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities import access, baseline, health, inventory
+from activities.metrics import StepMetrics
 from fleet.config import Settings
 from workflows.cluster import ClusterEntity, ClusterIdentity
 from workflows.health import FleetHealthSweep
@@ -117,15 +120,27 @@ def build_worker(
         ),
         max_concurrent_activities=max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=10),
+        interceptors=[StepMetrics()],
     )
 
 
-async def run_worker(client: Client, task_queue: str, *, stop: asyncio.Event | None = None) -> None:
-    """Runs until `stop` is set (or forever), then shuts down gracefully."""
+async def run_worker(
+    client: Client,
+    task_queue: str,
+    *,
+    stop: asyncio.Event | None = None,
+    polling: Callable[[bool], None] | None = None,
+) -> None:
+    """Runs until `stop` is set (or forever), then shuts down gracefully; `polling` is told
+    when the worker starts and stops polling (readiness)."""
     worker = build_worker(client, task_queue=task_queue)
     stop = stop or asyncio.Event()
     async with worker:
+        if polling is not None:
+            polling(True)
         await stop.wait()
+        if polling is not None:
+            polling(False)
     executor = worker.config().get("activity_executor")
     if isinstance(executor, ThreadPoolExecutor):
         executor.shutdown(wait=False, cancel_futures=True)
@@ -133,11 +148,13 @@ async def run_worker(client: Client, task_queue: str, *, stop: asyncio.Event | N
 
 async def main() -> None:
     from fleet.connect import connect
+    from starters import telemetry
     from starters.schedules import ensure_cert_scan_schedule, ensure_health_schedule
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
-    client = await connect()
+    runtime, sdk_metrics = telemetry.sdk_runtime()
+    client = await connect(runtime=runtime)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -148,8 +165,25 @@ async def main() -> None:
         await ensure_cert_scan_schedule(client, task_queue=settings.task_queue)
     except RPCError as exc:
         log.warning("could not ensure the health/cert-scan schedules: %s", exc.message)
+    probes = telemetry.WorkerProbes(client)
+    site = None
+    if settings.metrics_address:
+        routes = telemetry.probe_routes(sdk_url=sdk_metrics, ready=probes.ready)
+        site = await telemetry.serve(settings.metrics_address, routes)
+    gauges = asyncio.create_task(
+        telemetry.refresh_fleet(client, settings.metrics_fleet_interval, stop)
+    )
     log.info("polling task queue %s", settings.task_queue)
-    await run_worker(client, settings.task_queue, stop=stop)
+
+    def polling(on: bool) -> None:
+        probes.polling = on
+
+    try:
+        await run_worker(client, settings.task_queue, stop=stop, polling=polling)
+    finally:
+        gauges.cancel()
+        if site is not None:
+            await site.cleanup()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ the entity's error type (`ClusterLocked`, `InvalidRequest`, ...) and message.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, TypeVar
 
 from temporalio import activity
@@ -23,6 +24,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities import metrics
 from fleet import search
 from fleet.ids import cluster_id, identity_id, onboard_id
 from fleet.models import (
@@ -260,12 +262,19 @@ async def acquire_cluster_lock(req: LockRequest) -> LockGrant:
     info = activity.info()
     update_id = f"lock:{req.holder}:{info.workflow_run_id}:{info.activity_id}"
     call = asyncio.ensure_future(acquire_lock(activity.client(), req, update_id=update_id))
+    asked = time.monotonic()
     try:
         while True:
             done, _ = await asyncio.wait({call}, timeout=5)
             if done:
-                return call.result()
+                grant = call.result()
+                metrics.LOCK_WAIT_SECONDS.labels(req.operation).observe(time.monotonic() - asked)
+                return grant
             activity.heartbeat(f"waiting for the lock of {req.cluster}")
+    except ApplicationError as exc:
+        if exc.type == "ClusterLocked":
+            metrics.LOCK_CONFLICTS.labels(req.operation).inc()
+        raise
     finally:
         call.cancel()
 

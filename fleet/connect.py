@@ -6,10 +6,14 @@ from __future__ import annotations
 from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
+from temporalio.runtime import Runtime
 
 
-async def connect(address: str | None = None, namespace: str | None = None) -> Client:
-    """Connects using the SDK's env config; explicit arguments win over the environment."""
+async def connect(
+    address: str | None = None, namespace: str | None = None, *, runtime: Runtime | None = None
+) -> Client:
+    """Connects using the SDK's env config; explicit arguments win over the environment.
+    `runtime`: the SDK runtime (the worker's carries its Prometheus metrics)."""
     from fleet.tracing import client_interceptors  # tracing setup is optional and lazy
 
     config = ClientConfig.load_client_connect_config()
@@ -20,5 +24,5 @@ async def connect(address: str | None = None, namespace: str | None = None) -> C
     config.setdefault("target_host", "localhost:7233")
     interceptors: list[Interceptor] = client_interceptors()
     return await Client.connect(
-        **config, data_converter=pydantic_data_converter, interceptors=interceptors
+        **config, data_converter=pydantic_data_converter, interceptors=interceptors, runtime=runtime
     )

@@ -21,6 +21,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from fleet.events import ChangeRef
 from fleet.ids import cluster_name_error
 from fleet.models import ClusterRef, CredentialRef, Model
 
@@ -511,6 +512,8 @@ class DrRequest(Model):
     # Failover: promote even though the old primary, unreachable for its fence, still
     # takes writes (accepting two primaries until it is fenced).
     force: bool = False
+    # The ITSM change that approved the run (told when it starts and ends).
+    change: ChangeRef | None = None
 
 
 class DrProgress(Model):
@@ -528,6 +531,7 @@ class DrProgress(Model):
     measurements: list[Measurement] = Field(default_factory=list)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    events: int = 0  # operation events emitted so far
 
 
 class DrResult(Model):

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from fleet.durations import Duration
+from fleet.events import ChangeRef
 from fleet.models import ClusterRef, CredentialRef, ManagementRef, Model
 from fleet.selectors import parse_selector
 from fleet.targets import AnyTarget
@@ -106,6 +107,14 @@ class RolloutSpec(Model):
     )
     operation: AnyTarget
     options: RolloutOptions = Field(default_factory=RolloutOptions)
+    change: ChangeRef | None = Field(
+        default=None, description="The ITSM change that approved the run (told how it goes)."
+    )
+    started_by: str = Field(default="", description="Who started the run (a name).")
+    four_eyes: bool = Field(
+        default=False,
+        description="Its starter may not approve its waves (set by the access policy).",
+    )
 
     @field_validator("waves", mode="before")
     @classmethod
@@ -117,6 +126,11 @@ class RolloutSpec(Model):
     def _waves(cls, value: list[str]) -> list[str]:
         parse_waves(value)
         return value
+
+    @field_validator("change", mode="before")
+    @classmethod
+    def _no_change(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("selector")
     @classmethod
@@ -339,6 +353,7 @@ class RolloutProgress(Model):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     rollback_requested: bool = False
+    events: int = 0  # operation events emitted so far (the next key's sequence number)
 
 
 class RolloutInput(Model):

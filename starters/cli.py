@@ -8,6 +8,7 @@ stderr and exit 2 (usage) or 1 (operation failed); see starters/errors.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import traceback
@@ -15,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from urllib.parse import quote
 
 import typer
 import yaml
@@ -30,10 +32,11 @@ from fleet.models import (
     CredentialRef,
     ManagementRef,
     OnboardRequest,
+    Phase,
     RecordsQuery,
 )
 from fleet.selectors import parse_selector
-from starters import kubeconfigs, ops, render
+from starters import api_client, kubeconfigs, ops, render
 from starters.errors import USAGE, CliError, translate, usage
 
 if TYPE_CHECKING:
@@ -54,7 +57,13 @@ ops_app = typer.Typer(
 )
 app.add_typer(clusters_app, name="clusters")
 app.add_typer(ops_app, name="ops")
-webhook_app = typer.Typer(help="The webhook service for CI and ITSM.", no_args_is_help=True)
+api_app = typer.Typer(
+    help="Flotilla's API for people, pipelines and ITSM (docs/access.md).", no_args_is_help=True
+)
+app.add_typer(api_app, name="api")
+webhook_app = typer.Typer(
+    help="The API, by its former name (`flotilla api`).", no_args_is_help=True
+)
 app.add_typer(webhook_app, name="webhook")
 
 out = Console()
@@ -140,8 +149,9 @@ def demo(
     )
 
 
+@api_app.command("serve")
 @webhook_app.command("serve")
-def webhook_serve(
+def api_serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="HTTP port.")] = 8088,
     insecure_no_auth: Annotated[
@@ -151,14 +161,14 @@ def webhook_serve(
         ),
     ] = False,
 ) -> None:
-    """Serve the webhook API for CI and ITSM (docs/webhooks.md) until Ctrl-C.
+    """Serve Flotilla's API (docs/access.md, docs/webhooks.md) until Ctrl-C.
 
-    Credentials from FLOTILLA_WEBHOOK_SECRET and/or FLOTILLA_WEBHOOK_TOKEN."""
-    from starters import webhook
+    Roles and teams from FLOTILLA_ACCESS_FILE; API tokens from the database
+    (FLOTILLA_DATABASE_URL); OIDC from FLOTILLA_OIDC_*; the webhook's
+    FLOTILLA_WEBHOOK_SECRET and FLOTILLA_WEBHOOK_TOKEN."""
+    from starters import api
 
-    _run(
-        lambda: webhook.serve(host=host, port=port, insecure_no_auth=insecure_no_auth, console=err)
-    )
+    _run(lambda: api.serve(host=host, port=port, insecure_no_auth=insecure_no_auth, console=err))
 
 
 def _stack_options(
@@ -301,6 +311,8 @@ async def onboard_all(
     and fails (exit 1) when any failed."""
     from starters import inventory
 
+    if api_client.configured():
+        return await _onboard_via_api(requests, wait=wait)
     client = client or await _client()
     if not wait:
         for request in requests:
@@ -326,6 +338,28 @@ async def onboard_all(
             )
     if failures:
         raise CliError(f"{failures} of {len(requests)} onboarding(s) failed")
+
+
+async def _onboard_via_api(requests: list[OnboardRequest], *, wait: bool) -> None:
+    """Onboarding through the API (admin); with `wait`, polls each record until it leaves
+    the onboarding phase."""
+    api = api_client.ApiClient.from_env()
+    for request in requests:
+        await api.call("POST", "/v1/clusters", request.model_dump(mode="json"))
+        out.print(f"started onboard:{request.name}", highlight=False)
+    if not wait:
+        return
+    for request in requests:
+        path = f"/v1/clusters/{quote(request.name, safe='')}"
+        for _ in range(600):
+            with contextlib.suppress(CliError):  # not recorded yet
+                record = ClusterRecord.model_validate(await api.call("GET", path))
+                if record.phase != Phase.ONBOARDING:
+                    out.print(f"[green]✓[/green] {record.name} {record.phase}", highlight=False)
+                    break
+            await asyncio.sleep(1)
+        else:
+            raise CliError(f"{request.name} is still onboarding; see `flotilla clusters show`")
 
 
 def load_labels_file(path: Path) -> dict[str, dict[str, str]]:
@@ -358,11 +392,17 @@ def clusters_list(
     parse_selector(selector)  # a bad selector is a usage error before any connection
 
     async def go() -> None:
-        client = await _client()
-        from starters import inventory
+        if api_client.configured():  # only the clusters of the caller's teams
+            params = {"selector": selector, "include_offboarded": str(include_offboarded)}
+            answer = await api_client.ApiClient.from_env().call(
+                "GET", "/v1/clusters", params=params
+            )
+            records = [ClusterRecord.model_validate(r) for r in answer["clusters"]]
+        else:
+            from starters import inventory
 
-        query = RecordsQuery(selector=selector, include_offboarded=include_offboarded)
-        records = await inventory.list_clusters(client, query)
+            query = RecordsQuery(selector=selector, include_offboarded=include_offboarded)
+            records = await inventory.list_clusters(await _client(), query)
         records = sorted(records, key=lambda r: r.name)
         if output == Output.json:
             print(render.dumps(records))
@@ -379,7 +419,13 @@ def clusters_show(
     """Show one cluster's record."""
 
     async def go() -> None:
-        record = await _get_cluster(await _client(), name)
+        if api_client.configured():
+            path = f"/v1/clusters/{quote(name, safe='')}"
+            record = ClusterRecord.model_validate(
+                await api_client.ApiClient.from_env().call("GET", path)
+            )
+        else:
+            record = await _get_cluster(await _client(), name)
         if output == Output.json:
             print(render.dumps(record))
         else:
@@ -401,6 +447,12 @@ def clusters_offboard(
     async def go() -> None:
         from starters import inventory
 
+        if api_client.configured():
+            path = f"/v1/clusters/{quote(name, safe='')}/offboard"
+            params = {"force": str(force)}
+            answer = await api_client.ApiClient.from_env().call("POST", path, params=params)
+            out.print(f"started {answer['workflow_id']}")
+            return
         client = await _client()
         await _get_cluster(client, name)
         await inventory.offboard(client, name, wait=wait, force=force)
@@ -449,7 +501,10 @@ def ops_list(
     ops.list_query(kind=kind, running=running)  # validates --kind before connecting
 
     async def go() -> None:
-        rows = await ops.list_operations(await _client(), kind=kind, running=running)
+        if api_client.configured():  # the rollouts of the caller's teams
+            rows = await _api_operations(kind, running)
+        else:
+            rows = await ops.list_operations(await _client(), kind=kind, running=running)
         if output == Output.json:
             print(render.dumps(rows))
         else:
@@ -466,7 +521,12 @@ def ops_show(
     """Show an operation: status, details, progress, pending activities."""
 
     async def go() -> None:
-        op = await ops.describe_operation(await _client(), workflow_id)
+        if api_client.configured():
+            path = f"/v1/operations/{quote(workflow_id, safe=':')}"
+            found = await api_client.ApiClient.from_env().call("GET", path)
+            op = {"id": found["workflow_id"], "outcome": found["status"], **found}
+        else:
+            op = await ops.describe_operation(await _client(), workflow_id)
         if output == Output.json:
             print(render.dumps(op))
         else:
@@ -487,6 +547,22 @@ def ops_watch(
     _run(go)
 
 
+async def _api_operations(kind: str, running: bool) -> list[dict[str, Any]]:
+    kind = kind.removeprefix("rollout:")
+    params = {"kind": kind, "running": str(running)}
+    answer = await api_client.ApiClient.from_env().call("GET", "/v1/operations", params=params)
+    return [
+        {
+            "id": op["workflow_id"],
+            "kind": op["kind"],
+            "outcome": op["status"],
+            "started": op["started_at"],
+            "closed": op["closed_at"],
+        }
+        for op in answer["operations"]
+    ]
+
+
 # ---------------------------------------------------------------- plumbing
 
 
@@ -495,13 +571,15 @@ def _mount_sub_apps() -> None:
     `dr`."""
     if any(group.name == "upgrade" for group in app.registered_groups):
         return
-    from starters import cli_certs, cli_dr, cli_rollout, cli_sync
+    from starters import cli_access, cli_certs, cli_dr, cli_rollout, cli_sync
 
     cli_certs.mount(app)  # first: `certs renew|rotate` nest in its group
     cli_rollout.mount(app, ops_app)
     cli_dr.mount(app)
     app.add_typer(cli_sync.sync_app, name="sync")
     app.add_typer(cli_sync.drift_app, name="drift")
+    app.add_typer(cli_access.admin_app, name="admin")
+    app.add_typer(cli_access.audit_app, name="audit")
 
 
 async def _client() -> Client:

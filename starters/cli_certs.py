@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, TypeVar
+from urllib.parse import quote
 
 import typer
 from rich.console import Console
@@ -29,7 +30,7 @@ from fleet.connect import connect
 from fleet.ids import cluster_id
 from fleet.models import RecordsQuery
 from fleet.selectors import parse_selector
-from starters import render
+from starters import api_client, render
 from starters.errors import CliError, usage
 from workflows.certs import CertScan
 
@@ -77,6 +78,30 @@ async def _report(client: Client, name: str) -> CertReport | None:
     return None if found is None else CertReport.model_validate(found)
 
 
+async def _reports(selector: str) -> tuple[list[CertReport], list[str]]:
+    """Every (visible) cluster's last report, and the clusters never scanned; through the
+    API when FLOTILLA_API is set."""
+    if api_client.configured():
+        answer = await api_client.ApiClient.from_env().call(
+            "GET", "/v1/certs", params={"selector": selector}
+        )
+        reports = [CertReport.model_validate(r) for r in answer["reports"]]
+        return reports, list(answer["unscanned"])
+    from starters.inventory import list_clusters
+
+    client = await connect()
+    records = await list_clusters(client, RecordsQuery(selector=selector))
+    gate = asyncio.Semaphore(LIST_CONCURRENCY)
+
+    async def report(name: str) -> CertReport | None:
+        async with gate:
+            return await _report(client, name)
+
+    found = await asyncio.gather(*(report(r.name) for r in records))
+    unscanned = [r.name for r, rep in zip(records, found, strict=True) if rep is None]
+    return [r for r in found if r is not None], unscanned
+
+
 @certs_app.command("list")
 def certs_list(
     expiring: Annotated[
@@ -90,27 +115,15 @@ def certs_list(
     parse_selector(selector)
 
     async def go() -> None:
-        from starters.inventory import list_clusters
-
-        client = await connect()
-        records = await list_clusters(client, RecordsQuery(selector=selector))
-        gate = asyncio.Semaphore(LIST_CONCURRENCY)
-
-        async def report(name: str) -> CertReport | None:
-            async with gate:
-                return await _report(client, name)
-
-        reports = await asyncio.gather(*(report(r.name) for r in records))
+        reports, unscanned = await _reports(selector)
         now = datetime.now(UTC)
         rows: list[tuple[str, CertEntry]] = [
             (report.cluster, entry)
             for report in reports
-            if report is not None
             for entry in report.entries
             if within is None or entry.not_after <= now + timedelta(seconds=within)
         ]
         rows.sort(key=lambda row: row[1].not_after)
-        unscanned = [r.name for r, rep in zip(records, reports, strict=True) if rep is None]
         if output == Output.json:
             print(render.dumps([{"cluster": c, **e.model_dump(mode="json")} for c, e in rows]))
             return
@@ -144,8 +157,12 @@ def certs_show(
     """One cluster's certificates, trust map (which consumer pins which CA) and problems."""
 
     async def go() -> None:
-        client = await connect()
-        report = await _report(client, cluster)
+        if api_client.configured():
+            path = f"/v1/certs/{quote(cluster, safe='')}"
+            found = await api_client.ApiClient.from_env().call("GET", path)
+            report: CertReport | None = CertReport.model_validate(found)
+        else:
+            report = await _report(await connect(), cluster)
         if report is None:
             raise CliError(f"{cluster} was never scanned: run `flotilla certs scan {cluster}`")
         if output == Output.json:

@@ -64,8 +64,9 @@ from fleet.dr import (
 )
 from fleet.dr_rules import begin_problem, default_target, operation_conflict
 from fleet.durations import parse_duration
+from fleet.events import ChangeRef
 from fleet.models import CredentialRef
-from starters import ops, render
+from starters import api_client, ops, render
 from starters.errors import CliError, failure_message, usage
 from starters.schedules import put_schedule
 from workflows.dr import RUNS
@@ -267,7 +268,11 @@ def show(
     """An application's policy, primary, epoch and runs."""
 
     async def go() -> None:
-        state = await _require(await connect(), app)
+        if api_client.configured():
+            found = await api_client.ApiClient.from_env().call("GET", f"/v1/dr/{app}")
+            state = DrAppState.model_validate(found)
+        else:
+            state = await _require(await connect(), app)
         if output == "json":
             print(render.dumps(state))
             return
@@ -369,10 +374,30 @@ async def run_operation(
     run_id: str,
     reason: str,
     force: bool = False,
+    change: str = "",
 ) -> None:
+    change_ref = parse_change(change)
+    if api_client.configured():
+        return await _run_via_api(
+            kind,
+            app,
+            target=target,
+            wait=wait,
+            run_id=run_id,
+            reason=reason,
+            force=force,
+            change=str(change_ref or ""),
+        )
     client = await connect()
     await check_request(client, kind, app, target)
-    request = DrRequest(app=app, target=target, who=getpass.getuser(), reason=reason, force=force)
+    request = DrRequest(
+        app=app,
+        target=target,
+        who=getpass.getuser(),
+        reason=reason,
+        force=force,
+        change=change_ref,
+    )
     workflow_id = f"{kind}:{app}:{run_id or new_id()}"
     await start_run(client, kind, request, workflow_id=workflow_id, task_queue=_queue())
     if not wait:
@@ -381,10 +406,52 @@ async def run_operation(
     ops.require_success(await ops.watch_operation(client, workflow_id, console=out))
 
 
+async def _run_via_api(
+    kind: OpKind,
+    app: str,
+    *,
+    target: str,
+    wait: bool,
+    run_id: str,
+    reason: str,
+    force: bool,
+    change: str,
+) -> None:
+    """The same run through the API (the principal is recorded as who asked)."""
+    api = api_client.ApiClient.from_env()
+    body = {"target": target, "reason": reason, "force": force, "change_id": change}
+    started = await api.call("POST", f"/v1/dr/{app}/{kind.value}", body, key=run_id or new_id())
+    workflow_id = started["workflow_id"]
+    out.print(f"started {workflow_id}")
+    if not wait:
+        return
+    while True:
+        op = await api.call("GET", f"/v1/dr/operations/{workflow_id}")
+        if op["temporal_status"] != "RUNNING":
+            break
+        await asyncio.sleep(2)
+    out.print(f"{workflow_id}: {op['status']}")
+    if op["status"] != "succeeded":
+        raise CliError(f"{workflow_id} {op['status']}")
+
+
+def parse_change(text: str) -> ChangeRef | None:
+    """--change: `servicenow:CHG0030001` (or a bare id: ServiceNow); a usage error else."""
+    if not text:
+        return None
+    try:
+        return ChangeRef.model_validate(text)
+    except ValidationError:
+        raise usage(f"--change {text!r}: expected system:ID, e.g. servicenow:CHG0030001") from None
+
+
 def new_id() -> str:
     from starters.rollouts import new_rollout_id
 
     return new_rollout_id()
+
+
+CHANGE_HELP = "ITSM change told how the run goes: servicenow:CHG0030001."
 
 
 def _operation_command(kind: OpKind, help_text: str) -> None:
@@ -396,8 +463,13 @@ def _operation_command(kind: OpKind, help_text: str) -> None:
         wait: Annotated[bool, typer.Option(help="Follow the run until it ends.")] = True,
         run_id: Annotated[str, typer.Option("--id", help="Run id (default: date-time).")] = "",
         reason: Annotated[str, typer.Option(help="Why (kept in the record).")] = "",
+        change: Annotated[str, typer.Option(help=CHANGE_HELP)] = "",
     ) -> None:
-        _run(run_operation(kind, app, target=to, wait=wait, run_id=run_id, reason=reason))
+        _run(
+            run_operation(
+                kind, app, target=to, wait=wait, run_id=run_id, reason=reason, change=change
+            )
+        )
 
     command.__doc__ = help_text
     dr_app.command(kind.value)(command)
@@ -421,11 +493,19 @@ def failover(
         bool,
         typer.Option(help="Promote even if the unfenceable old primary still takes writes."),
     ] = False,
+    change: Annotated[str, typer.Option(help=CHANGE_HELP)] = "",
 ) -> None:
     """Unplanned: fence what answers, promote the standby, DNS; RPO and RTO."""
     _run(
         run_operation(
-            OpKind.FAILOVER, app, target=to, wait=wait, run_id=run_id, reason=reason, force=force
+            OpKind.FAILOVER,
+            app,
+            target=to,
+            wait=wait,
+            run_id=run_id,
+            reason=reason,
+            force=force,
+            change=change,
         )
     )
 

@@ -32,7 +32,7 @@ from fleet.rollout_models import (
     WaveStatus,
 )
 from fleet.wave_specs import PlanError
-from starters import rollouts
+from starters import api_client, rollouts
 from starters.errors import CliError, usage
 from starters.spec_flags import Flag, command, extra_flag, model_flags, validation_message
 from workflows.registry import OPERATIONS, Operation
@@ -61,6 +61,13 @@ SPEC_FLAGS = [
         "rollout_id", str, "", "--id", help="Rollout id (default: date-time based).", path=("id",)
     ),
 ]
+CHANGE = extra_flag(
+    "change",
+    str,
+    "",
+    help="ITSM change that approved the run, told how it goes: servicenow:CHG0030001.",
+    path=("change",),
+)
 CHECK = extra_flag("check", bool, True, help="Check every planned cluster live (needs a worker).")
 JSON = extra_flag("as_json", bool, False, "--json", help="Print JSON instead of tables.")
 WAIT = extra_flag("wait", bool, False, help="Wait for the run and print its report.")
@@ -76,6 +83,7 @@ def _run(awaitable: Awaitable[T]) -> T:
 def make_spec(operation: Operation, flags: list[Flag], values: dict[str, Any]) -> RolloutSpec:
     """The spec the flags describe; a bad value is a usage error naming its flag."""
     values.setdefault("id", rollouts.new_rollout_id())
+    values.setdefault("started_by", _who(""))
     values["operation"] = {"kind": operation.kind, **values.get("operation", {})}
     try:
         return RolloutSpec.model_validate(values)
@@ -115,7 +123,7 @@ def plan_command(operation: Operation) -> Any:
 
 
 def start_command(operation: Operation) -> Any:
-    flags = _flags(operation, start=True) + SPEC_FLAGS + [CHECK, WAIT, JSON]
+    flags = _flags(operation, start=True) + SPEC_FLAGS + [CHANGE, CHECK, WAIT, JSON]
 
     def body(values: dict[str, Any], kwargs: dict[str, Any]) -> None:
         spec = make_spec(operation, flags, values)
@@ -134,7 +142,10 @@ async def _make_plan(client: Any, spec: RolloutSpec) -> Plan:
 
 async def _start(spec: RolloutSpec, *, check: bool, wait: bool, as_json: bool) -> None:
     """Plans, checks the plan live (so a refused plan fails here, not inside a run the
-    caller believes started), then starts; all on one connection."""
+    caller believes started), then starts; all on one connection. Through the API when
+    FLOTILLA_API is set (it always checks the plan)."""
+    if api_client.configured():
+        return await _start_via_api(spec, wait=wait, as_json=as_json)
     client = await connect()
     plan = await _make_plan(client, spec)
     if check:
@@ -148,6 +159,32 @@ async def _start(spec: RolloutSpec, *, check: bool, wait: bool, as_json: bool) -
             out.print(f"started {handle.id}; follow it with `flotilla ops watch {handle.id}`")
         return
     report = await handle.result()
+    if as_json:
+        out.print_json(report.model_dump_json())
+    else:
+        print_report(report)
+    if report.outcome != Outcome.SUCCEEDED:
+        raise CliError(f"{report.id} {report.outcome.value}: {report.halt_reason}".rstrip(": "))
+
+
+async def _start_via_api(spec: RolloutSpec, *, wait: bool, as_json: bool) -> None:
+    api = api_client.ApiClient.from_env()
+    body = spec.model_dump(mode="json", include={"operation", "selector", "waves", "options"})
+    started = await api.call("POST", "/v1/rollouts", body, key=spec.id)
+    workflow_id = started["workflow_id"]
+    if not wait:
+        if as_json:
+            out.print_json(data=started)
+        else:
+            names = ", ".join(started.get("clusters") or [])
+            out.print(f"started {workflow_id} on {names}; follow it with `flotilla ops show`")
+        return
+    while True:
+        op = await api.call("GET", f"/v1/operations/{workflow_id}")
+        if op["status"] != Outcome.RUNNING.value and op.get("result") is not None:
+            break
+        await asyncio.sleep(2)
+    report = RolloutReport.model_validate(op["result"])
     if as_json:
         out.print_json(report.model_dump_json())
     else:
@@ -199,6 +236,11 @@ def _who(who: str) -> str:
 
 def _send(rollout: str, action: str, request: Any) -> None:
     async def go() -> None:
+        if api_client.configured():  # the API records the caller as who; --who is ignored
+            body = request.model_dump(exclude={"who"})
+            answer = await _api_control(rollout, action, body)
+            out.print(f"{rollouts.workflow_id(rollout)}: {action} recorded ({answer['who']})")
+            return
         client = await connect()
         event = await rollouts.control(client, rollout, action, request)
         out.print(f"{rollouts.workflow_id(rollout)}: {event.action} recorded ({event.who})")
@@ -227,6 +269,11 @@ def approve(
     """Admit the wave that waits for approval; refused for any other wave."""
 
     async def go() -> None:
+        if api_client.configured():
+            name = wave or await _waiting_wave_via_api(rollout)
+            answer = await _api_control(rollout, "approve", {"wave": name, "comment": note})
+            out.print(f"{rollouts.workflow_id(rollout)}: approve recorded ({answer['who']})")
+            return
         client = await connect()
         name = wave
         if not name:
@@ -241,6 +288,24 @@ def approve(
         out.print(f"{rollouts.workflow_id(rollout)}: {event.action} recorded ({event.who})")
 
     _run(go())
+
+
+async def _api_control(rollout: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
+    path = f"/v1/operations/{rollouts.workflow_id(rollout)}/{action}"
+    answer: dict[str, Any] = await api_client.ApiClient.from_env().call("POST", path, body)
+    return answer
+
+
+async def _waiting_wave_via_api(rollout: str) -> str:
+    op = await api_client.ApiClient.from_env().call(
+        "GET", f"/v1/operations/{rollouts.workflow_id(rollout)}"
+    )
+    waves = (op.get("progress") or {}).get("waves") or []
+    waiting = [w for w in waves if w.get("status") == WaveStatus.AWAITING_APPROVAL.value]
+    if not waiting:
+        raise CliError(f"{op['workflow_id']} is not waiting for an approval")
+    out.print(f"approving wave {waiting[0]['name']} ({len(waiting[0]['clusters'])} clusters)")
+    return str(waiting[0]["name"])
 
 
 def skip(

@@ -49,7 +49,7 @@ from fleet.sync_models import (
     SyncPreview,
     SyncPreviewInput,
 )
-from starters import rollouts
+from starters import api_client, rollouts
 from starters.errors import CliError, failure_message
 from starters.inventory import list_clusters
 from starters.schedules import put_schedule
@@ -302,8 +302,17 @@ def show_command(
     """A sync's commit, who started it, and each cluster's diff (+created ~changed -deleted)."""
 
     async def go() -> None:
-        client = await connect()
         workflow_id = rollout if rollout.startswith("rollout:") else f"rollout:sync:{rollout}"
+        if api_client.configured():  # through the API: waits for the report the same way
+            api = api_client.ApiClient.from_env()
+            while True:
+                op = await api.call("GET", f"/v1/operations/{workflow_id}")
+                if op["result"] is not None:
+                    break
+                await asyncio.sleep(2)
+            print_show(RolloutReport.model_validate(op["result"]))
+            return
+        client = await connect()
         handle = client.get_workflow_handle_for(Rollout.run, workflow_id)
         print_show(await handle.result())
 

@@ -122,7 +122,7 @@ async def describe_operation(client: Client, workflow_id: str) -> dict[str, Any]
         "closed": desc.close_time,
         "clusters": list(attrs.get(search.CLUSTERS) or []),
         "summary": await desc.static_summary() or await _first_summary(client, desc),
-        "details": await _current_details(handle),
+        "details": await current_details(handle),
         "progress": await _progress(handle),
         "pending_activities": [
             {
@@ -182,7 +182,7 @@ async def _first_summary(client: Client, desc: WorkflowExecutionDescription) -> 
         return ""
 
 
-async def _current_details(handle: WorkflowHandle[Any, Any]) -> str:
+async def current_details(handle: WorkflowHandle[Any, Any]) -> str:
     """`workflow.set_current_details` text, through the SDK's built-in metadata query.
     Empty when no worker answers (closed runs are replayed by a worker, so this may be
     empty when none is running)."""

@@ -35,6 +35,7 @@ from temporalio.client import Client
 from fleet import search
 from fleet.config import Settings
 from fleet.connect import connect
+from fleet.store import DATABASE_ENV, database_url
 from starters.errors import CliError
 from starters.schedules import ensure_health_schedule
 
@@ -195,6 +196,9 @@ class Stack:
             "TEMPORAL_NAMESPACE": o.namespace,
             "FLOTILLA_TASK_QUEUE": o.task_queue,
             "FLOTILLA_STATE_DIR": str(o.state_dir.resolve()),
+            # The audit sink: operation events into the database `flotilla api serve` and
+            # `flotilla audit` use by default (docs/access.md).
+            DATABASE_ENV: database_url(dict(os.environ), o.state_dir.resolve()),
         }
         if self.kubeconfig:
             env["FLOTILLA_KUBECONFIG"] = self.kubeconfig

@@ -1,4 +1,4 @@
-"""Request and response bodies of the webhook API (starters/webhook.py).
+"""Request and response bodies of the webhook API (starters/api.py).
 
 A start request is a rollout spec: `operation` (the kind and its target's fields, e.g.
 `{"kind": "k8s", "version": "v1.31.2"}`), `selector`, `waves` and `options` (RolloutOptions:
@@ -38,6 +38,10 @@ def _start_request() -> type[Body]:
             Field(default="canary:1,50%,rest", description="Waves, e.g. canary:1,50%,rest."),
         ),
         options=(RolloutOptions, Field(default_factory=RolloutOptions)),
+        change=(
+            str,
+            Field(default="", description="ITSM change told how the run goes: servicenow:CHG1."),
+        ),
     )
 
 
@@ -61,22 +65,33 @@ class StartResponse(BaseModel):
 
 
 class ApproveBody(Body):
-    """An ITSM approval of the wave that waits; recorded as `who` with the change id.
-    `wave` names the wave approved (as in `progress.waves[].name`): the rollout refuses
-    the approval (409) unless that wave is the one waiting."""
+    """An approval of the wave that waits, recorded as the authenticated principal with
+    the change id. `wave` names the wave approved (as in `progress.waves[].name`): the
+    rollout refuses the approval (409) unless that wave is the one waiting. `approver`
+    (optional) is the person an ITSM tool approves for; it goes into the note, never
+    replaces the principal."""
 
-    approver: str = Field(min_length=1)
     wave: str = Field(min_length=1)
+    approver: str = ""
     change_id: str = ""
     comment: str = ""
 
 
 class ControlBody(Body):
-    """Pause, resume or abort: who asks and why (kept in the rollout report)."""
+    """Pause, resume, abort or rollback: why (kept in the rollout report, with the
+    authenticated principal as who asked). `who` is accepted for older clients and
+    ignored."""
 
-    who: str = Field(min_length=1)
+    who: str = ""
     reason: str = ""
     change_id: str = ""
+
+
+class SkipBody(Body):
+    """Skip a cluster of the run that has not started yet."""
+
+    cluster: str = Field(min_length=1)
+    reason: str = ""
 
 
 class ControlResponse(BaseModel):
@@ -127,7 +142,7 @@ class DrStartBody(Body):
     `target` names the cluster to promote (default: the policy's); the run's id is
     `<action>:<app>:<Idempotency-Key>`, so a repeated delivery never starts a second."""
 
-    who: str = Field(min_length=1)
+    who: str = ""  # the person a pipeline acts for (noted); the principal is recorded
     target: str = ""
     reason: str = ""
     change_id: str = ""

@@ -26,6 +26,7 @@ from workflows.common import (
     operation_attributes,
     root_failure,
 )
+from workflows.events import emit
 
 with workflow.unsafe.imports_passed_through():
     from activities.certs import record_certificates, scan_certificates
@@ -39,11 +40,14 @@ with workflow.unsafe.imports_passed_through():
         summarize,
     )
     from fleet.certs_models import CertStatus
+    from fleet.events import EventType
     from fleet.models import RecordsQuery
     from fleet.rollout_models import ClusterAccess
     from workflows.cluster_access import resolve_access
 
 SCAN_TIMEOUT = timedelta(minutes=10)
+# cert_expiring events per scan, one per cluster; beyond this, one event names the rest.
+MAX_CERT_EVENTS = 20
 
 
 @workflow.defn(name="CertScan")
@@ -88,7 +92,34 @@ class CertScan:
         self._result.unreachable.sort()
         self._result.clusters = dict(sorted(self._result.clusters.items()))
         self._details()
+        await self._tell_expiring()
         return self._result
+
+    async def _tell_expiring(self) -> None:
+        """A cert_expiring event for each cluster whose soonest certificate is inside its
+        threshold (or expired)."""
+        due = [
+            (name, s)
+            for name, s in self._result.clusters.items()
+            if s.status in (CertStatus.EXPIRING, CertStatus.EXPIRED)
+        ]
+        for seq, (name, summary) in enumerate(due[:MAX_CERT_EVENTS], start=1):
+            when = summary.soonest.isoformat() if summary.soonest else "unknown"
+            await emit(
+                EventType.CERT_EXPIRING,
+                seq=seq,
+                operation="certscan",
+                cluster=name,
+                detail=f"{summary.status.value}: {summary.source or 'a certificate'} "
+                f"expires {when} ({summary.expiring} inside the threshold)",
+            )
+        if rest := [name for name, _ in due[MAX_CERT_EVENTS:]]:
+            await emit(
+                EventType.CERT_EXPIRING,
+                seq=MAX_CERT_EVENTS + 1,
+                operation="certscan",
+                detail=f"{len(rest)} more clusters: {', '.join(rest[:50])}",
+            )
 
     async def _scan(self, chunk: list[ClusterAccess], alert_seconds: float) -> None:
         span = f"{chunk[0].name}..{chunk[-1].name}" if len(chunk) > 1 else chunk[0].name

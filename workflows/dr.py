@@ -79,9 +79,11 @@ with workflow.unsafe.imports_passed_through():
         WaitUntil,
     )
     from fleet.dr_rules import default_target, lsn_gap, parse_lsn, rto_seconds
+    from fleet.events import EventType
     from fleet.models import ClusterRef, LockRelease, LockRequest, Phase
     from fleet.rollout_models import ClusterNames
     from workflows.common import INVENTORY_RETRY, root_failure
+    from workflows.events import emit
 
 T = TypeVar("T")
 
@@ -143,7 +145,12 @@ class DrRun:
             [search.KIND.value_set(self.kind.search_kind), search.OUTCOME.value_set("running")]
         )
         self._details(f"admission by {req.app}'s DR record")
-        await self._admit(req)  # a refusal fails the run before anything is touched
+        try:
+            await self._admit(req)  # a refusal fails the run before anything is touched
+        except ApplicationError as err:
+            await self._emit(req, EventType.FAILOVER_FINISHED, f"refused: {err.message}")
+            raise
+        await self._emit(req, EventType.FAILOVER_STARTED, f"{p.source} -> {p.target}")
         failure: BaseException | None = None
         try:
             await self._lock([p.source, p.target])
@@ -160,6 +167,7 @@ class DrRun:
             else:
                 p.reason = "cancelled" if cancelled else f"{type(exc).__name__}: {exc}"
         await self._cleanup(req)
+        await self._emit(req, EventType.FAILOVER_FINISHED, p.reason or f"{p.target} is primary")
         if failure is not None:
             if is_cancelled_exception(failure):
                 raise failure
@@ -168,6 +176,18 @@ class DrRun:
 
     async def steps(self, req: DrRequest) -> None:
         raise NotImplementedError
+
+    async def _emit(self, req: DrRequest, event_type: EventType, detail: str) -> None:
+        self._p.events += 1
+        await emit(
+            event_type,
+            seq=self._p.events,
+            operation=self.kind.search_kind,
+            principal=req.who,
+            change=req.change,
+            outcome=None if event_type == EventType.FAILOVER_STARTED else self._p.outcome.value,
+            detail=detail,
+        )
 
     async def _admit(self, req: DrRequest) -> None:
         p = self._p

@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         dr_probe,
         dr_records,
         drift,
+        events,
         git,
         manifests,
     )
@@ -47,6 +48,7 @@ from workflows.dr import RUNS as DR_RUNS
 from workflows.dr_app import DrApp, DrGuard
 from workflows.dr_watch import DrFence, DrWatch
 from workflows.drift import DriftSweep
+from workflows.event_relay import EventRelay
 from workflows.k8s_upgrade import K8sUpgrade
 from workflows.sync import SyncCluster
 from workflows.sync_preview import SyncPlan
@@ -237,5 +239,10 @@ SUITES: list[Suite] = [
             drift.check_drift,
         ),
         kinds=("drift",),
+    ),
+    Suite(
+        name="events",
+        workflows=(EventRelay,),
+        activities=(events.relay_event, events.deliver_event),
     ),
 ]

@@ -36,6 +36,7 @@ from workflows.common import (
     operation_attributes,
     root_failure,
 )
+from workflows.events import emit
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
@@ -43,7 +44,9 @@ with workflow.unsafe.imports_passed_through():
     from activities.health import check_cluster_health
     from activities.inventory import list_cluster_names
     from fleet import search
+    from fleet.access import FOUR_EYES
     from fleet.durations import format_duration
+    from fleet.events import EventType
     from fleet.models import Health, HealthReport, RecordsQuery
     from fleet.rollout_models import (
         Approval,
@@ -56,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
         ClusterTask,
         ControlEvent,
         ControlRequest,
+        Outcome,
         Plan,
         PlannedCluster,
         PreflightRequest,
@@ -96,6 +100,8 @@ class Rollout:
         # How each finished child of this run reached its cluster (its lock grant), for
         # the wave health check; never carried across continue-as-new.
         self._reached: dict[str, ClusterAccess] = {}
+        # Events queued by handlers and the engine, sent in order by `_send_events`.
+        self._outbox: list[tuple[int, EventType, dict[str, str | None]]] = []
 
     # --- queries and controls -----------------------------------------------------------
 
@@ -107,6 +113,7 @@ class Rollout:
     def pause(self, request: ControlRequest) -> ControlEvent:
         self._p.paused = True
         self._p.status = RunStatus.PAUSED
+        self._event(EventType.PAUSED, principal=request.who, detail=request.reason)
         return self._control("pause", request.who, request.reason)
 
     @pause.validator
@@ -119,6 +126,7 @@ class Rollout:
     def resume(self, request: ControlRequest) -> ControlEvent:
         self._p.paused = False
         self._p.status = RunStatus.RUNNING
+        self._event(EventType.RESUMED, principal=request.who, detail=request.reason)
         return self._control("resume", request.who, request.reason)
 
     @resume.validator
@@ -134,6 +142,9 @@ class Rollout:
         self._p.approvals.append(
             Approval(wave=wave.index, who=request.who, note=request.note, at=workflow.now())
         )
+        self._event(
+            EventType.WAVE_APPROVED, wave=wave.name, principal=request.who, detail=request.note
+        )
         return self._control("approve", request.who, f"wave {wave.name}: {request.note}")
 
     @approve.validator
@@ -144,6 +155,11 @@ class Rollout:
         waiting = next((w for w in self._p.waves if w.status == WaveStatus.AWAITING_APPROVAL), None)
         if waiting is None:
             raise ValueError(f"{self._p.id} is not waiting for an approval")
+        if self._spec.four_eyes and request.who == self._spec.started_by:
+            raise ValueError(
+                f"{FOUR_EYES}: {request.who} started {self._p.id} and cannot approve its "
+                "waves; another approver must"
+            )
         if request.wave != waiting.name:
             raise ValueError(
                 f"{self._p.id} waits for approval of wave {waiting.name!r}, "
@@ -213,9 +229,16 @@ class Rollout:
         if problem := input_problem(self._plan):
             raise ApplicationError(f"plan refused: {problem}", type="BadInput", non_retryable=True)
         self._details()
+        sender = asyncio.create_task(self._send_events())
         if input.progress is None:
             self._p.started_at = workflow.now()
-            await self._preflight()
+            self._event(EventType.STARTED, detail=self._p.target)
+            try:
+                await self._preflight()
+            except ApplicationError as err:
+                self._event(EventType.FINISHED, outcome=Outcome.FAILED.value, detail=err.message)
+                await self._events_sent()
+                raise
         while self._p.status not in STOPPED and self._p.current_wave < len(self._p.waves):
             index = self._p.current_wave
             await self._run_wave(index)
@@ -226,8 +249,12 @@ class Rollout:
                 break
             self._p.current_wave = index + 1
             await workflow.wait_condition(workflow.all_handlers_finished)
+            await self._events_sent()
             workflow.continue_as_new(RolloutInput(plan=self._plan, progress=self._p))
-        return await self._finish()
+        report = await self._finish()
+        await self._events_sent()
+        sender.cancel()
+        return report
 
     async def _preflight(self) -> None:
         if self._operation.preflight is None:
@@ -245,7 +272,13 @@ class Rollout:
     async def _run_wave(self, index: int) -> None:
         wave = self._p.waves[index]
         wave.status = WaveStatus.RUNNING
-        wave.started_at = wave.started_at or workflow.now()
+        if wave.started_at is None:
+            wave.started_at = workflow.now()
+            self._event(
+                EventType.WAVE_STARTED,
+                wave=wave.name,
+                detail=f"wave {wave.index + 1}/{len(self._p.waves)}: {len(wave.clusters)} clusters",
+            )
         await self._note_membership(wave)
         tasks: list[asyncio.Task[None]] = []
         while True:
@@ -363,6 +396,17 @@ class Rollout:
     def _record(self, cluster: ClusterProgress, result: ClusterResult) -> None:
         cluster.finished_at = workflow.now()
         cluster.status = result.status
+        if cluster.started_at is not None:
+            # `flotilla_cluster_duration_seconds` on the worker's /metrics (the SDK's
+            # workflow meter: exported with the SDK's metrics, never recorded on replay).
+            workflow.metric_meter().create_histogram_timedelta(
+                "flotilla_cluster_duration",
+                "Time one cluster took in a rollout, by operation kind and status.",
+                "duration",
+            ).record(
+                cluster.finished_at - cluster.started_at,
+                {"kind": self._spec.operation.kind, "status": result.status.value},
+            )
         cluster.reason = result.reason
         cluster.changed = result.changed
         cluster.from_version = result.from_version or cluster.from_version
@@ -396,6 +440,8 @@ class Rollout:
         self._p.status = status
         self._p.paused = False
         self._p.halt_reason = reason
+        stopped = EventType.HALTED if status == RunStatus.HALTED else EventType.ABORTED
+        self._event(stopped, detail=reason)
         self._wake += 1
         self._details()
 
@@ -472,6 +518,11 @@ class Rollout:
         if self._options.approve_between and self._p.status not in STOPPED:
             following.status = WaveStatus.AWAITING_APPROVAL
             self._details(f"waiting for approval to start wave {following.name}")
+            self._event(
+                EventType.AWAITING_APPROVAL,
+                wave=following.name,
+                detail=f"approve wave {following.name} to continue",
+            )
             await self._wait_for(
                 lambda: any(a.wave == following.index for a in self._p.approvals),
                 f"approval of wave {following.name}",
@@ -512,6 +563,11 @@ class Rollout:
         report = self._report()
         workflow.upsert_search_attributes([search.OUTCOME.value_set(report.outcome.value)])
         self._details()
+        self._event(
+            EventType.FINISHED,
+            outcome=report.outcome.value,
+            detail=self._p.halt_reason or self._counts(),
+        )
         return report
 
     async def _roll_back(self) -> None:
@@ -529,6 +585,39 @@ class Rollout:
         self._p.status = RunStatus.ROLLED_BACK
         if failed:
             self._p.halt_reason += f"; rollback failed on {', '.join(failed)}"
+
+    # --- events ---------------------------------------------------------------------------
+
+    def _event(self, event_type: EventType, **fields: str | None) -> None:
+        """Queues an event (handlers cannot await); `_send_events` emits the queue in order.
+        `principal` defaults to who started the run."""
+        self._p.events += 1
+        self._outbox.append((self._p.events, event_type, fields))
+
+    async def _send_events(self) -> None:
+        while True:
+            await workflow.wait_condition(lambda: bool(self._outbox))
+            seq, event_type, fields = self._outbox[0]
+            await emit(
+                event_type,
+                seq=seq,
+                operation=self._spec.operation.kind,
+                change=self._spec.change,
+                principal=fields.get("principal") or self._spec.started_by,
+                wave=fields.get("wave"),
+                outcome=fields.get("outcome"),
+                detail=fields.get("detail") or "",
+            )
+            self._outbox.pop(0)
+
+    async def _events_sent(self) -> None:
+        await workflow.wait_condition(lambda: not self._outbox)
+
+    def _counts(self) -> str:
+        counts: dict[str, int] = {}
+        for cluster in self._p.clusters:
+            counts[cluster.status.value] = counts.get(cluster.status.value, 0) + 1
+        return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
 
     # --- reporting ----------------------------------------------------------------------
 

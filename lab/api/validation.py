@@ -1,7 +1,8 @@
 """Admission the API server itself performs: defaulting and basic validation.
 
 Only what clients notice is checked: names, labels/annotations, selectors matching pod
-templates, containers with a name and an image. Failures are 422 Invalid with
+templates, containers with a name and an image, volume mounts naming a volume of the pod,
+probes with exactly one handler, container ports in range. Failures are 422 Invalid with
 `details.causes`, shaped like the API server's.
 """
 
@@ -100,16 +101,51 @@ def _check_map(causes: _Causes, field: str, values: Any, *, check_values: bool) 
             )
 
 
+_PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
+_PROBE_HANDLERS = ("exec", "httpGet", "tcpSocket", "grpc")
+
+
 def _check_pod_spec(causes: _Causes, field: str, spec: Any) -> None:
     containers = spec.get("containers") if isinstance(spec, dict) else None
     if not containers:
         causes.add("FieldValueRequired", f"{field}.containers", "Required value")
         return
+    volumes = {v.get("name") for v in spec.get("volumes") or [] if isinstance(v, dict)}
     for n, c in enumerate(containers):
+        at = f"{field}.containers[{n}]"
         if not c.get("name"):
-            causes.add("FieldValueRequired", f"{field}.containers[{n}].name", "Required value")
+            causes.add("FieldValueRequired", f"{at}.name", "Required value")
         if not c.get("image"):
-            causes.add("FieldValueRequired", f"{field}.containers[{n}].image", "Required value")
+            causes.add("FieldValueRequired", f"{at}.image", "Required value")
+        for m, mount in enumerate(c.get("volumeMounts") or []):
+            if mount.get("name") not in volumes:
+                causes.add(
+                    "FieldValueNotFound",
+                    f"{at}.volumeMounts[{m}].name",
+                    f'Not found: "{mount.get("name")}"',
+                )
+        for probe in _PROBES:
+            handlers = [h for h in _PROBE_HANDLERS if (c.get(probe) or {}).get(h)]
+            if probe in c and not handlers:
+                causes.add(
+                    "FieldValueRequired",
+                    f"{at}.{probe}",
+                    "Required value: must specify a handler type",
+                )
+            elif len(handlers) > 1:
+                causes.add(
+                    "FieldValueForbidden",
+                    f"{at}.{probe}.{handlers[1]}",
+                    "Forbidden: may not specify more than 1 handler type",
+                )
+        for p, port in enumerate(c.get("ports") or []):
+            number = port.get("containerPort")
+            if not isinstance(number, int) or not 1 <= number <= 65535:
+                causes.add(
+                    "FieldValueInvalid",
+                    f"{at}.ports[{p}].containerPort",
+                    f"Invalid value: {number}: must be between 1 and 65535, inclusive",
+                )
 
 
 def validate(res: Resource, obj: Obj) -> None:

@@ -15,8 +15,9 @@ from temporalio.service import RPCError
 
 from activities.dr_records import get_app, register_policy
 from fleet.dr import drill_schedule_id
+from starters.api import create_app, start_site
+from starters.api_auth import Auth
 from starters.cli_dr import lab_policy
-from starters.webhook import Auth, create_app, start_site
 from tests.conftest import RunningWorker
 from tests.starters.conftest import ARun, aflotilla, assert_one_line_error, cli_env, flotilla
 from tests.workflows.core_support import unique
@@ -79,7 +80,7 @@ async def test_webhook_dr_routes(temporal_worker: RunningWorker) -> None:
             assert status == 422 and "not a cluster of" in answer["error"]
             status, answer = await call("POST", f"/v1/dr/{app}/explode", {"who": "ci"}, key="k")
             assert status == 404
-            status, answer = await call("POST", f"/v1/dr/{app}/drill", {"who": ""}, key="k")
+            status, answer = await call("POST", f"/v1/dr/{app}/drill", {"force": "maybe"}, key="k")
             assert status == 422
 
             # a start (its clusters are not in the inventory, so it fails at the lock)

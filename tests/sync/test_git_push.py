@@ -45,7 +45,9 @@ async def test_a_push_starts_one_sync_per_sha(
 
             handle = worker.client.get_workflow_handle_for(Rollout.run, f"rollout:sync:{sha[:12]}")
             report = await handle.result()
-            assert report.outcome == Outcome.SUCCEEDED and report.target.endswith("by push by dev")
+            assert report.outcome == Outcome.SUCCEEDED and report.target.endswith(
+                "by webhook (push by dev)"
+            )
             assert all(read(lab, n, NETPOL_A) is not None for n in names)
 
             missing = {**push, "after": "0" * 40}

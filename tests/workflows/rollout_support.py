@@ -16,6 +16,7 @@ import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
+from activities.events import deliver_event, relay_event
 from activities.inventory import list_cluster_names, register, release_lock
 from fleet.models import CredentialRef, LockRelease, Phase, RecordsQuery, RegisterRequest
 from fleet.rollout_models import (
@@ -31,6 +32,7 @@ from tests.conftest import RunningWorker
 from tests.workflows.core_support import eventually as core_eventually
 from tests.workflows.scripted_child import ScriptedCluster
 from tests.workflows.scripted_target import ScriptedTarget
+from workflows.event_relay import EventRelay
 from workflows.registry import OPERATIONS, Operation
 from workflows.rollout import Rollout
 
@@ -71,8 +73,8 @@ async def engine_fixture(temporal_worker: RunningWorker) -> AsyncIterator[Engine
     async with Worker(
         temporal_worker.client,
         task_queue=queue,
-        workflows=[Rollout, ScriptedCluster],
-        activities=[list_cluster_names],
+        workflows=[Rollout, ScriptedCluster, EventRelay],
+        activities=[list_cluster_names, relay_event, deliver_event],
     ):
         yield Engine(temporal_worker.client, queue, temporal_worker.task_queue)
 

@@ -15,6 +15,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.events import deliver_event, relay_event
 from fleet import search
 from fleet.models import ClusterRecord, CredentialRef, Phase, RecordsQuery
 from fleet.rollout_models import (
@@ -31,6 +32,7 @@ from fleet.windows import WINDOW_LABEL, parse_window
 from tests.workflows.rollout_support import register_scripted
 from tests.workflows.scripted_child import ScriptedCluster
 from tests.workflows.scripted_target import ScriptedTarget
+from workflows.event_relay import EventRelay
 from workflows.rollout import Rollout
 
 TEST_SERVER = Path(sys.executable).parent / "temporal-test-server"
@@ -91,8 +93,8 @@ async def test_waits_for_each_clusters_window() -> None:
         async with Worker(
             env.client,
             task_queue=queue,
-            workflows=[Rollout, ScriptedCluster],
-            activities=[list_cluster_names],
+            workflows=[Rollout, ScriptedCluster, EventRelay],
+            activities=[list_cluster_names, relay_event, deliver_event],
         ):
             report = await env.client.execute_workflow(
                 "Rollout",

@@ -19,9 +19,11 @@ def spawn_worker(
     kubeconfig: str,
     log: Path,
     health_interval: int = 0,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen:
-    """`health_interval` 0 keeps the worker from scheduling sweeps into other tests."""
-    env = {
+    """`health_interval` 0 keeps the worker from scheduling sweeps into other tests; `env`
+    adds settings. Metrics and probes are off unless `env` sets FLOTILLA_METRICS_ADDRESS."""
+    environment = {
         **os.environ,
         "TEMPORAL_ADDRESS": client.service_client.config.target_host,
         "TEMPORAL_NAMESPACE": client.namespace,
@@ -30,12 +32,14 @@ def spawn_worker(
         "FLOTILLA_TRACING": "",
         "FLOTILLA_HEALTH_INTERVAL": str(health_interval),
         "FLOTILLA_CERT_SCAN_INTERVAL": "0",
+        "FLOTILLA_METRICS_ADDRESS": "",
+        **(env or {}),
     }
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, str(ROOT / "worker.py")],
             cwd=ROOT,
-            env=env,
+            env=environment,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
