@@ -1,6 +1,7 @@
 """Certificate scan time at fleet sizes, and a CA rotation across a fleet under a probe.
 
     .venv/bin/python bench/certs.py [--scan 200,1000] [--rotate 200] [--max-concurrent 50]
+        [--profile DIR]
 
 Starts a Temporal dev server, a lab with the largest size's clusters and one worker
 subprocess; onboards the fleet in steps and, at each `--scan` size, times one `CertScan`
@@ -8,7 +9,9 @@ of every onboarded cluster (target: 1,000 in < 30 s). Then rotates the CA of the
 `--rotate` clusters in its three phases (waves 10%,rest, `--max-concurrent` at a time),
 while a probe re-reads the hub kubeconfig and makes a verified TLS handshake to every one
 of them in a loop: prints each phase's wall time and the probe's handshakes and failures
-(target: 0 failures).
+(target: 0 failures). With `--profile DIR`, py-spy samples the worker and the lab during
+each scan (the server's CPU is printed) in DIR/scan-<size>/<process>.txt (collapsed
+stacks).
 """
 
 from __future__ import annotations
@@ -22,7 +25,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from harness import dev_server, measured, spawn_worker
+from harness import (
+    cpu_seconds,
+    dev_server,
+    load_average,
+    measured,
+    profiled,
+    spawn_worker,
+    stop_worker,
+)
 from temporalio.testing import WorkflowEnvironment
 
 from activities.certs import handshake
@@ -124,6 +135,7 @@ async def rotate(
 
 
 async def run(args: argparse.Namespace) -> None:
+    print(f"start: {load_average()}", flush=True)
     sizes = sorted(int(s) for s in args.scan.split(","))
     total = max([*sizes, args.rotate])
     env = await dev_server()
@@ -145,11 +157,19 @@ async def run(args: argparse.Namespace) -> None:
                 seconds = await onboard_range(env, lab, queue, clusters[done:size])
                 print(f"onboarded {size - done} clusters in {seconds:.1f} s", flush=True)
                 done = size
-                async with measured(worker.pid) as usage:
-                    wall, note = await scan(env, queue, size)
+                others = {"lab": lab.info["pid"], "Temporal server": env.pid}
+                pids = {"worker": worker.pid, "lab": lab.info["pid"]}  # the server is Go
+                folder = args.profile / f"scan-{size}" if args.profile else None
+                with profiled(pids, folder):
+                    async with measured(worker.pid) as usage:
+                        before = {name: cpu_seconds(pid) for name, pid in others.items()}
+                        wall, note = await scan(env, queue, size)
+                        used = {n: cpu_seconds(pid) - before[n] for n, pid in others.items()}
                 figures.append((f"scan of {size} clusters", f"{wall:.1f} s ({note})"))
                 figures.append(("  worker CPU during it", f"{usage.cpu_seconds:.1f} s"))
-                print(f"scan of {size}: {wall:.1f} s", flush=True)
+                for name, seconds in used.items():
+                    figures.append((f"  {name} CPU during it", f"{seconds:.1f} s"))
+                print(f"scan of {size}: {wall:.1f} s ({load_average()})", flush=True)
             if done < args.rotate:
                 await onboard_range(env, lab, queue, clusters[done : args.rotate])
             if not args.rotate:
@@ -172,11 +192,11 @@ async def run(args: argparse.Namespace) -> None:
             if probe.failures:
                 figures.append(("first failures", "; ".join(probe.failures[:3])))
         finally:
-            worker.terminate()
-            await worker.wait()
+            await stop_worker(worker)
             await env.shutdown()
             for label, value in figures:
                 print(f"{label:<34}: {value}")
+            print(f"end: {load_average()}")
 
 
 def main() -> None:
@@ -184,6 +204,7 @@ def main() -> None:
     parser.add_argument("--scan", default="200,1000", help="fleet sizes to scan, e.g. 200,1000")
     parser.add_argument("--rotate", type=int, default=200, help="clusters to rotate")
     parser.add_argument("--max-concurrent", type=int, default=50)
+    parser.add_argument("--profile", type=Path, help="write py-spy profiles to this folder")
     asyncio.run(run(parser.parse_args()))
 
 
