@@ -249,7 +249,7 @@ def _wait_rollout(
 # --- renewal -------------------------------------------------------------------------------
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def plan_renewal(request: RenewRequest) -> RenewPlan:
     """What is due on the cluster: the control plane (a Machine's or the served leaf's
     expiry within `within`, or `force`) and each due cert-manager Certificate with its
@@ -297,7 +297,7 @@ def _due_certificates(
     return found
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def renew_control_plane(request: ControlPlaneRenewal) -> RenewPlan:
     """Rolls the control plane out unless every Machine's certificates already expire
     after `before` (done by an earlier attempt), and waits until the new Machines run.
@@ -330,7 +330,7 @@ def _expiries(machines: list[dict[str, Any]]) -> dict[str, datetime]:
     }
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def renew_certificates(request: CertificateRenewals) -> RenewPlan:
     """Triggers re-issuance of each Certificate still at its given revision (as `cmctl
     renew`: Issuing=True ManuallyTriggered on the status; not again while Issuing) and
@@ -408,7 +408,7 @@ def request_(api: Any, method: str, path: str, body: Any = None) -> Any:
     return kube_request(api, method, path, body=body)
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def check_serving(request: ServingCheck) -> CertReport:
     """A full scan of the cluster (activities/certs.py); its problems list what fails the
     check: no verified handshake from the hub, a served leaf not later than `after`, a
@@ -643,7 +643,7 @@ def _put_ca(mgmt: ManagementRef, cluster: str, crt: bytes, key: bytes) -> bool:
     return True
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def rotate_ca(request: RotateRequest) -> RotationState:
     """Brings the cluster to `request.phase` (fleet/certs_targets.py STATES): a phase that
     is published already changes nothing; otherwise its precondition is checked against
@@ -755,7 +755,7 @@ def _drop_old_key(mgmt: ManagementRef, cluster: str) -> None:
             raise ApplicationError(api_error_message("management", exc)) from None
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def verify_rotation(request: RotateRequest) -> RotationState:
     """Checks the phase took everywhere: every consumer of the cluster CA (the hub's
     kubeconfig included) trusts exactly the phase's CAs, the served leaf is signed by the
