@@ -664,6 +664,10 @@ def rotate_ca(request: RotateRequest) -> RotationState:
     state = RotationState(old=old, new=new, signer=signer)
     trusted = list(pins.values())
     if published(request.phase, trusted, signer, old, new):
+        # A retry finding the phase published: the attempt before it got this far (a
+        # first attempt that finds it so returns at once) and was lost after its writes
+        # (a killed worker): the run did change the cluster.
+        state.changed = activity.info().attempt > 1
         return state
     if problem := precondition(request.phase, trusted, signer, old, new):
         raise ApplicationError(

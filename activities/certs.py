@@ -241,8 +241,8 @@ def _read_serving(
         )
     except ApplicationError:  # an unusable reference: the in-cluster reads raise it
         session = None
-    except (OSError, ssl.SSLError) as exc:
-        scan.report.reachable = False
+    except (OSError, ssl.SSLError) as exc:  # as `handshake` reports it
+        scan.report.reachable, scan.report.hub_accepts = False, False
         scan.report.problems.append(f"TLS handshake with {hub.server}: {_why(exc)}")
         return None
     shake = (
