@@ -31,7 +31,8 @@ KUBECTL = shutil.which("kubectl") or str(Path(sys.executable).parent / "kubectl"
 
 
 class Probe:
-    """Checks every cluster's handshakes in a loop until stopped; counts failures."""
+    """Checks every cluster's handshakes in a loop until stopped (and kubectl against one
+    cluster a round); counts failures."""
 
     def __init__(self, lab: Any, names: list[str]):
         self.lab, self.names = lab, names
@@ -49,10 +50,21 @@ class Probe:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
+        rounds = 0
         while not self._stop.is_set():
             for name in self.names:
                 self.check(name)
+            # kubectl with the kubeconfig as it is now, one cluster a round (it is slow)
+            self.kubectl(self.names[rounds % len(self.names)])
+            rounds += 1
             time.sleep(0.3)  # checks all the time without starving the lab of CPU
+
+    def kubectl(self, name: str) -> None:
+        self.checks += 1
+        try:
+            kubectl_ok(self.lab, name)
+        except (AssertionError, subprocess.SubprocessError) as exc:
+            self.failures.append(f"{name}: kubectl: {exc}")
 
     def check(self, name: str) -> None:
         self.checks += 1
