@@ -685,14 +685,17 @@ def rotate_ca(request: RotateRequest) -> RotationState:
     source = kubeconfig.source_of(access.credential.kubeconfig)
     union = {fingerprint(c): c for c in [*load_bundle(hub.ca_pem), *load_bundle(bundle)]}
     beat = _beat("waiting for the hub kubeconfig's lock")
+    _unless_cancelled(access.name)
     certs_kubeconfig.set_cluster_ca(
         source,
         access.credential.context,
         b"".join(c.public_bytes(serialization.Encoding.PEM) for c in union.values()),
         waiting=beat,
     )
+    _unless_cancelled(access.name)
     state.changed = _put_ca(mgmt, access.name, bundle, staged[f"{want.signer}.key"])
     machines = _machines(mgmt, access.name)
+    _unless_cancelled(access.name)
     _arm_rollout(mgmt, access.name, machines)
     activity.heartbeat("control plane rollout armed")
     goal = {"old": old, "new": new}
@@ -704,12 +707,21 @@ def rotate_ca(request: RotateRequest) -> RotationState:
         return ok, "" if ok else "trust not yet published"
 
     _wait_rollout(request, {str(m["metadata"]["name"]) for m in machines}, done)
+    _unless_cancelled(access.name)
     certs_kubeconfig.set_cluster_ca(source, access.credential.context, bundle, waiting=beat)
     state.changed = True
     if request.phase == RotationPhase.REMOVE:
         _drop_old_key(mgmt, access.name)
     state.signer = want_signer
     return state
+
+
+def _unless_cancelled(cluster: str) -> None:
+    """A cancellation point before a write: the activity is cancelled cooperatively (see
+    worker.all_activities), and an attempt given up on (a heartbeat timeout) must not
+    write after the retry that replaced it."""
+    if activity.is_cancelled():
+        raise ApplicationError(f"{cluster}: rotation step cancelled", type="Cancelled")
 
 
 def _beat(text: str) -> Callable[[], None]:
