@@ -94,6 +94,23 @@ def all_workflows() -> list[type]:
     return WORKFLOWS + children + [w for suite in SUITES for w in suite.workflows]
 
 
+def all_activities() -> list[Callable[..., Any]]:
+    """What a worker runs: the core activities, every registry kind's and every suite's.
+
+    Every synchronous one is defined with `no_thread_cancel_exception=True`: the SDK
+    otherwise cancels a thread's activity by raising an exception asynchronously in it,
+    which can land between a lock's acquire and its `try` (logging's handler lock, a
+    urllib3 pool's) and leave the lock taken for good: every thread and the event loop
+    then wait on it and the worker stops (a 200-cluster CA rotation stalled so). Their
+    waits see a cancellation through `activity.is_cancelled()` (activities/polling.py)."""
+    activities = list(ACTIVITIES)
+    for operation in OPERATIONS:
+        activities += [a for a in operation.activities if a not in activities]
+    for suite in SUITES:
+        activities += [a for a in suite.activities if a not in activities]
+    return activities
+
+
 def build_worker(
     client: Client,
     *,
@@ -103,16 +120,11 @@ def build_worker(
     """A worker for every Flotilla workflow and activity, every operation kind in the
     registry (tests add kinds there first) and every suite (DR, certificate scan, sync
     plans and drift sweeps); its thread pool shuts down with it."""
-    activities = list(ACTIVITIES)
-    for operation in OPERATIONS:
-        activities += [a for a in operation.activities if a not in activities]
-    for suite in SUITES:
-        activities += [a for a in suite.activities if a not in activities]
     return Worker(
         client,
         task_queue=task_queue,
         workflows=all_workflows(),
-        activities=activities,
+        activities=all_activities(),
         workflow_runner=workflow_runner(),
         max_cached_workflows=MAX_CACHED_WORKFLOWS,
         activity_executor=ThreadPoolExecutor(

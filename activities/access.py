@@ -103,7 +103,7 @@ def missing_permissions(api: Any, cluster: str) -> AccessReport:
     return AccessReport(cluster=cluster, checked=len(ONBOARDING_PERMISSIONS), missing=missing)
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def probe_cluster(ref: ClusterRef) -> ClusterProbe:
     """Everything onboarding learns before it takes the lock, in one visit: version,
     endpoint, identity ("" when kube-system may not be read), a first health reading

@@ -100,12 +100,12 @@ def _state(ref: WorkloadRef, obj: dict[str, Any]) -> WorkloadState:
     )
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def read_workload(ref: WorkloadRef) -> WorkloadState:
     return _state(ref, _read(ref))
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def set_workload_image(request: SetImage) -> WorkloadState:
     """Sets the container's image (strategic merge on the container name); no write when
     it already is the target. Returns the state after the write (its generation is the one
@@ -142,7 +142,7 @@ def set_workload_image(request: SetImage) -> WorkloadState:
     return _state(ref, _read(ref))
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def wait_workload_rollout(request: WaitRollout) -> WorkloadState:
     """Polls until the rollout of `generation` completes, heartbeating what is awaited (see
     activities/polling.py for the timeout and the progress deadline)."""
@@ -179,7 +179,7 @@ def wait_workload_rollout(request: WaitRollout) -> WorkloadState:
     )
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def preflight_addon(request: PreflightRequest) -> PreflightResult:
     """Reports clusters where the add-on (workload and container) does not exist.
 

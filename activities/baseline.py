@@ -179,7 +179,7 @@ def _identity_problem(target: BaselineTarget, live: str) -> ApplicationError | N
     return None
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def install_baseline(spec: BaselineSpec) -> BaselineResult:
     """Creates or repairs every baseline object; heartbeats after each one."""
     ref = spec.cluster
@@ -203,7 +203,7 @@ def install_baseline(spec: BaselineSpec) -> BaselineResult:
     return result
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def remove_baseline(target: BaselineTarget) -> BaselineRemoval:
     """Deletes every baseline object (already-absent ones are fine), after checking that
     the credential still reaches the cluster with the recorded kube-system UID.

@@ -119,7 +119,7 @@ def _state(request: CapiRequest) -> tuple[client.CustomObjectsApi, CapiState]:
     return api, state
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def read_capi_state(request: CapiRequest) -> CapiState:
     return _state(request)[1]
 
@@ -142,7 +142,7 @@ def _patch(api: client.CustomObjectsApi, request: CapiRequest, target: tuple, bo
         raise write_error("management", exc, refused=refused, type="VersionRejected") from None
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def upgrade_control_plane(request: CapiRequest) -> CapiState:
     """Sets KubeadmControlPlane spec.version (no write when already set) and waits until
     the control plane settles at it, heartbeating the progress."""
@@ -158,7 +158,7 @@ def upgrade_control_plane(request: CapiRequest) -> CapiState:
     return _wait(request, lambda s: [s.control_plane])
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def upgrade_workers(request: CapiRequest) -> CapiState:
     """Sets every MachineDeployment's version not yet at the target (never above the
     control plane) and waits until all settle, heartbeating the progress."""
@@ -223,7 +223,7 @@ def _waiting_for(obj: CapiObjectState, version: str) -> str:
     return text
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def read_cluster_versions(request: VersionCheck) -> VersionReport:
     """The versions the cluster reports, with every mismatch against `request.version`."""
     api = api_client(request.cluster.credential)
@@ -246,7 +246,7 @@ def read_cluster_versions(request: VersionCheck) -> VersionReport:
     return VersionReport(cluster=name, api_version=api_version, nodes=kubelets, problems=problems)
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def preflight_k8s(request: PreflightRequest) -> PreflightResult:
     """Checks each cluster's live Cluster API versions against the target; touches nothing."""
     target = getattr(request.operation, "version", "")

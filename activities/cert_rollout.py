@@ -249,7 +249,7 @@ def _wait_rollout(
 # --- renewal -------------------------------------------------------------------------------
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def plan_renewal(request: RenewRequest) -> RenewPlan:
     """What is due on the cluster: the control plane (a Machine's or the served leaf's
     expiry within `within`, or `force`) and each due cert-manager Certificate with its
@@ -297,7 +297,7 @@ def _due_certificates(
     return found
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def renew_control_plane(request: ControlPlaneRenewal) -> RenewPlan:
     """Rolls the control plane out unless every Machine's certificates already expire
     after `before` (done by an earlier attempt), and waits until the new Machines run.
@@ -330,7 +330,7 @@ def _expiries(machines: list[dict[str, Any]]) -> dict[str, datetime]:
     }
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def renew_certificates(request: CertificateRenewals) -> RenewPlan:
     """Triggers re-issuance of each Certificate still at its given revision (as `cmctl
     renew`: Issuing=True ManuallyTriggered on the status; not again while Issuing) and
@@ -408,7 +408,7 @@ def request_(api: Any, method: str, path: str, body: Any = None) -> Any:
     return kube_request(api, method, path, body=body)
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def check_serving(request: ServingCheck) -> CertReport:
     """A full scan of the cluster (activities/certs.py); its problems list what fails the
     check: no verified handshake from the hub, a served leaf not later than `after`, a
@@ -643,7 +643,7 @@ def _put_ca(mgmt: ManagementRef, cluster: str, crt: bytes, key: bytes) -> bool:
     return True
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def rotate_ca(request: RotateRequest) -> RotationState:
     """Brings the cluster to `request.phase` (fleet/certs_targets.py STATES): a phase that
     is published already changes nothing; otherwise its precondition is checked against
@@ -664,6 +664,10 @@ def rotate_ca(request: RotateRequest) -> RotationState:
     state = RotationState(old=old, new=new, signer=signer)
     trusted = list(pins.values())
     if published(request.phase, trusted, signer, old, new):
+        # A retry finding the phase published: the attempt before it got this far (a
+        # first attempt that finds it so returns at once) and was lost after its writes
+        # (a killed worker): the run did change the cluster.
+        state.changed = activity.info().attempt > 1
         return state
     if problem := precondition(request.phase, trusted, signer, old, new):
         raise ApplicationError(
@@ -681,14 +685,17 @@ def rotate_ca(request: RotateRequest) -> RotationState:
     source = kubeconfig.source_of(access.credential.kubeconfig)
     union = {fingerprint(c): c for c in [*load_bundle(hub.ca_pem), *load_bundle(bundle)]}
     beat = _beat("waiting for the hub kubeconfig's lock")
+    _unless_cancelled(access.name)
     certs_kubeconfig.set_cluster_ca(
         source,
         access.credential.context,
         b"".join(c.public_bytes(serialization.Encoding.PEM) for c in union.values()),
         waiting=beat,
     )
+    _unless_cancelled(access.name)
     state.changed = _put_ca(mgmt, access.name, bundle, staged[f"{want.signer}.key"])
     machines = _machines(mgmt, access.name)
+    _unless_cancelled(access.name)
     _arm_rollout(mgmt, access.name, machines)
     activity.heartbeat("control plane rollout armed")
     goal = {"old": old, "new": new}
@@ -700,12 +707,21 @@ def rotate_ca(request: RotateRequest) -> RotationState:
         return ok, "" if ok else "trust not yet published"
 
     _wait_rollout(request, {str(m["metadata"]["name"]) for m in machines}, done)
+    _unless_cancelled(access.name)
     certs_kubeconfig.set_cluster_ca(source, access.credential.context, bundle, waiting=beat)
     state.changed = True
     if request.phase == RotationPhase.REMOVE:
         _drop_old_key(mgmt, access.name)
     state.signer = want_signer
     return state
+
+
+def _unless_cancelled(cluster: str) -> None:
+    """A cancellation point before a write: the activity is cancelled cooperatively (see
+    worker.all_activities), and an attempt given up on (a heartbeat timeout) must not
+    write after the retry that replaced it."""
+    if activity.is_cancelled():
+        raise ApplicationError(f"{cluster}: rotation step cancelled", type="Cancelled")
 
 
 def _beat(text: str) -> Callable[[], None]:
@@ -755,7 +771,7 @@ def _drop_old_key(mgmt: ManagementRef, cluster: str) -> None:
             raise ApplicationError(api_error_message("management", exc)) from None
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def verify_rotation(request: RotateRequest) -> RotationState:
     """Checks the phase took everywhere: every consumer of the cluster CA (the hub's
     kubeconfig included) trusts exactly the phase's CAs, the served leaf is signed by the

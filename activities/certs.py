@@ -18,40 +18,48 @@ import base64
 import socket
 import ssl
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from cryptography import x509
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from activities.inventory import _update
+from activities.api_session import ApiSession, open_session
+from activities.inventory import _update, resolve_clusters
 from activities.kube import api_client, api_error_message, request
 from fleet import certs_kubeconfig, kubeconfig
 from fleet.certs import (
     CertRecordRequest,
     CertReports,
     CertScanChunk,
+    CertScanResult,
     entry_of,
     fingerprint,
     issuer_among,
     load_bundle,
+    summarize,
 )
 from fleet.certs_models import CertEntry, CertReport, CertSource, TrustPin
 from fleet.models import ClusterRecord, CredentialRef, ManagementRef
-from fleet.rollout_models import ClusterAccess
+from fleet.rollout_models import ClusterAccess, ClusterNames
 
 # (connect, read) seconds per request and per handshake: a dark cluster costs ~10 s.
 SCAN_TIMEOUT = (3.0, 8.0)
 HANDSHAKE_TIMEOUT = 5.0
-# Clusters scanned at once inside one activity.
-SCAN_THREADS = 8
-# Updates in flight at once when recording.
+# Clusters scanned at once on a worker, by every scan activity together (one pool: more
+# threads would only contend for the interpreter; a cluster's scan mostly waits on it).
+SCAN_THREADS = 16
+_SCAN_POOL = ThreadPoolExecutor(SCAN_THREADS, thread_name_prefix="certscan")
+# Updates in flight at once when recording, per activity.
 RECORD_CONCURRENCY = 16
+HEARTBEAT_SECONDS = 2.0
 
 CAPI_MACHINES = "/apis/cluster.x-k8s.io/v1beta1/namespaces/{ns}/machines"
 CONTROL_PLANE_LABEL = "cluster.x-k8s.io/control-plane"
@@ -121,10 +129,19 @@ def _why(exc: BaseException) -> str:
 # --- one cluster ----------------------------------------------------------------------------
 
 
+# Reads one API path (decoded JSON): an ApiSession's, or the Kubernetes client's.
+Get = Callable[[str], Any]
+
+
 def _list(api: Any, path: str) -> list[dict[str, Any]]:
+    """Items at `path` through the Kubernetes client `api` (see `_items`)."""
+    return _items(partial(request, api, "GET", timeout=SCAN_TIMEOUT), path)
+
+
+def _items(get: Get, path: str) -> list[dict[str, Any]]:
     """Items at `path`; [] when the API does not serve it (CRD not installed: 404)."""
     try:
-        answer = request(api, "GET", path, timeout=SCAN_TIMEOUT)
+        answer = get(path)
     except ApiException as exc:
         if exc.status == 404:
             return []
@@ -193,8 +210,7 @@ def scan_cluster(access: ClusterAccess, machines: Machines | None = None) -> Cer
             scan.add(entry_of(cert, source=CertSource.HUB_CLIENT, name=name))
 
     scan.attempt("hub kubeconfig", read_hub)
-    if hub is not None:
-        _read_serving(scan, hub)
+    session = _read_serving(scan, hub, credential) if hub is not None else None
     if isinstance(machines, str):
         scan.report.problems.append(f"Cluster API Machines: {machines}")
     elif access.management is not None:
@@ -202,22 +218,48 @@ def scan_cluster(access: ClusterAccess, machines: Machines | None = None) -> Cer
         scan.attempt(
             "Cluster API Machines", lambda: _read_machines(scan, management, access.name, machines)
         )
-    if scan.report.reachable:
-        _read_in_cluster(scan, credential)
+    if session is not None:
+        with session:
+            _read_in_cluster(scan, session.get)
+    elif scan.report.reachable:
+        api = api_client(credential)
+        _read_in_cluster(scan, partial(request, api, "GET", timeout=SCAN_TIMEOUT))
     return scan.report
 
 
-def _read_serving(scan: _Scan, hub: certs_kubeconfig.HubView) -> None:
-    shake = handshake(hub.server, hub.ca_pem)
+def _read_serving(
+    scan: _Scan, hub: certs_kubeconfig.HubView, credential: CredentialRef
+) -> ApiSession | None:
+    """Reads the served leaf: through a verified connection the in-cluster reads then use
+    (returned), else by `handshake` (None: read through the Kubernetes client)."""
+    try:
+        session = open_session(
+            hub,
+            api_client(credential),
+            connect_timeout=HANDSHAKE_TIMEOUT,
+            read_timeout=SCAN_TIMEOUT[1],
+        )
+    except ApplicationError:  # an unusable reference: the in-cluster reads raise it
+        session = None
+    except (OSError, ssl.SSLError) as exc:  # as `handshake` reports it
+        scan.report.reachable, scan.report.hub_accepts = False, False
+        scan.report.problems.append(f"TLS handshake with {hub.server}: {_why(exc)}")
+        return None
+    shake = (
+        Handshake(session.leaf, verified=True)
+        if session is not None
+        else handshake(hub.server, hub.ca_pem)
+    )
     scan.report.hub_accepts = shake.verified
     if shake.leaf is None:
         scan.report.reachable = False
         scan.report.problems.append(f"TLS handshake with {hub.server}: {shake.error}")
-        return
+        return None
     if not shake.verified:
         scan.report.problems.append(f"the hub does not accept {hub.server}: {shake.error}")
     scan.add(entry_of(shake.leaf, source=CertSource.SERVING, name=hub.server))
     scan.report.serving_ca = issuer_among(shake.leaf, scan.cas.values())
+    return session
 
 
 def _read_machines(
@@ -241,11 +283,9 @@ def _read_machines(
             )
 
 
-def _read_in_cluster(scan: _Scan, credential: CredentialRef) -> None:
-    api = api_client(credential)
-
+def _read_in_cluster(scan: _Scan, get: Get) -> None:
     def certificates() -> None:
-        for cert in _list(api, CERTIFICATES):
+        for cert in _items(get, CERTIFICATES):
             status = cert.get("status") or {}
             not_after = _time(status.get("notAfter"))
             if not_after is None:
@@ -271,7 +311,7 @@ def _read_in_cluster(scan: _Scan, credential: CredentialRef) -> None:
             )
 
     def secrets() -> None:
-        for secret in _list(api, TLS_SECRETS):
+        for secret in _items(get, TLS_SECRETS):
             data = secret.get("data") or {}
             leaf = load_bundle(base64.b64decode(data.get("tls.crt") or ""))[:1]
             for cert in leaf:
@@ -283,12 +323,12 @@ def _read_in_cluster(scan: _Scan, credential: CredentialRef) -> None:
             data.clear()  # the key goes no further than this loop
 
     def root_ca_maps() -> None:
-        for cm in _list(api, ROOT_CA_MAPS):
+        for cm in _items(get, ROOT_CA_MAPS):
             scan.pin(f"ConfigMap {_ref(cm)}", str((cm.get("data") or {}).get("ca.crt", "")))
 
     def webhooks() -> None:
         for kind, plural in WEBHOOK_CONFIGS:
-            for config in _list(api, f"/apis/admissionregistration.k8s.io/v1/{plural}"):
+            for config in _items(get, f"/apis/admissionregistration.k8s.io/v1/{plural}"):
                 for hook in config.get("webhooks") or []:
                     bundle = (hook.get("clientConfig") or {}).get("caBundle")
                     if bundle:
@@ -334,27 +374,69 @@ def chunk_machines(clusters: list[ClusterAccess]) -> dict[str, Machines]:
 
 
 @activity.defn
-def scan_certificates(chunk: CertScanChunk) -> CertReports:
-    """Scans each cluster of the chunk, SCAN_THREADS at a time, heartbeating per cluster.
-    Never fails for a cluster: what could not be read is in its report's problems."""
+async def scan_and_record(chunk: CertScanChunk) -> CertScanResult:
+    """Reads how to reach each named cluster from its record, scans it (on the worker's
+    SCAN_THREADS, shared by every scan) and records the report on its record, heartbeating
+    every few seconds; returns this chunk's part of the scan's result. Never fails for a
+    cluster: what could not be read is in its report's problems, a name without an active
+    record is `missing`, a report its record refused is `failed`. Safe to run again: a
+    record keeps the latest report."""
+    client = activity.client()
+    loop = asyncio.get_running_loop()
+    result = CertScanResult()
+    ticker = asyncio.create_task(_heartbeat_every(HEARTBEAT_SECONDS, result, len(chunk.names)))
+    try:
+        resolved = await resolve_clusters(ClusterNames(names=chunk.names))
+        result.missing = resolved.missing
+        machines = await loop.run_in_executor(_SCAN_POOL, chunk_machines, resolved.clusters)
+        gate = asyncio.Semaphore(RECORD_CONCURRENCY)
 
-    found: dict[str, CertReport] = {}
-    machines = chunk_machines(chunk.clusters)
-    with ThreadPoolExecutor(SCAN_THREADS, thread_name_prefix="certscan") as pool:
-        futures = {
-            pool.submit(scan_cluster, access, machines.get(access.name)): access.name
-            for access in chunk.clusters
-        }
-        for future in as_completed(futures):
-            report = found[futures[future]] = future.result()
-            activity.heartbeat(report.cluster)  # from this thread: the activity's context
+        async def one(access: ClusterAccess) -> None:
+            machine_list = machines.get(access.name)
+            report = await loop.run_in_executor(_SCAN_POOL, scan_cluster, access, machine_list)
+            async with gate:
+                refusal = await _record(client, report, chunk.alert_seconds)
             activity.logger.info(
                 "scanned %d certificates, %d problems",
                 len(report.entries),
                 len(report.problems),
                 extra={"cluster": report.cluster},
             )
-    return CertReports(reports=[found[access.name] for access in chunk.clusters])
+            if refusal:
+                result.failed[report.cluster] = refusal
+                return
+            result.clusters[report.cluster] = summarize(report, chunk.alert_seconds)
+            if not report.reachable:
+                result.unreachable.append(report.cluster)
+
+        await asyncio.gather(*(one(access) for access in resolved.clusters))
+    finally:
+        ticker.cancel()
+    return result
+
+
+async def _heartbeat_every(seconds: float, result: CertScanResult, total: int) -> None:
+    """Heartbeats the chunk's progress while it runs (a cluster can wait its turn for a
+    scan thread longer than a heartbeat timeout)."""
+    while True:
+        activity.heartbeat(f"{len(result.clusters) + len(result.failed)}/{total} scanned")
+        await asyncio.sleep(seconds)
+
+
+async def _record(client: Client, report: CertReport, alert_seconds: float) -> str:
+    """Records `report` on its cluster's record (`record_certs` update); the reason when
+    the record is gone or refused it, else ""."""
+    try:
+        await _update(
+            client,
+            report.cluster,
+            "record_certs",
+            CertRecordRequest(reports=[report], alert_seconds=alert_seconds),
+            ClusterRecord,
+        )
+    except ApplicationError as exc:  # refused or unknown: a retry changes nothing
+        return exc.message
+    return ""
 
 
 @activity.defn
@@ -368,23 +450,16 @@ async def record_certificates(request: CertRecordRequest) -> CertReports:
 
     async def one(report: CertReport) -> None:
         async with gate:
-            try:
-                await _update(
-                    client,
-                    report.cluster,
-                    "record_certs",
-                    CertRecordRequest(reports=[report], alert_seconds=request.alert_seconds),
-                    ClusterRecord,
+            refusal = await _record(client, report, request.alert_seconds)
+        if refusal:
+            refused.append(
+                CertReport(
+                    cluster=report.cluster,
+                    scanned_at=report.scanned_at,
+                    reachable=report.reachable,
+                    problems=[refusal],
                 )
-            except ApplicationError as exc:  # refused or unknown: a retry changes nothing
-                refused.append(
-                    CertReport(
-                        cluster=report.cluster,
-                        scanned_at=report.scanned_at,
-                        reachable=report.reachable,
-                        problems=[exc.message],
-                    )
-                )
+            )
         activity.heartbeat(report.cluster)
 
     await asyncio.gather(*(one(r) for r in request.reports))

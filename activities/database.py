@@ -226,7 +226,7 @@ def _float(value: Any) -> float | None:
         return None
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def read_database(db: DatabaseRef) -> DatabaseState:
     """The database's state; an unreachable cluster is a state (`reachable=False`), not a
     failure, so the watch and preflights can decide on it."""
@@ -488,7 +488,7 @@ def _wait_gone(db: DatabaseRef) -> None:
     raise ApplicationError(f"{db.cluster.name}: {db.name} is still being deleted")
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def wait_database(req: DatabaseWait) -> DatabaseState:
     """Polls until the database is `until` (see DatabaseWait), heartbeating."""
     db = req.db

@@ -63,7 +63,7 @@ def state_of(obj: dict[str, Any] | None, dns: DnsRecord) -> DnsState:
     )
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def read_dns(dns: DnsRecord) -> DnsState:
     return state_of(_get(dns), dns)
 

@@ -26,7 +26,7 @@ from fleet.sync_models import FIELD_MANAGER, Drift, DriftCheck, DriftCheckResult
 from fleet.sync_state import ObjectDrift
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def check_drift(req: DriftCheck) -> DriftCheckResult:
     ref = req.cluster
     api = api_client(ref.credential)

@@ -146,7 +146,7 @@ def load_repo(repo: str, sha: str) -> Repo:
     return parsed
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def resolve_git_ref(req: GitRef) -> ResolvedRef:
     """The commit `req.ref` names now (a branch, tag or SHA); fetches a remote first."""
     return resolve(req)

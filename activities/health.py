@@ -83,7 +83,7 @@ def read_health(cluster: str, get: Callable[[str], Any]) -> HealthReport:
     return report
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def check_cluster_health(ref: ClusterRef) -> HealthReport:
     try:
         api = api_client(ref.credential)

@@ -23,6 +23,7 @@ from fleet.models import CredentialRef
 # Seconds for one API request: (connect, read). Activities retry; one call must not hang.
 REQUEST_TIMEOUT = (5.0, 30.0)
 
+POOL_SIZE = 64
 _lock = threading.Lock()
 # Clients by (kubeconfig source, the files' mtimes, context): rebuilt when a file changes.
 _clients: dict[tuple[str, kubeconfig.Stamp, str], client.ApiClient] = {}
@@ -66,6 +67,10 @@ def api_client(ref: CredentialRef) -> client.ApiClient:
                 f"context {ref.context!r} not usable in {source}: {_first_line(exc)}"
             ) from None
         configuration.retries = urllib3.Retry(total=0)  # Temporal retries, not urllib3
+        # Connections kept per cluster: as many as activities may use one client at once
+        # (a management cluster serves every rotation; the default, 5 a core, made urllib3
+        # discard connections and handshake again under 50 concurrent rotations).
+        configuration.connection_pool_maxsize = POOL_SIZE
         api = client.ApiClient(configuration)
         _clients[key] = api
         return api

@@ -324,7 +324,7 @@ def sync_cluster(req: SyncClusterRequest) -> ClusterDiff:
     return diff
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def preview_clusters(req: PreviewRequest) -> PreviewResult:
     """What a sync would do on each cluster (dry run); a cluster that cannot be read, or
     has a problem, says so in its diff instead of failing the batch (an unreachable one is
@@ -345,7 +345,7 @@ def preview_clusters(req: PreviewRequest) -> PreviewResult:
     return PreviewResult(diffs=diffs)
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def apply_cluster(req: SyncClusterRequest) -> ClusterDiff:
     """Previews (dry_run) or applies one cluster's bundles at the target's SHA."""
     return sync_cluster(req)
@@ -367,7 +367,7 @@ def _workload_ready(obj: dict[str, Any] | None) -> bool:
     )
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def wait_healthy_copy(req: CopiesRequest) -> CopiesAnswer:
     """Waits until every workload object of `req.objects` is available on one of
     `req.clusters`; an empty answer when none is in `timeout_seconds` (the caller keeps its
@@ -395,7 +395,7 @@ def wait_healthy_copy(req: CopiesRequest) -> CopiesAnswer:
         time.sleep(2)
 
 
-@activity.defn
+@activity.defn(no_thread_cancel_exception=True)
 def preflight_sync(req: PreflightRequest) -> PreflightResult:
     """The sync's live checks before any cluster changes: every kind served, and the prune
     guard (a cluster losing more than the threshold's share needs an approval). No object

@@ -10,6 +10,7 @@ as its fingerprint. Functions here do no I/O, so workflows and tests use them di
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
@@ -30,7 +31,6 @@ from fleet.certs_models import (
 )
 from fleet.durations import format_duration, parse_duration
 from fleet.models import Model
-from fleet.rollout_models import ClusterAccess
 
 MAX_THRESHOLD = 10 * 365 * 86400.0
 _PEM_RE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
@@ -61,13 +61,17 @@ def load_bundle(data: bytes | str) -> list[x509.Certificate]:
             raw = base64.b64decode(raw, validate=False)
         except ValueError:
             return []
-    certs = []
-    for block in _PEM_RE.findall(raw):
-        try:
-            certs.append(x509.load_pem_x509_certificate(block))
-        except ValueError:
-            continue
-    return certs
+    return [cert for block in _PEM_RE.findall(raw) if (cert := _certificate(block))]
+
+
+@functools.lru_cache(maxsize=4096)
+def _certificate(block: bytes) -> x509.Certificate | None:
+    """One PEM block parsed (None: unparsable), cached: a cluster's CA shows in every
+    namespace's kube-root-ca.crt and in webhooks, a fleet's CAs in every scan."""
+    try:
+        return x509.load_pem_x509_certificate(block)
+    except ValueError:
+        return None
 
 
 def entry_of(cert: x509.Certificate, *, source: CertSource, name: str) -> CertEntry:
@@ -174,14 +178,16 @@ class CertScanRequest(Model):
     names: list[str] = Field(default_factory=list)
     selector: str = ""
     alert_seconds: float = Field(default=DEFAULT_ALERT_DAYS * 86400.0, gt=0, le=MAX_THRESHOLD)
-    chunk: int = Field(default=25, ge=1, le=200)  # clusters per scan activity
-    concurrency: int = Field(default=8, ge=1, le=64)  # scan activities at once
+    chunk: int = Field(default=50, ge=1, le=200)  # clusters per scan activity
+    concurrency: int = Field(default=6, ge=1, le=64)  # scan activities at once
 
 
 class CertScanChunk(Model):
-    """One scan activity's clusters (how to reach each, from the inventory)."""
+    """One scan activity's clusters, by name (it reads how to reach each from the
+    inventory), and the alert threshold their records are judged by."""
 
-    clusters: list[ClusterAccess]
+    names: list[str]
+    alert_seconds: float
 
 
 class CertReports(Model):

@@ -46,11 +46,11 @@ class HubView:
     insecure: bool
 
 
-def _entry(config: dict[str, Any], key: str, name: str) -> dict[str, Any]:
-    for item in config.get(key) or []:
-        if item.get("name") == name:
-            return dict(item.get(key[:-1]) or {})
-    raise HubConfigError(f"no {key[:-1]} {name!r} in the kubeconfig")
+def _entry(config: dict[str, dict[str, dict[str, Any]]], key: str, name: str) -> dict[str, Any]:
+    item = config[key].get(name)
+    if item is None:
+        raise HubConfigError(f"no {key[:-1]} {name!r} in the kubeconfig")
+    return dict(item.get(key[:-1]) or {})
 
 
 def _data(entry: dict[str, Any], inline: str, path: str) -> bytes:
@@ -66,7 +66,7 @@ def _data(entry: dict[str, Any], inline: str, path: str) -> bytes:
 
 def view(source: str, context: str) -> HubView:
     """What `context` of the kubeconfig `source` trusts and presents."""
-    config = kubeconfig.load(source)
+    config = kubeconfig.entries(source)
     ctx = _entry(config, "contexts", context)
     cluster = _entry(config, "clusters", str(ctx.get("cluster", "")))
     user = _entry(config, "users", str(ctx.get("user", ""))) if ctx.get("user") else {}

@@ -39,6 +39,8 @@ _parsed: dict[Path, tuple[float, dict[str, Any]]] = {}
 
 # Which files a kubeconfig source was read from, each with its mtime (a cache key).
 Stamp = tuple[tuple[Path, float], ...]
+# Merged sources by name, with the stamp they were merged at (see `entries`).
+_merged: dict[str, tuple[Stamp, dict[str, dict[str, dict[str, Any]]]]] = {}
 
 
 class KubeconfigError(ValueError):
@@ -84,6 +86,21 @@ def stamp(source: str) -> Stamp:
 def load(source: str) -> dict[str, Any]:
     """The merged kubeconfig of `source` (see the module docstring for the rules)."""
     return merge([(path, _parse(path, mtime)) for path, mtime in stamp(source)])
+
+
+def entries(source: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """The merged entries of `source` by list and name (`entries(s)["contexts"][name]`),
+    merged once per change of its files: a fleet scan reads one context of a file of
+    1,000 per cluster, and merging the whole file each time made scans quadratic. Read-only:
+    the dicts are shared."""
+    current = stamp(source)
+    cached = _merged.get(source)
+    if cached is not None and cached[0] == current:
+        return cached[1]
+    merged = merge([(path, _parse(path, mtime)) for path, mtime in current])
+    by_name = {key: {str(e["name"]): e for e in merged[key]} for key, _ in _NAMED_LISTS}
+    _merged[source] = (current, by_name)
+    return by_name
 
 
 def contexts(config: dict[str, Any]) -> list[str]:

@@ -1,13 +1,20 @@
 """The lab's kubeconfig: one context `lab-<name>` per cluster (management included),
 cluster and user entries of the same name, each cluster's current trust bundle embedded,
-written 0600. `for_cluster` is the kubeconfig Cluster API keeps in `<cluster>-kubeconfig`."""
+written 0600. `for_cluster` is the kubeconfig Cluster API keeps in `<cluster>-kubeconfig`.
+
+Tests and benches use this file as the hub's kubeconfig, which Flotilla rewrites during a
+CA rotation: every write here takes the writers' lock Flotilla takes (an exclusive flock
+on `.<name>.lock` next to the file), and a cluster's new trust is written into its own
+entry only (read-modify-write), so neither side loses the other's change."""
 
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -80,9 +87,31 @@ def write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """The kubeconfig writers' lock (see the module docstring); released on close."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def write(
     path: Path, clusters: Iterable[Cluster], *, current: str, ca_pem: bytes | None = None
 ) -> Path:
     config = render(clusters, current=current, ca_pem=ca_pem)
-    write_private(path, yaml.dump(config, Dumper=yaml.CSafeDumper, sort_keys=False))
+    text = yaml.dump(config, Dumper=yaml.CSafeDumper, sort_keys=False)
+    with _locked(path):
+        write_private(path, text)
     return path
+
+
+def set_trust(path: Path, cluster: Cluster) -> None:
+    """Writes `cluster`'s current trust bundle into its own entry, leaving every other
+    entry as the file has it (a rotation may be changing them)."""
+    with _locked(path):
+        config = yaml.load(path.read_text(), Loader=yaml.CSafeLoader) or {}
+        for item in config.get("clusters") or []:
+            if item.get("name") == cluster.context:
+                item.setdefault("cluster", {})["certificate-authority-data"] = _trust(cluster, None)
+        write_private(path, yaml.dump(config, Dumper=yaml.CSafeDumper, sort_keys=False))

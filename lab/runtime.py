@@ -330,7 +330,7 @@ class Lab:
             if self.simulation is not None:
                 self.simulation.set_trust(cluster, trust_pem.decode())
             self._publish_kubeconfig(target)
-            self.write_kubeconfig()
+            kubeconfig.set_trust(self.kubeconfig, target)
         return target.tls.not_after
 
     def set_cert_expiry(self, name: str, days: float) -> dict[str, Any]:

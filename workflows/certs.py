@@ -2,12 +2,13 @@
 
 Started on demand (`flotilla certs scan`, id `certscan:<id>`) and by the
 `flotilla-cert-scan` Temporal Schedule (starters/schedules.py). Clusters are named or chosen
-by selector from visibility, resolved from the inventory in chunks, scanned `chunk` per
-activity (activities/certs.py), `concurrency` activities at once, and each report is
-recorded on its cluster's record (`record_certs`), which sets FlotillaCertExpiry and
-FlotillaCertStatus. A cluster that cannot be reached is still recorded with what the hub
-and the management cluster know; one that cannot be recorded is listed in `failed`.
-Four activities per chunk: 1,000 clusters stay far below history limits.
+by selector from visibility and handed out by name, `chunk` per activity, `concurrency`
+activities at once (activities/certs.py `scan_and_record`): each reads how to reach its
+clusters from the inventory, scans them and records each report on its cluster's record
+(`record_certs`), which sets FlotillaCertExpiry and FlotillaCertStatus, and returns only
+the summaries. A cluster that cannot be reached is still recorded with what the hub and
+the management cluster know; one that cannot be recorded is listed in `failed`. One
+activity per chunk: 1,000 clusters stay far below history limits.
 """
 
 from __future__ import annotations
@@ -29,21 +30,12 @@ from workflows.common import (
 from workflows.events import emit
 
 with workflow.unsafe.imports_passed_through():
-    from activities.certs import record_certificates, scan_certificates
+    from activities.certs import scan_and_record
     from activities.inventory import list_cluster_names
-    from fleet.certs import (
-        CertRecordRequest,
-        CertReports,
-        CertScanChunk,
-        CertScanRequest,
-        CertScanResult,
-        summarize,
-    )
+    from fleet.certs import CertScanChunk, CertScanRequest, CertScanResult
     from fleet.certs_models import CertStatus
     from fleet.events import EventType
     from fleet.models import RecordsQuery
-    from fleet.rollout_models import ClusterAccess
-    from workflows.cluster_access import resolve_access
 
 SCAN_TIMEOUT = timedelta(minutes=10)
 # cert_expiring events per scan, one per cluster; beyond this, one event names the rest.
@@ -62,9 +54,9 @@ class CertScan:
 
     @workflow.run
     async def run(self, req: CertScanRequest) -> CertScanResult:
-        try:
-            names = req.names
-            if not names:
+        names = list(dict.fromkeys(req.names))
+        if not names:
+            try:
                 found = await workflow.execute_activity(
                     list_cluster_names,
                     RecordsQuery(selector=req.selector),
@@ -72,28 +64,28 @@ class CertScan:
                     retry_policy=INVENTORY_RETRY,
                     summary="list clusters",
                 )
-                names = found.names
-            access = await resolve_access(names)
-        except ActivityError as err:
-            raise root_failure(err) from None
-        self._result.missing = [n for n in names if n not in access]
-        clusters = [access[n] for n in names if n in access]
-        self._total = len(clusters)
-        operation_attributes("certscan", [c.name for c in clusters])
+            except ActivityError as err:
+                raise root_failure(err) from None
+            names = found.names
+        self._total = len(names)
+        operation_attributes("certscan", names)
         self._details()
         gate = asyncio.Semaphore(req.concurrency)
-        chunks = [clusters[i : i + req.chunk] for i in range(0, len(clusters), req.chunk)]
+        chunks = [names[i : i + req.chunk] for i in range(0, len(names), req.chunk)]
 
-        async def one(chunk: list[ClusterAccess]) -> None:
+        async def one(chunk: list[str]) -> None:
             async with gate:
                 await self._scan(chunk, req.alert_seconds)
 
         await asyncio.gather(*(one(c) for c in chunks))
-        self._result.unreachable.sort()
-        self._result.clusters = dict(sorted(self._result.clusters.items()))
+        r = self._result
+        r.unreachable.sort()
+        missing = set(r.missing)
+        r.missing = [n for n in names if n in missing]
+        r.clusters = dict(sorted(r.clusters.items()))
         self._details()
         await self._tell_expiring()
-        return self._result
+        return r
 
     async def _tell_expiring(self) -> None:
         """A cert_expiring event for each cluster whose soonest certificate is inside its
@@ -121,43 +113,31 @@ class CertScan:
                 detail=f"{len(rest)} more clusters: {', '.join(rest[:50])}",
             )
 
-    async def _scan(self, chunk: list[ClusterAccess], alert_seconds: float) -> None:
-        span = f"{chunk[0].name}..{chunk[-1].name}" if len(chunk) > 1 else chunk[0].name
+    async def _scan(self, chunk: list[str], alert_seconds: float) -> None:
+        span = f"{chunk[0]}..{chunk[-1]}" if len(chunk) > 1 else chunk[0]
         try:
-            found: CertReports = await workflow.execute_activity(
-                scan_certificates,
-                CertScanChunk(clusters=chunk),
+            part: CertScanResult = await workflow.execute_activity(
+                scan_and_record,
+                CertScanChunk(names=chunk, alert_seconds=alert_seconds),
                 start_to_close_timeout=SCAN_TIMEOUT,
                 heartbeat_timeout=HEARTBEAT,
                 retry_policy=KUBE_RETRY,
-                summary=f"scan {span}",
-            )
-            refused: CertReports = await workflow.execute_activity(
-                record_certificates,
-                CertRecordRequest(reports=found.reports, alert_seconds=alert_seconds),
-                start_to_close_timeout=INVENTORY_TIMEOUT * 4,
-                heartbeat_timeout=HEARTBEAT,
-                retry_policy=INVENTORY_RETRY,
-                summary=f"record {span}",
+                summary=f"scan and record {span}",
             )
         except ActivityError as err:
             why = root_failure(err).message
-            self._result.failed.update({c.name: why for c in chunk})
+            self._result.failed.update(dict.fromkeys(chunk, why))
             self._details()
             return
-        not_recorded = {r.cluster: "; ".join(r.problems) for r in refused.reports}
-        for report in found.reports:
-            if report.cluster in not_recorded:
-                self._result.failed[report.cluster] = not_recorded[report.cluster]
-                continue
-            self._result.clusters[report.cluster] = summarize(report, alert_seconds)
-            if not report.reachable:
-                self._result.unreachable.append(report.cluster)
+        self._result.clusters.update(part.clusters)
+        self._result.unreachable += part.unreachable
+        self._result.missing += part.missing
+        self._result.failed.update(part.failed)
         self._details()
 
     def _details(self) -> None:
         r = self._result
-        done = len(r.clusters) + len(r.failed)
+        done = len(r.clusters) + len(r.failed) + len(r.missing)
         counts = ", ".join(
             f"{r.count(status)} {status.value}"
             for status in (CertStatus.EXPIRED, CertStatus.EXPIRING, CertStatus.OK)

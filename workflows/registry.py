@@ -226,7 +226,7 @@ SUITES: list[Suite] = [
     Suite(
         name="certs",
         workflows=(CertScan,),
-        activities=(certs.scan_certificates, certs.record_certificates),
+        activities=(certs.scan_and_record,),
         kinds=("certscan",),
     ),
     Suite(

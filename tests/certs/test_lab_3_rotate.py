@@ -1,7 +1,8 @@
 """CA rotation on the lab: three phases across waves, with a probe running throughout that
 verifies every handshake (the hub through its kubeconfig as re-read each time, the lab's
-in-cluster consumers); kubectl with the updated kubeconfig after each phase; a rollback
-while the old CA is trusted; phases out of order refused without a change."""
+in-cluster consumers); kubectl with the updated kubeconfig after each phase; an abort after
+phase 1 and the undo phase run on its own; a rollback while the old CA is trusted; phases
+out of order refused without a change."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ KUBECTL = shutil.which("kubectl") or str(Path(sys.executable).parent / "kubectl"
 
 
 class Probe:
-    """Checks every cluster's handshakes in a loop until stopped; counts failures."""
+    """Checks every cluster's handshakes in a loop until stopped (and kubectl against one
+    cluster a round); counts failures."""
 
     def __init__(self, lab: Any, names: list[str]):
         self.lab, self.names = lab, names
@@ -48,10 +50,21 @@ class Probe:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
+        rounds = 0
         while not self._stop.is_set():
             for name in self.names:
                 self.check(name)
+            # kubectl with the kubeconfig as it is now, one cluster a round (it is slow)
+            self.kubectl(self.names[rounds % len(self.names)])
+            rounds += 1
             time.sleep(0.3)  # checks all the time without starving the lab of CPU
+
+    def kubectl(self, name: str) -> None:
+        self.checks += 1
+        try:
+            kubectl_ok(self.lab, name)
+        except (AssertionError, subprocess.SubprocessError) as exc:
+            self.failures.append(f"{name}: kubectl: {exc}")
 
     def check(self, name: str) -> None:
         self.checks += 1
@@ -87,6 +100,48 @@ def hub_cas(lab: Any, name: str) -> int:
     entry = next(c for c in config["clusters"] if c["name"] == f"lab-{name}")
     data = base64.b64decode(entry["cluster"]["certificate-authority-data"])
     return data.count(b"BEGIN CERTIFICATE")
+
+
+async def test_abort_after_phase_one_leaves_everything_working(
+    temporal_worker: RunningWorker, certs_lab: Any, certs_fleet: list[str]
+) -> None:
+    """Phase add done on the canary, then the run aborted before the rest: every handshake
+    keeps passing, the canary trusts both CAs and the rest only the old one; the undo
+    phase as its own run then restores the canary."""
+    original = {n: trust(certs_lab, n) for n in certs_fleet}
+    handle = await run_rollout(
+        temporal_worker,
+        CaRotateTarget(phase=RotationPhase.ADD),
+        "canary:1,rest",
+        wait=False,
+        approve_between=True,
+    )
+
+    async def waiting() -> bool:
+        p = await rollouts.progress(temporal_worker.client, handle.id)
+        return p.waves[1].status == WaveStatus.AWAITING_APPROVAL
+
+    with Probe(certs_lab, certs_fleet) as probe:
+        await eventually(waiting, attempts=600)
+        canary = (await rollouts.progress(temporal_worker.client, handle.id)).waves[0].clusters[0]
+        await rollouts.control(temporal_worker.client, handle.id, "abort", ControlRequest(who="t"))
+        report = await handle.result()
+        assert report.outcome == Outcome.ABORTED, report
+        for name in certs_fleet:
+            kubectl_ok(certs_lab, name)
+            cas = 2 if name == canary else 1
+            assert len(trust(certs_lab, name)) == cas and hub_cas(certs_lab, name) == cas, name
+        labels = next(c for c in certs_lab.info["clusters"] if c["name"] == canary)["labels"]
+        selector = ",".join(["suite=certs", *(f"{k}={v}" for k, v in sorted(labels.items()))])
+        undo = await run_rollout(
+            temporal_worker, CaRotateTarget(phase=RotationPhase.WITHDRAW), "rest", selector=selector
+        )
+        assert undo.outcome == Outcome.SUCCEEDED and [o.name for o in undo.outcomes] == [canary]
+    assert not probe.failures, probe.failures[:5]
+    for name in certs_fleet:
+        assert trust(certs_lab, name) == original[name]
+        assert hub_cas(certs_lab, name) == 1
+    kubectl_ok(certs_lab, canary)
 
 
 async def test_rollback_while_old_ca_trusted(
