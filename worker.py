@@ -21,7 +21,7 @@ from temporalio.service import RPCError
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities import access, baseline, health, inventory
+from activities import access, baseline, health, inventory, onboarding
 from fleet.config import Settings
 from workflows.cluster import ClusterEntity, ClusterIdentity
 from workflows.health import FleetHealthSweep
@@ -43,7 +43,6 @@ WORKFLOWS: list[type] = [
 ]
 
 ACTIVITIES: list[Callable[..., Any]] = [
-    inventory.register_cluster,
     inventory.acquire_cluster_lock,
     inventory.release_cluster_lock,
     inventory.get_cluster_records,
@@ -55,7 +54,7 @@ ACTIVITIES: list[Callable[..., Any]] = [
     inventory.describe_lock_holder,
     inventory.check_identity_owner,
     access.probe_cluster,
-    baseline.install_baseline,
+    onboarding.register_and_install,
     baseline.remove_baseline,
     health.check_cluster_health,
 ]

@@ -315,6 +315,15 @@ class BaselineRemoval(Model):
     absent: list[str] = Field(default_factory=list)
 
 
+class Onboarded(Model):
+    """What onboarding's write step did: registered the cluster (taking its lock),
+    installed the baseline, released the lock with phase active."""
+
+    record: ClusterRecord  # after the release
+    baseline: BaselineResult
+    previous_phase: Phase | None = None  # before the registration; None for a new record
+
+
 class OnboardResult(Model):
     record: ClusterRecord
     baseline: BaselineResult
