@@ -48,7 +48,6 @@ ACTIVITIES: list[Callable[..., Any]] = [
     inventory.get_cluster_records,
     inventory.list_cluster_names,
     inventory.resolve_clusters,
-    inventory.update_cluster_facts,
     inventory.record_cluster_health,
     inventory.retire_cluster,
     inventory.describe_lock_holder,
@@ -57,6 +56,7 @@ ACTIVITIES: list[Callable[..., Any]] = [
     onboarding.register_and_install,
     baseline.remove_baseline,
     health.check_cluster_health,
+    health.check_clusters_health,
 ]
 
 # Sync (kubernetes client) activities run on this many threads; also the activity slot count.

@@ -29,7 +29,6 @@ from fleet.models import (
     ClusterRecord,
     ClusterRecords,
     ClusterState,
-    FactsUpdate,
     HealthReport,
     HolderQuery,
     HolderStatus,
@@ -304,11 +303,6 @@ async def resolve_clusters(request: ClusterNames) -> ClusterAccessList:
         ],
         missing=[name for name in request.names if name not in found],
     )
-
-
-@activity.defn
-async def update_cluster_facts(req: FactsUpdate) -> ClusterRecord:
-    return await _update(activity.client(), req.cluster, "update_facts", req, ClusterRecord)
 
 
 @activity.defn
