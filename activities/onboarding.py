@@ -12,6 +12,8 @@ releases it (restoring the phase from before) when it gives up.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from temporalio import activity
 
@@ -27,6 +29,22 @@ from fleet.models import (
     RegisterRequest,
 )
 
+T = TypeVar("T")
+
+
+async def _beating(call: Awaitable[T], what: str) -> T:
+    """Awaits `call`, heartbeating every 5 s meanwhile (an entity update on a busy server
+    can take longer than the heartbeat timeout)."""
+    task = asyncio.ensure_future(call)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=5)
+            if done:
+                return task.result()
+            activity.heartbeat(what)
+    finally:
+        task.cancel()
+
 
 @activity.defn
 async def register_and_install(req: RegisterRequest) -> Onboarded:
@@ -35,10 +53,10 @@ async def register_and_install(req: RegisterRequest) -> Onboarded:
     client, queue = activity.client(), activity.info().task_queue
     log = {"cluster": req.name}
     if req.uid:
-        await claim_identity(client, IdentityClaim(uid=req.uid, cluster=req.name), task_queue=queue)
-    registration = await register(client, req, task_queue=queue)
+        claim = IdentityClaim(uid=req.uid, cluster=req.name)
+        await _beating(claim_identity(client, claim, task_queue=queue), "claiming the identity")
+    registration = await _beating(register(client, req, task_queue=queue), "registering")
     activity.logger.info("registered, previous phase %s", registration.previous_phase, extra=log)
-    activity.heartbeat("registered")
     loop = asyncio.get_running_loop()
 
     def progress(done: str) -> None:  # from the baseline's thread
@@ -47,8 +65,7 @@ async def register_and_install(req: RegisterRequest) -> Onboarded:
     cluster = ClusterRef(name=req.name, credential=req.credential)
     spec = BaselineSpec(cluster=cluster, labels=req.labels)
     baseline = await asyncio.to_thread(install_baseline, spec, progress)
-    record = await release_lock(
-        client, LockRelease(cluster=req.name, holder=req.holder, phase=Phase.ACTIVE)
-    )
+    release = LockRelease(cluster=req.name, holder=req.holder, phase=Phase.ACTIVE)
+    record = await _beating(release_lock(client, release), "releasing the lock")
     assert record is not None  # registered above, entities are never deleted
     return Onboarded(record=record, baseline=baseline, previous_phase=registration.previous_phase)

@@ -97,7 +97,7 @@ class Onboard:
                     node_count=probe.node_count,
                     health=probe.health,
                 ),
-                start_to_close_timeout=KUBE_TIMEOUT,
+                start_to_close_timeout=KUBE_TIMEOUT + INVENTORY_TIMEOUT,
                 heartbeat_timeout=HEARTBEAT,
                 retry_policy=KUBE_RETRY,
                 summary=f"register {req.name} (kube-system UID {probe.uid}), install its "
