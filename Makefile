@@ -48,7 +48,7 @@ typecheck: install-test
 	$(BIN)/mypy $(MYPY_PATHS)
 
 pytest: install-test
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 test: lint typecheck pytest
 
