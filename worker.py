@@ -23,7 +23,7 @@ from temporalio.service import RPCError
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities import access, baseline, health, inventory
+from activities import access, baseline, health, inventory, onboarding
 from activities.metrics import StepMetrics
 from fleet.config import Settings
 from workflows.cluster import ClusterEntity, ClusterIdentity
@@ -46,21 +46,20 @@ WORKFLOWS: list[type] = [
 ]
 
 ACTIVITIES: list[Callable[..., Any]] = [
-    inventory.register_cluster,
     inventory.acquire_cluster_lock,
     inventory.release_cluster_lock,
     inventory.get_cluster_records,
     inventory.list_cluster_names,
     inventory.resolve_clusters,
-    inventory.update_cluster_facts,
     inventory.record_cluster_health,
     inventory.retire_cluster,
     inventory.describe_lock_holder,
     inventory.check_identity_owner,
     access.probe_cluster,
-    baseline.install_baseline,
+    onboarding.register_and_install,
     baseline.remove_baseline,
     health.check_cluster_health,
+    health.check_clusters_health,
 ]
 
 # Sync (kubernetes client) activities run on this many threads; also the activity slot count.

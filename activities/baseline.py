@@ -11,6 +11,7 @@ precondition.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,9 +180,9 @@ def _identity_problem(target: BaselineTarget, live: str) -> ApplicationError | N
     return None
 
 
-@activity.defn(no_thread_cancel_exception=True)
-def install_baseline(spec: BaselineSpec) -> BaselineResult:
-    """Creates or repairs every baseline object; heartbeats after each one."""
+def install_baseline(spec: BaselineSpec, progress: Callable[[str], None]) -> BaselineResult:
+    """Creates or repairs every baseline object, calling `progress` after each one (the
+    onboarding activity heartbeats there)."""
     ref = spec.cluster
     api = api_client(ref.credential)
     result = BaselineResult(cluster=ref.name)
@@ -193,7 +194,7 @@ def install_baseline(spec: BaselineSpec) -> BaselineResult:
         except Exception as exc:
             raise _cluster_failure(ref, exc) from None
         getattr(result, outcome).append(str(obj))
-        activity.heartbeat(str(obj))
+        progress(str(obj))
     activity.logger.info(
         "baseline: created %s, updated %s",
         result.created,

@@ -31,7 +31,6 @@ from fleet.models import (
     ClusterRecord,
     ClusterRecords,
     ClusterState,
-    FactsUpdate,
     HealthReport,
     HolderQuery,
     HolderStatus,
@@ -239,18 +238,6 @@ async def holder_status(client: Client, workflow_id: str) -> HolderStatus:
 
 
 @activity.defn
-async def register_cluster(req: RegisterRequest) -> Registration:
-    """Claims the cluster's identity (`req.uid`, see `claim_identity`), then registers it:
-    a second name for one cluster is refused before any record is created or locked.
-    Both steps are idempotent, so a retry repeats them safely."""
-    client, queue = activity.client(), activity.info().task_queue
-    if req.uid:
-        await claim_identity(client, IdentityClaim(uid=req.uid, cluster=req.name), task_queue=queue)
-    activity.logger.info("registering", extra={"cluster": req.name})
-    return await register(client, req, task_queue=queue)
-
-
-@activity.defn
 async def check_identity_owner(query: OwnerQuery) -> OwnerStatus:
     return await identity_owner(activity.client(), query)
 
@@ -325,11 +312,6 @@ async def resolve_clusters(request: ClusterNames) -> ClusterAccessList:
         ],
         missing=[name for name in request.names if name not in found],
     )
-
-
-@activity.defn
-async def update_cluster_facts(req: FactsUpdate) -> ClusterRecord:
-    return await _update(activity.client(), req.cluster, "update_facts", req, ClusterRecord)
 
 
 @activity.defn

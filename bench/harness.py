@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -152,6 +155,30 @@ async def spawn_worker(
         stderr=subprocess.STDOUT,
         preexec_fn=_die_with_parent,
     )
+
+
+async def wait_for_pollers(client: Client, queue: str, count: int = 1) -> None:
+    """Returns once `count` workers poll `queue` for workflow and activity tasks: a
+    deployed worker is already running when an operation starts, so a bench's clock
+    starts after the worker's own start (imports, sandbox checks)."""
+    deadline = time.monotonic() + 120
+    kinds = (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY)
+    while True:
+        polling = []
+        for kind in kinds:
+            answer = await client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=client.namespace,
+                    task_queue=TaskQueue(name=queue),
+                    task_queue_type=kind,
+                )
+            )
+            polling.append(len({p.identity for p in answer.pollers}))
+        if min(polling) >= count:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{count} worker(s) did not poll {queue} within 120 s")
+        await asyncio.sleep(0.2)
 
 
 @dataclass

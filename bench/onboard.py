@@ -3,11 +3,11 @@
     .venv/bin/python bench/onboard.py [--clusters 200] [--concurrency 0]
 
 Starts a Temporal dev server, a lab with N clusters and one worker subprocess
-(`python worker.py`), onboards every cluster (one Onboard run each, all started at once
-unless --concurrency limits them), and prints wall time, clusters/s, the worker's CPU
-seconds (in all and per cluster) and its peak RSS (VmHWM on Linux, else sampled with
-psutil), and for context the CPU seconds of the lab and the Temporal dev server, which
-share the machine.
+(`python worker.py`), waits until the worker polls (its start is not measured), onboards
+every cluster (one Onboard run each, all started at once unless --concurrency limits
+them), and prints wall time, clusters/s, the worker's CPU seconds (in all and per
+cluster) and its peak RSS (VmHWM on Linux, else sampled with psutil), and for context the
+CPU seconds of the lab and the Temporal dev server, which share the machine.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from harness import (
     profiled,
     spawn_worker,
     stop_worker,
+    wait_for_pollers,
 )
 
 from fleet.models import CredentialRef, OnboardRequest, OnboardResult
@@ -45,6 +46,7 @@ async def run(clusters: int, concurrency: int, profile: Path | None) -> None:
         worker = await spawn_worker(
             env, queue, kubeconfig=lab.kubeconfig, log=Path(tmp) / "worker.log"
         )
+        await wait_for_pollers(env.client, queue)
         requests = [
             OnboardRequest(
                 name=c["name"],

@@ -285,7 +285,7 @@ async def children(
             if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
                 kind = e.activity_task_scheduled_event_attributes.activity_type.name
                 scheduled[e.event_id] = kind
-                upgrades[name] = upgrades.get(name, 0) + (kind == "upgrade_control_plane")
+                upgrades[name] = upgrades.get(name, 0) + (kind == "upgrade_cluster")
             elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
                 started = e.activity_task_started_event_attributes
                 spent["queued"] += (at[e.event_id] - at[started.scheduled_event_id]).total_seconds()

@@ -87,6 +87,16 @@ class HealthReport(Model):
     checked_at: datetime | None = None
 
 
+class HealthBatch(Model):
+    """Clusters to read the health of in one activity call."""
+
+    clusters: list[ClusterRef]
+
+
+class HealthReports(Model):
+    reports: list[HealthReport]  # in the order of the batch
+
+
 class OperationLock(Model):
     """Admits one mutating operation per cluster. `holder` is the operation's workflow id."""
 
@@ -158,6 +168,9 @@ class LockRelease(Model):
     holder: str
     # Phase after release; None restores the phase the cluster had before the lock.
     phase: Phase | None = Phase.ACTIVE
+    # The version the holder's change left the cluster on, recorded with the release (one
+    # entity update instead of two); None records nothing.
+    version: str | None = None
 
 
 class RecordsQuery(Model):
@@ -313,6 +326,15 @@ class BaselineRemoval(Model):
     cluster: str
     removed: list[str] = Field(default_factory=list)
     absent: list[str] = Field(default_factory=list)
+
+
+class Onboarded(Model):
+    """What onboarding's write step did: registered the cluster (taking its lock),
+    installed the baseline, released the lock with phase active."""
+
+    record: ClusterRecord  # after the release
+    baseline: BaselineResult
+    previous_phase: Phase | None = None  # before the registration; None for a new record
 
 
 class OnboardResult(Model):

@@ -187,6 +187,8 @@ class ClusterEntity:
         lock = self._record.lock
         if lock is not None and lock.holder == req.holder:
             self._record.lock = None
+            if req.version:
+                self._record.version = req.version
             self._set_phase(self._phase_after(lock, req))
             workflow.logger.info("lock released by %s", req.holder, extra=self._log_extra())
             self._changed()

@@ -1,5 +1,6 @@
 """The skeleton every per-cluster rollout child shares: lock -> health gate -> change ->
-verify -> health gate -> record -> release (always, also when cancelled).
+verify -> health gate -> record -> release (always, also when cancelled). What `record`
+notes (the version the change left) is written with the release, one entity update.
 
 A child subclasses `ClusterChange` and supplies `change` and `verify` (and, where it has
 something to write back, `record` and `where_now`). A child that fails raises a
@@ -10,8 +11,8 @@ happened (was the cluster changed, what it is on now).
 Short reads of the cluster (health gates; a child's own reads) run as local activities:
 on the child's worker, without a round trip through the server's activity queue, so they
 follow each other within one workflow task. Steps that wait (a child's `change` polling
-Cluster API) stay activities that heartbeat, and so do the lock, the version record and
-the release: they update the cluster's entity workflow on this worker, and a local
+Cluster API) stay activities that heartbeat, and so do the lock and the release (which
+records the version): they update the cluster's entity workflow on this worker, and a local
 activity holds its run's workflow task slot while it waits, so many children at once
 could starve the entities they wait for.
 """
@@ -42,11 +43,9 @@ with workflow.unsafe.imports_passed_through():
     from activities.inventory import (
         acquire_cluster_lock,
         release_cluster_lock,
-        update_cluster_facts,
     )
     from fleet.models import (
         ClusterRef,
-        FactsUpdate,
         Health,
         HealthReport,
         LockRelease,
@@ -77,6 +76,7 @@ class ClusterChange:
     def __init__(self) -> None:
         self._step = "starting"
         self._access: ClusterAccess | None = None
+        self._version: str | None = None  # recorded with the release
 
     @property
     def access(self) -> ClusterAccess:
@@ -112,7 +112,12 @@ class ClusterChange:
                 self.set_step("releasing the lock")
                 await workflow.execute_activity(
                     release_cluster_lock,
-                    LockRelease(cluster=task.cluster.name, holder=holder(), phase=None),
+                    LockRelease(
+                        cluster=task.cluster.name,
+                        holder=holder(),
+                        phase=None,
+                        version=self._version,
+                    ),
                     start_to_close_timeout=INVENTORY_TIMEOUT,
                     retry_policy=INVENTORY_RETRY,
                 )
@@ -173,7 +178,12 @@ class ClusterChange:
         raise NotImplementedError
 
     async def record(self, task: ClusterTask, result: ClusterResult) -> None:
-        """Writes what changed back to the inventory (default: nothing)."""
+        """Notes what changed for the inventory, e.g. with `record_version` (default:
+        nothing)."""
+
+    def record_version(self, version: str) -> None:
+        """The version the inventory records for the cluster when the lock is released."""
+        self._version = version
 
     async def where_now(self, task: ClusterTask, result: ClusterResult) -> None:
         """After a failure on a changed cluster: best effort to learn (and record) what
@@ -222,19 +232,6 @@ async def health_gate(
     unreachable = report.health == Health.UNREACHABLE and not result.changed
     result.status = ClusterStatus.UNREACHABLE if unreachable else ClusterStatus.FAILED
     raise ClusterFailed(result)
-
-
-async def record_version(task: ClusterTask, result: ClusterResult, version: str) -> None:
-    """Records `version` as the cluster's version in its inventory record."""
-    try:
-        await workflow.execute_activity(
-            update_cluster_facts,
-            FactsUpdate(cluster=task.cluster.name, holder=holder(), version=version),
-            start_to_close_timeout=INVENTORY_TIMEOUT,
-            retry_policy=INVENTORY_RETRY,
-        )
-    except (ActivityError, ApplicationError) as err:
-        raise activity_failure(err, result) from None
 
 
 def activity_failure(err: FailureError, result: ClusterResult) -> ClusterFailed:

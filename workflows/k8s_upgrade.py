@@ -1,10 +1,11 @@
 """K8sUpgrade: move one cluster to a Kubernetes version through Cluster API.
 
 On the shared skeleton (workflows/cluster_task.py), the change is: read Cluster API
-versions -> control plane version and wait -> worker versions and wait; the verification
-reads what the cluster reports (/version, every kubelet); the record is the new version in
-the inventory. The reads are local activities (quick, no wait); the two waits are
-activities that heartbeat. Every step is idempotent, so a re-run after a crash or on an already
+versions -> control plane version and wait, then worker versions and wait (one activity
+that heartbeats: a round trip through the server fewer than two); the verification reads
+what the cluster reports (/version, every kubelet); the record is the new version in the
+inventory, written with the lock's release. The reads are local activities (quick, no
+wait). Every step is idempotent, so a re-run after a crash or on an already
 upgraded cluster does no harm; a cluster already at the target ends `unchanged`. A failed
 upgrade cannot be undone (no downgrades): the result says, and the inventory records,
 which version the cluster is on.
@@ -12,8 +13,6 @@ which version the cluster is on.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio import workflow
@@ -23,7 +22,6 @@ from workflows.cluster_task import (
     ClusterChange,
     ClusterFailed,
     activity_failure,
-    record_version,
 )
 from workflows.common import HEARTBEAT, KUBE_RETRY, KUBE_TIMEOUT
 
@@ -31,8 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.capi import (
         read_capi_state,
         read_cluster_versions,
-        upgrade_control_plane,
-        upgrade_workers,
+        upgrade_cluster,
     )
     from fleet.k8s_target import K8sTarget
     from fleet.models import Phase
@@ -78,9 +75,8 @@ class K8sUpgrade(ClusterChange):
                 raise ClusterFailed(result)
             if current != request.version or any(w != request.version for w in workers):
                 result.changed = True
-            state = await self._wait(upgrade_control_plane, request, "control plane")
+            state = await self._upgrade(request)
             result.to_version = state.control_plane.status_version
-            await self._wait(upgrade_workers, request, "workers")
         except (ActivityError, ApplicationError) as err:
             raise activity_failure(err, result) from None
 
@@ -103,12 +99,12 @@ class K8sUpgrade(ClusterChange):
             raise ClusterFailed(result)
 
     async def record(self, task: ClusterTask, result: ClusterResult) -> None:
-        self.set_step("recording the version")
-        await record_version(task, result, _target(task).version)
+        self.record_version(_target(task).version)
 
     async def where_now(self, task: ClusterTask, result: ClusterResult) -> None:
         """Adds the versions Cluster API reports to the reason and records the control
-        plane's version in the inventory, so the record is never left stale."""
+        plane's version in the inventory (with the release), so the record is never left
+        stale."""
         try:
             state = await workflow.execute_local_activity(
                 read_capi_state,
@@ -124,19 +120,16 @@ class K8sUpgrade(ClusterChange):
             f"{w.name} {w.spec_version} {w.updated}/{w.replicas}" for w in state.workers
         )
         result.reason += f" (now: control plane {result.to_version}; workers {workers})"
-        if result.to_version:  # best effort: the failure being reported is what matters
-            with contextlib.suppress(ClusterFailed):
-                await record_version(task, result.model_copy(), result.to_version)
+        if result.to_version:
+            self.record_version(result.to_version)
 
-    async def _wait(
-        self, activity: Callable[[CapiRequest], CapiState], request: CapiRequest, what: str
-    ) -> CapiState:
-        step = f"{what} -> {request.version}"
+    async def _upgrade(self, request: CapiRequest) -> CapiState:
+        step = f"control plane, then workers -> {request.version}"
         self.set_step(step)
         return await workflow.execute_activity(
-            activity,
+            upgrade_cluster,
             request,
-            start_to_close_timeout=timedelta(seconds=request.timeout_seconds + 60),
+            start_to_close_timeout=timedelta(seconds=2 * request.timeout_seconds + 60),
             heartbeat_timeout=HEARTBEAT,
             retry_policy=KUBE_RETRY,
             summary=step,

@@ -1,13 +1,15 @@
 """`Onboard` (`onboard:<name>`): bring a cluster under Flotilla, or reconcile it again.
 
-Four activities. Probe, read-only and before the lock: reachable, version, identity, a
-first health reading and the permissions onboarding needs. Register: claim the cluster's
-identity (its kube-system UID: one record per real cluster, so the same cluster under a
-second name is refused, see `ClusterIdentity`), then create or refresh the record with the
-probe's facts and health and take the cluster's lock. Install the baseline. Release the
-lock with phase `active`. A failure after registration releases the lock with the phase the
-record had before (a new cluster stays `onboarding`). Re-running is safe: the baseline and
-the record converge on the request.
+Two steps. The probe (a local activity), read-only and before the lock: reachable,
+version, identity, a first health reading and the permissions onboarding needs. Then one
+activity writes (activities/onboarding.py): claim the cluster's identity (its kube-system
+UID: one record per real cluster, so the same cluster under a second name is refused, see
+`ClusterIdentity`), create or refresh the record with the probe's facts and health and take
+the cluster's lock, install the baseline, release the lock with phase `active`. One
+activity, not three, because each is a round trip through the server (issue 15). If that
+step fails for good, the run releases the lock with the phase the record had before (a new
+cluster stays `onboarding`). Re-running is safe: the baseline and the record converge on
+the request.
 """
 
 from __future__ import annotations
@@ -19,19 +21,16 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.access import probe_cluster
-    from activities.baseline import install_baseline
-    from activities.inventory import register_cluster, release_cluster_lock
+    from activities.inventory import release_cluster_lock
+    from activities.onboarding import register_and_install
     from fleet import search
     from fleet.ids import cluster_name_error, labels_error
     from fleet.models import (
-        BaselineSpec,
         ClusterProbe,
-        ClusterRecord,
         ClusterRef,
         LockRelease,
         OnboardRequest,
         OnboardResult,
-        Phase,
         RegisterRequest,
     )
     from workflows.common import (
@@ -79,12 +78,13 @@ class Onboard:
             )
         self._details(
             f"{req.name} answers, {probe.version}, {probe.health.health}; claiming its "
-            f"identity (kube-system UID {probe.uid}), registering it and taking its lock"
+            f"identity (kube-system UID {probe.uid}), registering it, installing the "
+            "baseline and releasing its lock"
         )
         holder = workflow.info().workflow_id
         try:
-            registration = await workflow.execute_activity(
-                register_cluster,
+            done = await workflow.execute_activity(
+                register_and_install,
                 RegisterRequest(
                     name=req.name,
                     credential=req.credential,
@@ -97,38 +97,25 @@ class Onboard:
                     node_count=probe.node_count,
                     health=probe.health,
                 ),
-                start_to_close_timeout=INVENTORY_TIMEOUT,
-                retry_policy=INVENTORY_RETRY,
-                summary=f"claim kube-system UID {probe.uid} for {req.name}, register and lock it",
-            )
-        except ActivityError as err:
-            raise root_failure(err) from None
-        previous = registration.previous_phase
-        restore = previous if previous not in (None, Phase.OFFBOARDED) else Phase.ONBOARDING
-        workflow.logger.info("registered, previous phase %s", previous, extra=log)
-        try:
-            self._details(f"installing the baseline in {req.name}")
-            baseline = await workflow.execute_activity(
-                install_baseline,
-                BaselineSpec(cluster=ref, labels=req.labels),
-                start_to_close_timeout=KUBE_TIMEOUT,
+                start_to_close_timeout=KUBE_TIMEOUT + INVENTORY_TIMEOUT,
                 heartbeat_timeout=HEARTBEAT,
                 retry_policy=KUBE_RETRY,
-                summary=f"install baseline in {req.name}",
+                summary=f"register {req.name} (kube-system UID {probe.uid}), install its "
+                "baseline, release its lock",
             )
         except BaseException as err:
-            try:
-                await self._release(req.name, holder, restore)
+            try:  # restores the phase from before the lock; a no-op if it was never taken
+                await self._release(req.name, holder)
             except ActivityError:
                 workflow.logger.exception("could not release the lock", extra=log)
             if isinstance(err, ActivityError):
                 raise root_failure(err) from None
             raise
-        record = await self._release(req.name, holder, Phase.ACTIVE)
+        workflow.logger.info("onboarded, previous phase %s", done.previous_phase, extra=log)
         workflow.set_current_details(
-            f"**{req.name}** onboarded: {record.version}, {probe.health.health}"
+            f"**{req.name}** onboarded: {done.record.version}, {probe.health.health}"
         )
-        return OnboardResult(record=record, baseline=baseline, health=probe.health)
+        return OnboardResult(record=done.record, baseline=done.baseline, health=probe.health)
 
     async def _probe(self, ref: ClusterRef) -> ClusterProbe:
         try:
@@ -150,16 +137,14 @@ class Onboard:
                 non_retryable=True,
             ) from None
 
-    async def _release(self, cluster: str, holder: str, phase: Phase) -> ClusterRecord:
-        record = await workflow.execute_activity(
+    async def _release(self, cluster: str, holder: str) -> None:
+        await workflow.execute_activity(
             release_cluster_lock,
-            LockRelease(cluster=cluster, holder=holder, phase=phase),
+            LockRelease(cluster=cluster, holder=holder, phase=None),
             start_to_close_timeout=INVENTORY_TIMEOUT,
             retry_policy=INVENTORY_RETRY,
-            summary=f"release the lock of {cluster} ({phase})",
+            summary=f"release the lock of {cluster}, restoring its phase",
         )
-        assert record is not None  # registered above, entities are never deleted
-        return record
 
     @staticmethod
     def _details(text: str) -> None:

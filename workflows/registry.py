@@ -111,8 +111,7 @@ OPERATIONS.add(
         help="Kubernetes version rollouts (Cluster API).",
         activities=(
             capi.read_capi_state,
-            capi.upgrade_control_plane,
-            capi.upgrade_workers,
+            capi.upgrade_cluster,
             capi.read_cluster_versions,
             capi.preflight_k8s,
         ),

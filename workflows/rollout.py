@@ -41,13 +41,13 @@ from workflows.events import emit
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from activities.health import check_cluster_health
+    from activities.health import BATCH_CONCURRENCY, check_clusters_health
     from activities.inventory import list_cluster_names
     from fleet import search
     from fleet.access import FOUR_EYES
     from fleet.durations import format_duration
     from fleet.events import EventType
-    from fleet.models import Health, HealthReport, RecordsQuery
+    from fleet.models import ClusterRef, Health, HealthBatch, HealthReport, RecordsQuery
     from fleet.rollout_models import (
         Approval,
         ApproveRequest,
@@ -78,6 +78,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.registry import OPERATIONS
 
 PREFLIGHT_TIMEOUT = timedelta(minutes=10)
+HEALTH_CHUNK = 50  # clusters per call of the wave health check
+HEALTH_CHUNK_ROUNDS = -(-HEALTH_CHUNK // BATCH_CONCURRENCY)  # readings in a row, at worst
 STOPPED = {RunStatus.HALTED, RunStatus.ABORTED}
 PENDING = {ClusterStatus.PENDING, ClusterStatus.WAITING}
 
@@ -478,30 +480,37 @@ class Rollout:
         self._details(f"wave {wave.name}: health check of {len(done)} clusters")
         unknown = [c.name for c in done if c.name not in self._reached]
         access = self._reached | (await resolve_access(unknown) if unknown else {})
-        reports = await asyncio.gather(*(self._health(c.name, access.get(c.name)) for c in done))
-        for cluster, report in zip(done, reports, strict=True):
+        refs = [access[c.name].ref() for c in done if c.name in access]
+        chunks = [refs[i : i + HEALTH_CHUNK] for i in range(0, len(refs), HEALTH_CHUNK)]
+        answers = await asyncio.gather(*(self._health(chunk) for chunk in chunks))
+        reports = {r.cluster: r for answer in answers for r in answer}
+        for cluster in done:
+            report = reports.get(cluster.name) or HealthReport(
+                cluster=cluster.name, health=Health.UNKNOWN, reason="no longer in the inventory"
+            )
             if report.health != Health.HEALTHY:
                 cluster.status = ClusterStatus.FAILED
                 cluster.reason = f"{report.health.value} after wave {wave.name}: {report.reason}"
                 self._count_failure(cluster)
 
-    async def _health(self, name: str, access: ClusterAccess | None) -> HealthReport:
-        """A health reading; a check that itself fails reads as `unknown` (not healthy)."""
-        if access is None:
-            return HealthReport(
-                cluster=name, health=Health.UNKNOWN, reason="no longer in the inventory"
-            )
+    async def _health(self, refs: list[ClusterRef]) -> list[HealthReport]:
+        """A health reading of each cluster (one activity call); a check that itself fails
+        reads as `unknown` (not healthy)."""
         try:
-            return await workflow.execute_activity(
-                check_cluster_health,
-                access.ref(),
-                start_to_close_timeout=HEALTH_TIMEOUT,
+            answer = await workflow.execute_activity(
+                check_clusters_health,
+                HealthBatch(clusters=refs),
+                start_to_close_timeout=HEALTH_TIMEOUT * HEALTH_CHUNK_ROUNDS,
                 heartbeat_timeout=HEALTH_HEARTBEAT,
                 retry_policy=KUBE_RETRY,
+                summary=f"health check {refs[0].name}..{refs[-1].name}",
             )
         except ActivityError as err:
-            failure = root_failure(err)
-            return HealthReport(cluster=name, health=Health.UNKNOWN, reason=failure.message)
+            reason = root_failure(err).message
+            return [
+                HealthReport(cluster=r.name, health=Health.UNKNOWN, reason=reason) for r in refs
+            ]
+        return answer.reports
 
     async def _between_waves(self, index: int) -> None:
         wave, following = self._p.waves[index], self._p.waves[index + 1]

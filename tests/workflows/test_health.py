@@ -9,10 +9,18 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.testing import ActivityEnvironment
 
-from activities.health import check_cluster_health
+from activities.health import check_cluster_health, check_clusters_health
 from activities.inventory import get_record
 from fleet.ids import HEALTH_SCHEDULE_ID
-from fleet.models import ClusterRef, CredentialRef, Health, HealthReport, SweepRequest, SweepResult
+from fleet.models import (
+    ClusterRef,
+    CredentialRef,
+    Health,
+    HealthBatch,
+    HealthReport,
+    SweepRequest,
+    SweepResult,
+)
 from starters.inventory import onboard
 from starters.schedules import ensure_health_schedule
 from tests.conftest import RunningWorker, lab_request
@@ -34,6 +42,29 @@ async def test_healthy_cluster(lab) -> None:
     assert report.api_ready and report.nodes_total == 3 and report.nodes_ready == 3
     assert report.system_workloads_total == report.system_workloads_available == 2
     assert report.version == "v1.30.6"
+
+
+async def test_batch_reads_every_cluster_in_order_and_heartbeats(lab) -> None:
+    """The rollout's wave check: one call for many clusters, one report each in the
+    batch's order, a bad reference reported (not raised), heartbeats from its threads."""
+    beats: list[tuple] = []
+    env = ActivityEnvironment()
+    env.on_heartbeat = lambda *details: beats.append(details)
+    names = ["eu-dev-1", "nowhere", "eu-dev-1"]
+    refs = [
+        ClusterRef(
+            name=n, credential=CredentialRef(kubeconfig=str(lab.kubeconfig), context=f"lab-{n}")
+        )
+        for n in names
+    ]
+    answer = await asyncio.to_thread(env.run, check_clusters_health, HealthBatch(clusters=refs))
+    assert [r.cluster for r in answer.reports] == names
+    assert [r.health for r in answer.reports] == [
+        Health.HEALTHY,
+        Health.UNREACHABLE,
+        Health.HEALTHY,
+    ]
+    assert len(beats) == 10  # five requests for each reachable cluster
 
 
 async def test_health_check_heartbeats_per_request(lab) -> None:

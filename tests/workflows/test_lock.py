@@ -50,6 +50,22 @@ async def test_release_without_phase_restores_the_phase_before_the_lock(
     assert released and released.phase == Phase.MAINTENANCE
 
 
+async def test_release_records_the_holders_version(temporal_worker: RunningWorker) -> None:
+    """A change's version is written with its release; a release by anyone else (or a
+    repeated one) records nothing."""
+    client = temporal_worker.client
+    name = await new_cluster(client, temporal_worker.task_queue)
+    holder = await start_holder(client)
+    await acquire_lock(client, request(name, holder.id, phase=Phase.UPGRADING))
+    stranger = LockRelease(cluster=name, holder="someone-else", phase=None, version="v9.9.9")
+    untouched = await release_lock(client, stranger)
+    assert untouched and untouched.version != "v9.9.9" and untouched.lock is not None
+    mine = LockRelease(cluster=name, holder=holder.id, phase=None, version="v1.31.2")
+    released = await release_lock(client, mine)
+    assert released and released.version == "v1.31.2" and released.phase == Phase.ACTIVE
+    assert released.lock is None
+
+
 async def test_refused_naming_the_holder(temporal_worker: RunningWorker) -> None:
     client = temporal_worker.client
     name = await new_cluster(client, temporal_worker.task_queue)

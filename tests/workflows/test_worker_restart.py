@@ -20,10 +20,10 @@ from tests.workflows.worker_process import spawn_worker, stop
 
 
 async def baseline_started(handle: WorkflowHandle) -> bool:
-    """Whether install_baseline is running (started events reach history only later)."""
+    """Whether the write step (registration, baseline, release) is running."""
     description = await handle.describe()
     return any(
-        a.activity_type.name == "install_baseline"
+        a.activity_type.name == "register_and_install"
         and a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
         for a in description.raw_description.pending_activities
     )
