@@ -290,9 +290,9 @@ def sync_cluster(req: SyncClusterRequest) -> ClusterDiff:
             and deletes * 100 > target.prune_threshold * max(diff.placed_before, 1)
         ):
             share = round(deletes * 100 / max(diff.placed_before, 1))
-            diff.problem = (
+            diff.approval = (
                 f"prune guard: would delete {deletes} of {diff.placed_before} placed objects "
-                f"({share}% > {target.prune_threshold}%); approve with --approve-prune <who>"
+                f"({share}% > {target.prune_threshold}%)"
             )
         if not req.dry_run:
             new_bundles: dict[str, list[str]] = {}
@@ -397,13 +397,16 @@ def wait_healthy_copy(req: CopiesRequest) -> CopiesAnswer:
 
 @activity.defn
 def preflight_sync(req: PreflightRequest) -> PreflightResult:
-    """The sync's live checks before any cluster changes: every kind served, and the prune
-    guard (a cluster losing more than the threshold's share needs an approval). No object
-    is read: the preview (SyncPlan) and each cluster's child do that."""
+    """The sync's live checks before any cluster changes: every kind served (a problem),
+    and the prune guard (a cluster losing more than the threshold's share: the run asks
+    for an approval). No object is read: the preview (SyncPlan) and each child do that."""
     target = req.operation
     if not isinstance(target, SyncTarget):
         raise ApplicationError("preflight_sync takes a sync target", non_retryable=True)
     answer = preview_clusters(
         PreviewRequest(clusters=[c.ref() for c in req.clusters], target=target, checks_only=True)
     )
-    return PreflightResult(problems={d.cluster: d.problem for d in answer.diffs if d.problem})
+    return PreflightResult(
+        problems={d.cluster: d.problem for d in answer.diffs if d.problem},
+        asks={d.cluster: d.approval for d in answer.diffs if d.approval},
+    )

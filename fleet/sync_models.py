@@ -95,6 +95,7 @@ class PlacementResult(Model):
     failure_budget: str
     soak: str
     approve_between: bool
+    approval_timeout: str = "24h"
     clusters: list[str]  # every cluster the sync visits (to place or to prune)
     bundles: int
 
@@ -117,7 +118,9 @@ class ClusterDiff(Model):
     changes: list[ObjectChange] = Field(default_factory=list)
     placed_before: int = 0  # objects Flotilla had placed here
     unchanged: int = 0
-    problem: str = ""  # why it cannot be synced (unknown kind, prune guard)
+    problem: str = ""  # why it cannot be synced (unknown kind)
+    # Why applying it needs an approval first (the prune guard); the run asks for one.
+    approval: str = ""
     unreachable: str = ""  # why it could not be read (the engine skips it, by option)
 
     def count(self, action: str) -> int:

@@ -3,14 +3,16 @@ they share with the Git push webhook.
 
 A sync runs the `SyncPlan` workflow first (Git and credentials live on the worker): it
 resolves the ref to a SHA, places the bundles and previews every cluster. Any problem
-(a bad file, an unknown kind, the prune guard) refuses the sync before anything starts.
-Then the rollout `rollout:sync:<id>` starts on the engine, pinned to that SHA.
+(a bad file, an unknown kind) refuses the sync before anything starts. Then the rollout
+`rollout:sync:<id>` starts on the engine, pinned to that SHA; a prune past the guard makes
+it wait for an approval before its first wave (`flotilla ops approve <id>`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import getpass
 import os
 import uuid
@@ -98,6 +100,11 @@ def problems(p: SyncPreview) -> list[str]:
     return [f"{d.cluster}: {d.problem}" for d in p.diffs if d.problem]
 
 
+def asks(p: SyncPreview) -> list[str]:
+    """What the run will wait for an approval of (the prune guard), unless pre-approved."""
+    return [f"{d.cluster}: {d.approval}" for d in p.diffs if d.approval]
+
+
 def sync_spec(
     p: SyncPreview, rollout_id: str, options: dict[str, Any] | None = None
 ) -> RolloutSpec:
@@ -107,6 +114,7 @@ def sync_spec(
         "failure_budget": placement.failure_budget,
         "soak": placement.soak,
         "approve_between": placement.approve_between,
+        "approval_timeout": placement.approval_timeout,
     }
     values.update(options or {})
     return RolloutSpec(
@@ -176,6 +184,26 @@ async def ensure_drift_schedules(
         await put_schedule(client, schedule_id, schedule)
 
 
+class RepoNotAllowed(CliError):
+    """A push names a repository outside the configured allowlist."""
+
+
+def check_push_repo(repo: str, allowed: str | None = None) -> None:
+    """Refuses (RepoNotAllowed) a pushed repository not listed in `FLOTILLA_GIT_REPOS`
+    (comma-separated; exact repositories or fnmatch patterns such as
+    `https://git.example.com/platform/*`). A push names what the worker clones, so with
+    no list every push is refused."""
+    text = os.environ.get("FLOTILLA_GIT_REPOS", "") if allowed is None else allowed
+    patterns = [p.strip().rstrip("/") for p in text.split(",") if p.strip()]
+    if not patterns:
+        raise RepoNotAllowed("no repository may be synced by a push: set FLOTILLA_GIT_REPOS")
+    name = repo.rstrip("/")
+    if ".." in name.replace("\\", "/").split("/") or any(c.isspace() for c in name):
+        raise RepoNotAllowed(f"repository {repo[:200]!r} is not a plain path or URL")
+    if not any(name == p or fnmatch.fnmatchcase(name, p) for p in patterns):
+        raise RepoNotAllowed(f"repository {repo[:200]!r} is not in FLOTILLA_GIT_REPOS")
+
+
 async def start_for_sha(
     client: Client, repo: str, sha: str, *, started_by: str, task_queue: str | None = None
 ) -> tuple[str, bool]:
@@ -219,7 +247,9 @@ def print_preview(p: SyncPreview) -> None:
             str(d.count("create")),
             str(d.count("change")),
             str(d.count("delete")),
-            d.problem or (f"unreachable: {d.unreachable}" if d.unreachable else ""),
+            d.problem
+            or (f"asks approval: {d.approval}" if d.approval else "")
+            or (f"unreachable: {d.unreachable}" if d.unreachable else ""),
         )
     out.print(table)
     for d in p.diffs:
@@ -238,7 +268,11 @@ def print_preview(p: SyncPreview) -> None:
 Repo = Annotated[str, typer.Option(help="Git repository: local path or URL.")]
 Ref = Annotated[str, typer.Option(help="Branch, tag or commit SHA.")]
 Approve = Annotated[
-    str, typer.Option(help="Approve a prune past the repository's threshold (who approves).")
+    str,
+    typer.Option(
+        help="Approve a prune past the repository's threshold now (who approves); without "
+        "it the sync waits for `flotilla ops approve` before its first wave."
+    ),
 ]
 
 
@@ -253,6 +287,8 @@ def plan_command(repo: Repo, ref: Ref = "HEAD", approve_prune: Approve = "") -> 
     print_preview(p)
     if found := problems(p):
         raise SyncRefused(f"sync would be refused: {'; '.join(found)}")
+    if found := asks(p):
+        out.print(f"a sync would wait for an approval before its first wave: {'; '.join(found)}")
 
 
 @sync_app.command("start")
@@ -275,6 +311,11 @@ def start_command(
         handle = await start(client, p, rollout_id=rid)
         print_preview(p)
         out.print(f"started {handle.id}; follow it with `flotilla ops watch {handle.id}`")
+        if found := asks(p):
+            out.print(
+                f"it waits for an approval before its first wave ({'; '.join(found)}): "
+                f"`flotilla ops approve {handle.id}`"
+            )
         if wait:
             report = await handle.result()
             print_show(report)

@@ -352,6 +352,10 @@ class Api:
     async def git_push(self, request: web.Request) -> web.Response:
         """One sync per pushed SHA (`rollout:sync:<sha12>`), however often it is delivered."""
         body = await _body(request, _GIT_PUSH_BODY)
+        try:
+            cli_sync.check_push_repo(body.repo)
+        except cli_sync.RepoNotAllowed as exc:
+            raise HttpError(403, exc.message) from None
         client = await self._temporal.client()
         who = f"push by {body.pusher}" if body.pusher else "git push"
         try:
@@ -360,7 +364,7 @@ class Api:
             )
         except rollouts.NoWorker as exc:
             raise HttpError(503, exc.message) from None
-        except CliError as exc:  # a bad commit, an unknown kind, the prune guard
+        except CliError as exc:  # a bad commit, an unknown kind
             raise HttpError(422, exc.message) from None
         desc = await _describe(client, workflow_id)
         if desc is None:

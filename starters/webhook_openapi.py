@@ -75,7 +75,7 @@ ROUTES = (
         StartResponse,
         TypeAdapter(GitPushBody),
         ok=201,
-        errors=(400, 401, 409, 422, 503),
+        errors=(400, 401, 403, 409, 422, 503),
     ),
     Route(
         "GET",

@@ -45,9 +45,11 @@ class SyncCluster(ClusterChange):
         self.set_step(f"previewing {target.describe()}")
         preview = await self._sync(task, dry_run=True, keep=[], result=result)
         result.from_version = preview.previous_sha[:12]
-        if preview.problem:
+        if preview.problem or preview.approval:
+            # An approval needed now that the run's preflight did not ask for (the cluster
+            # changed since): nothing is applied here.
             result.status = ClusterStatus.FAILED
-            result.reason = preview.problem
+            result.reason = preview.problem or f"{preview.approval}, not approved in this run"
             raise ClusterFailed(result)
         if not preview.changes and preview.previous_sha == target.sha:
             result.status = ClusterStatus.UNCHANGED
@@ -128,5 +130,8 @@ class SyncCluster(ClusterChange):
 
 
 def _target(task: ClusterTask) -> SyncTarget:
+    """The sync target, carrying the run's approval of a prune past the guard."""
     assert isinstance(task.operation, SyncTarget)
+    if task.approved_by and not task.operation.prune_approved_by:
+        return task.operation.model_copy(update={"prune_approved_by": task.approved_by})
     return task.operation

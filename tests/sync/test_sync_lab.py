@@ -15,20 +15,28 @@ from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client
 
 from fleet.models import FactsUpdate
-from fleet.rollout_models import ClusterStatus, Outcome, RolloutReport
+from fleet.rollout_models import (
+    ApproveRequest,
+    ClusterStatus,
+    Outcome,
+    RolloutProgress,
+    RolloutReport,
+    WaveStatus,
+)
 from fleet.sync_models import DriftSweepInput, DriftSweepResult, SyncPreview
 from lab.fighter import Fighter
 from starters import cli_sync, rollouts
-from starters.errors import CliError, failure_message
+from starters.errors import CliError
 from tests.conftest import RunningWorker
 from tests.sync.support import NETPOL_A, QUOTA_A, QUOTA_C, WEB, GitRepo, cluster_api, read
 from tests.workflows.rollout_support import eventually
 from tests.workflows.test_rollout_lab import suite_clusters
 from workflows.cluster import ClusterEntity
 from workflows.drift import DriftSweep
+from workflows.rollout import Rollout
 
 BASELINE_OBJECTS = 20
 HISTORIES = Path(__file__).parent / "histories"
@@ -214,22 +222,36 @@ async def test_git_sync_drift_and_placement(
         assert all(d.count("delete") == 3 for d in p.diffs)
         assert all(read(lab, n, NETPOL_A) is None for n in names)
 
-        # Past the threshold the guard asks for an approval; with it the prune proceeds.
+        # Past the threshold the guard asks for an approval: the run waits before its
+        # first wave with nothing deleted; unanswered by the deadline, it halts.
         repo.remove("bundles/baseline/quotas.yaml")
         repo.commit("no quotas")
-        with pytest.raises(CliError, match="prune guard: would delete 6 of 1[78]"):
-            await sync(worker, repo)
+        p = await cli_sync.preview(client, str(repo.path), "main", task_queue=queue)
+        assert not cli_sync.problems(p)
+        assert all(d.approval.startswith("prune guard: would delete 6 of 1") for d in p.diffs)
+        late = await cli_sync.start(
+            client,
+            p,
+            rollout_id=uuid.uuid4().hex[:8],
+            options={"approval_timeout": 2},
+            task_queue=queue,
+        )
+        report = await late.result()
+        assert report.outcome == Outcome.HALTED, report
+        assert "no approval of wave canary" in report.halt_reason
+        assert "prune guard" in report.halt_reason
+        assert all(o.status == ClusterStatus.NOT_STARTED for o in report.outcomes)
         assert read(lab, names[0], QUOTA_A) is not None
-        # A client skipping the preview meets the same guard in the engine's preflight.
-        refused = await cli_sync.preview(client, str(repo.path), "main", task_queue=queue)
-        plan = await rollouts.make_plan(client, cli_sync.sync_spec(refused, uuid.uuid4().hex[:8]))
-        raw = await rollouts.start_rollout(client, plan, task_queue=queue)
-        with pytest.raises(WorkflowFailureError) as failed:
-            await raw.result()
-        assert "prune guard" in failure_message(failed.value)
+        handle = await cli_sync.start(client, p, rollout_id=uuid.uuid4().hex[:8], task_queue=queue)
+        waiting = await eventually(lambda: _asking(client, handle.id))
+        assert set(waiting.asks) == set(names)
         assert read(lab, names[0], QUOTA_A) is not None
-        p, report = await sync(worker, repo, approve_prune="alice")
+        await rollouts.control(
+            client, handle.id, "approve", ApproveRequest(who="alice", wave="canary")
+        )
+        report = await handle.result()
         assert report.outcome == Outcome.SUCCEEDED, report
+        assert [a.who for a in report.approvals] == ["alice"]
         assert all(read(lab, n, QUOTA_A) is None for n in names)
 
         # Bad commits are refused with one line naming file and line; nothing applied.
@@ -256,6 +278,13 @@ async def test_git_sync_drift_and_placement(
         with pytest.raises(CliError, match="ref 'nope' does not exist"):
             await cli_sync.preview(client, str(repo.path), "nope", task_queue=queue)
         assert all(o.status != ClusterStatus.FAILED for o in report.outcomes)
+
+
+async def _asking(client: Client, rollout: str) -> RolloutProgress | None:
+    handle = client.get_workflow_handle_for(Rollout.run, rollout)
+    progress = await handle.query(Rollout.progress)
+    waiting = progress.waves[0].status == WaveStatus.AWAITING_APPROVAL
+    return progress if waiting and progress.asks else None
 
 
 async def _listed(client: Client, selector: str, key: str) -> Any:
