@@ -207,6 +207,9 @@ class DriftCheck(Model):
     repo: str
     fight_reverts: int = 3
     fight_window_seconds: float = 600
+    # False: only detect (and count in `to_correct` what enforce mode would re-apply);
+    # the sweep re-applies in a second call once it has seen the cluster is not locked.
+    enforce: bool = False
 
 
 class DriftCheckResult(Model):
@@ -215,6 +218,7 @@ class DriftCheckResult(Model):
     objects: int = 0
     drifts: list[Drift] = Field(default_factory=list)
     corrected: int = 0
+    to_correct: int = 0  # objects enforce mode would re-apply (detection only)
     conflicts: list[str] = Field(default_factory=list)  # object keys with a conflict
 
 
@@ -234,4 +238,6 @@ class DriftSweepResult(Model):
     drifts: list[Drift] = Field(default_factory=list)
     corrected: int = 0
     conflicts: list[str] = Field(default_factory=list)  # cluster: key: manager
+    # cluster -> why its drift was not corrected this sweep (an operation holds its lock)
+    deferred: dict[str, str] = Field(default_factory=dict)
     failed: dict[str, str] = Field(default_factory=dict)

@@ -17,7 +17,8 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from fleet.models import FactsUpdate
+from activities.inventory import acquire_lock, release_lock
+from fleet.models import FactsUpdate, LockRelease, LockRequest
 from fleet.rollout_models import (
     ApproveRequest,
     ClusterStatus,
@@ -139,8 +140,8 @@ async def test_git_sync_drift_and_placement(
         repo.commit("team-b: no tenant label")
         p, report = await sync(worker, repo)
         assert report.outcome == Outcome.SUCCEEDED, report
-        changed = sorted((c.key, c.paths) for d in p.diffs for c in d.changes)
-        assert changed == [("v1/Namespace//team-b", [".metadata.labels.tenant"])] * len(names)
+        paths = sorted((c.key, c.paths) for d in p.diffs for c in d.changes)
+        assert paths == [("v1/Namespace//team-b", [".metadata.labels.tenant"])] * len(names)
         namespace = read(lab, names[0], "/api/v1/namespaces/team-b")
         assert namespace is not None and "tenant" not in namespace["metadata"].get("labels", {})
 
@@ -158,10 +159,19 @@ async def test_git_sync_drift_and_placement(
         )
         assert listed.first_seen == drift.first_seen
 
-        # Enforce: the edit is reported and reverted.
+        # Enforce: the edit is reported, and reverted once no operation holds the lock.
+        holder = f"cluster:{names[2]}"  # a running workflow: the lock is not stale
+        lock = LockRequest(cluster=names[0], holder=holder, operation="test")
+        await acquire_lock(client, lock)
         await asyncio.to_thread(
             kubectl_edit, lab, names[0], "resourcequota", "team-a", '"30"', '"45"'
         )
+        found = await sweep(client, queue, repo, suite)
+        drift = next(d for d in found.drifts if d.key == "v1/ResourceQuota/team-a/compute")
+        assert drift.live == '"45"' and not drift.corrected
+        assert found.deferred == {names[0]: f"locked by {holder}"}
+        assert pods(lab, names[0], QUOTA_A) == "45"
+        await release_lock(client, LockRelease(cluster=names[0], holder=holder, phase=None))
         found = await sweep(client, queue, repo, suite)
         drift = next(d for d in found.drifts if d.key == "v1/ResourceQuota/team-a/compute")
         assert drift.live == '"45"' and drift.manager == "kubectl-edit" and drift.corrected
