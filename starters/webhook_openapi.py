@@ -35,6 +35,7 @@ DR_ACTIONS = ("switchover", "failover", "failback", "drill")
 ERRORS = {
     400: "Missing or bad Idempotency-Key, or malformed JSON",
     401: "Missing, bad or expired credentials",
+    403: "The pushed repository is not in FLOTILLA_GIT_REPOS",
     404: "No such rollout",
     409: "A replayed request (nonce already used), or the rollout refused the control",
     422: "Invalid body or plan refused",

@@ -248,7 +248,7 @@ async def test_git_sync_drift_and_placement(
         )
         report = await late.result()
         assert report.outcome == Outcome.HALTED, report
-        assert "no approval of wave canary" in report.halt_reason
+        assert "no approval of wave rest" in report.halt_reason  # the one wave
         assert "prune guard" in report.halt_reason
         assert all(o.status == ClusterStatus.NOT_STARTED for o in report.outcomes)
         assert read(lab, names[0], QUOTA_A) is not None
@@ -257,7 +257,7 @@ async def test_git_sync_drift_and_placement(
         assert set(waiting.asks) == set(names)
         assert read(lab, names[0], QUOTA_A) is not None
         await rollouts.control(
-            client, handle.id, "approve", ApproveRequest(who="alice", wave="canary")
+            client, handle.id, "approve", ApproveRequest(who="alice", wave="rest")
         )
         report = await handle.result()
         assert report.outcome == Outcome.SUCCEEDED, report
