@@ -1,7 +1,7 @@
 """Git sync and drift on a large lab fleet, and placement at scale.
 
     .venv/bin/python bench/sync.py [--clusters 200] [--max-concurrent 50]
-        [--waves canary:1,10%,rest] [--samples 10] [--placement-only]
+        [--waves canary:1,10%,rest] [--samples 10] [--placement-only] [--profile DIR]
 
 1. Placement (pure): 1,000 clusters x 500 bundles with mixed selectors, counts and spread.
 2. Starts a Temporal dev server, a lab of N clusters and one worker subprocess, onboards
@@ -23,6 +23,7 @@ import random
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -162,6 +163,46 @@ async def drift_latency(
     return list(recorded.values()), list(corrected.values())
 
 
+async def sweep_durations(client: Any, bundle: str) -> list[float]:
+    """Seconds each finished drift sweep of `bundle` took (start to close)."""
+    found = []
+    query = 'WorkflowType = "DriftSweep" AND ExecutionStatus = "Completed"'
+    async for wf in client.list_workflows(query):
+        mine = wf.id == f"drift:{bundle}" or wf.id.startswith(f"drift:{bundle}-")
+        if mine and wf.close_time and wf.start_time:
+            found.append((wf.close_time - wf.start_time).total_seconds())
+    return found
+
+
+async def profile(worker_pid: int, lab: LabProcess, folder: Path) -> None:
+    """60 s of py-spy on the worker and the lab while drift sweeps run (no edits)."""
+    await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+    assert lab.process is not None
+    spies = [
+        await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "-d",
+            "60",
+            "-r",
+            "50",
+            "-f",
+            "speedscope",
+            "--nonblocking",
+            "-p",
+            str(pid),
+            "-o",
+            str(folder / f"{name}.json"),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        for name, pid in (("worker", worker_pid), ("lab", lab.process.pid))
+    ]
+    for spy in spies:
+        await spy.wait()
+    print(f"profiles in {folder}")
+
+
 async def run(args: argparse.Namespace) -> None:
     figures: list[tuple[str, Any]] = [bench_placement()]
     if args.placement_only:
@@ -205,6 +246,8 @@ async def run(args: argparse.Namespace) -> None:
                     f"{usage.cpu_seconds:.0f} s / {usage.peak_rss / 2**20:.0f} MiB",
                 ),
             ]
+            if args.profile:
+                await profile(worker.pid, lab, Path(args.profile))
             sample = random.Random(3).sample(preview.placement.clusters, args.samples)
             records, corrections = await drift_latency(env.client, lab, sample, interval)
             figures += [
@@ -218,6 +261,15 @@ async def run(args: argparse.Namespace) -> None:
                     f"{statistics.median(corrections):.1f} / {pct(corrections, 0.95):.1f} s",
                 ),
             ]
+            durations = await sweep_durations(env.client, "baseline")
+            if durations:
+                figures.append(
+                    (
+                        "baseline sweep duration (p50 / max)",
+                        f"{statistics.median(durations):.1f} / {max(durations):.1f} s"
+                        f" ({len(durations)} sweeps)",
+                    )
+                )
         finally:
             worker.terminate()
             await worker.wait()
@@ -233,6 +285,7 @@ def main() -> None:
     parser.add_argument("--waves", default="canary:1,10%,rest")
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--placement-only", action="store_true")
+    parser.add_argument("--profile", default="", help="Folder for py-spy profiles of sweeps.")
     asyncio.run(run(parser.parse_args()))
 
 

@@ -226,6 +226,9 @@ class DriftSweepInput(Model):
     bundle: str
     repo: str
     selector: str = ""
+    # The clusters the last sync placed the bundle on (its schedule carries them, so a
+    # sweep never visits clusters without it); None: every cluster matching `selector`.
+    clusters: list[str] | None = None
     concurrency: int = Field(default=50, ge=1, le=200)
 
 

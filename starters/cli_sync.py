@@ -153,7 +153,8 @@ async def ensure_drift_schedules(
     client: Client, p: SyncPreview, *, task_queue: str | None = None
 ) -> None:
     """One schedule per bundle of the synced repository (`flotilla-drift-<bundle>`),
-    created or updated to this repository and interval. Idempotent."""
+    created or updated to this repository, interval and the clusters the bundle is placed
+    on. Idempotent."""
     interval = drift_interval()
     queue = task_queue or Settings.from_env().task_queue
     bundles = sorted({b for d in p.diffs for b in d.bundles})
@@ -169,7 +170,10 @@ async def ensure_drift_schedules(
             action=ScheduleActionStartWorkflow(
                 DriftSweep.run,
                 DriftSweepInput(
-                    bundle=bundle, repo=p.placement.target.repo, selector=p.placement.selector
+                    bundle=bundle,
+                    repo=p.placement.target.repo,
+                    selector=p.placement.selector,
+                    clusters=[d.cluster for d in p.diffs if bundle in d.bundles],
                 ),
                 id=f"drift:{bundle}",
                 task_queue=queue,
@@ -179,7 +183,9 @@ async def ensure_drift_schedules(
                 static_details=f"Compares {bundle} on every cluster with Git ({repo}).",
             ),
             spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=interval))]),
-            policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+            # A sweep longer than the interval is followed at once by the next (never
+            # skipped to the one after): a drift waits at most max(interval, sweep).
+            policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.BUFFER_ONE),
         )
         await put_schedule(client, schedule_id, schedule)
 

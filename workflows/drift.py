@@ -51,13 +51,16 @@ class DriftSweep:
     async def run(self, req: DriftSweepInput) -> DriftSweepResult:
         self._result = DriftSweepResult(bundle=req.bundle)
         try:
-            names = await workflow.execute_activity(
-                list_cluster_names,
-                RecordsQuery(selector=req.selector),
-                start_to_close_timeout=INVENTORY_TIMEOUT,
-                retry_policy=INVENTORY_RETRY,
-                summary="list clusters",
-            )
+            if req.clusters is not None:
+                names = ClusterNames(names=req.clusters)
+            else:
+                names = await workflow.execute_activity(
+                    list_cluster_names,
+                    RecordsQuery(selector=req.selector),
+                    start_to_close_timeout=INVENTORY_TIMEOUT,
+                    retry_policy=INVENTORY_RETRY,
+                    summary="list clusters",
+                )
             chunks = [names.names[i : i + CHUNK] for i in range(0, len(names.names), CHUNK)]
             access = await asyncio.gather(
                 *(

@@ -7,6 +7,7 @@ refused with file and line."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import uuid
@@ -287,7 +288,14 @@ async def test_git_sync_drift_and_placement(
             repo.git("reset", "-q", "--hard", head)
         with pytest.raises(CliError, match="ref 'nope' does not exist"):
             await cli_sync.preview(client, str(repo.path), "nope", task_queue=queue)
-        assert all(o.status != ClusterStatus.FAILED for o in report.outcomes)
+        assert all(synced_sha(lab, n) == head for n in names)  # nothing applied
+
+
+def synced_sha(lab: Any, cluster: str) -> str:
+    """The commit the cluster's sync record says it is on."""
+    record = read(lab, cluster, "/api/v1/namespaces/kube-system/configmaps/flotilla-sync")
+    assert record is not None
+    return str(json.loads(record["data"]["state"])["sha"])
 
 
 async def _asking(client: Client, rollout: str) -> RolloutProgress | None:
