@@ -308,7 +308,8 @@ def sync_cluster(req: SyncClusterRequest) -> ClusterDiff:
                     "retained": sorted(kept),
                 }
             )
-            write_state(api, new, version)
+            if new != state or not version:
+                write_state(api, new, version)
     except ApiException as exc:
         if exc.status in (400, 403, 422):
             raise ApplicationError(

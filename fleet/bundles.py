@@ -168,6 +168,12 @@ def _bundle(name: str, files: dict[str, str]) -> Bundle:
     text = files[meta_path]
     raw = _one_doc(meta_path, text)
     raw.pop("manifests", None)
+    for key in ("rollout", *(set(SyncSettings.model_fields) - {"selector", "prune_threshold"})):
+        if key in raw:
+            raise BundleError(
+                f"{meta_path}:{_line_of(text, key)}: {key}: rollout options are the "
+                f"repository's ({REPO_FILE}): a sync is one rollout of every bundle"
+            )
     bundle = _model(Bundle, {"name": name, **raw}, meta_path)
     _check_selector(bundle.placement.selector, f"{meta_path}:{_line_of(text, 'selector')}")
     manifests: list[Manifest] = []

@@ -149,3 +149,11 @@ def test_push_allowlist() -> None:
             check_push_repo(repo, allowed)
     with pytest.raises(RepoNotAllowed, match="set FLOTILLA_GIT_REPOS"):
         check_push_repo("/srv/git/fleet", "")
+
+
+def test_rollout_options_are_the_repositorys() -> None:
+    files = example_files()
+    files["bundles/web/bundle.yaml"] += "rollout:\n  waves: [rest]\n"
+    lines = files["bundles/web/bundle.yaml"].count("\n") - 1
+    with pytest.raises(BundleError, match=rf"bundle.yaml:{lines}: rollout: rollout options are"):
+        parse_repo(SHA, files)

@@ -74,10 +74,16 @@ async def sync(
     return p, await handle.result()
 
 
-async def sweep(client: Client, queue: str, repo: GitRepo, suite: str) -> DriftSweepResult:
+async def sweep(
+    client: Client, queue: str, repo: GitRepo, suite: str, clusters: list[str] | None = None
+) -> DriftSweepResult:
+    """A sweep of the baseline over the suite's clusters, or over `clusters` (as the
+    bundle's schedule names them)."""
     return await client.execute_workflow(
         DriftSweep.run,
-        DriftSweepInput(bundle="baseline", repo=str(repo.path), selector=f"suite={suite}"),
+        DriftSweepInput(
+            bundle="baseline", repo=str(repo.path), selector=f"suite={suite}", clusters=clusters
+        ),
         id=f"drift:baseline:{uuid.uuid4().hex[:6]}",
         task_queue=queue,
         memo={"bundle": "baseline"},
@@ -189,7 +195,7 @@ async def test_git_sync_drift_and_placement(
             results = []
             for _ in range(5):
                 await asyncio.sleep(0.5)
-                results.append(await sweep(client, queue, repo, suite))
+                results.append(await sweep(client, queue, repo, suite, clusters=names))
         on_1 = [[d for d in r.drifts if d.cluster == names[1]] for r in results]
         assert [r[0].corrected for r in on_1[:3]] == [True, True, True]
         assert on_1[3][0].conflict == "quota-tuner" and not on_1[3][0].corrected
