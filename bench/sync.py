@@ -156,10 +156,17 @@ async def drift_latency(
                 if d.key.endswith("team-c/compute") and d.cluster in edited:
                     recorded.setdefault(d.cluster, time.perf_counter() - edited[d.cluster])
 
-    await asyncio.wait_for(
-        asyncio.gather(watch_records(), *(one(i, n) for i, n in enumerate(clusters))),
-        timeout=interval * 10 + 120,
-    )
+    limit = interval * 10 + 120
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(watch_records(), *(one(i, n) for i, n in enumerate(clusters))),
+            timeout=limit,
+        )
+    except TimeoutError:
+        print(
+            f"drift: {len(clusters) - len(recorded)} records and "
+            f"{len(clusters) - len(corrected)} corrections missing after {limit:.0f} s"
+        )
     return list(recorded.values()), list(corrected.values())
 
 
@@ -223,6 +230,7 @@ async def run(args: argparse.Namespace) -> None:
             print(f"onboarded {args.clusters} clusters in {seconds:.1f} s")
             repo = Path(tmp) / "repo"
             git_repo(repo, args.waves, args.max_concurrent)
+            load_before = os.getloadavg()
             async with measured(worker.pid) as usage:
                 started = time.perf_counter()
                 preview = await cli_sync.preview(env.client, str(repo), "main", task_queue=queue)
@@ -237,6 +245,7 @@ async def run(args: argparse.Namespace) -> None:
                 raise SystemExit(f"sync {report.outcome.value}: {report.halt_reason}")
             objects = sum(d.count("create") for d in preview.diffs)
             figures += [
+                ("load average before / after sync", f"{load_before} / {os.getloadavg()}"),
                 ("clusters / objects created", f"{args.clusters} / {objects}"),
                 ("waves / max concurrent", f"{args.waves} / {args.max_concurrent}"),
                 ("preview (SyncPlan) wall time", f"{planned:.1f} s"),
@@ -246,10 +255,13 @@ async def run(args: argparse.Namespace) -> None:
                     f"{usage.cpu_seconds:.0f} s / {usage.peak_rss / 2**20:.0f} MiB",
                 ),
             ]
+            for label, value in figures:
+                print(f"{label:<40}: {value}", flush=True)
             if args.profile:
                 await profile(worker.pid, lab, Path(args.profile))
             sample = random.Random(3).sample(preview.placement.clusters, args.samples)
             records, corrections = await drift_latency(env.client, lab, sample, interval)
+            records, corrections = records or [float("nan")], corrections or [float("nan")]
             figures += [
                 ("drift sweep interval", f"{interval:.0f} s"),
                 (
