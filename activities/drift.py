@@ -21,7 +21,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.git import load_repo
 from activities.kube import api_client, api_error_message
-from activities.manifests import apply, get, read_state, resolve, write_state
+from activities.manifests import Pulse, apply, get, read_state, resolve, write_state
 from fleet.sync_diff import as_text, compare, dotted, owners, same_as_git, value_at
 from fleet.sync_models import FIELD_MANAGER, Drift, DriftCheck, DriftCheckResult
 from fleet.sync_state import ObjectDrift
@@ -44,8 +44,9 @@ def check_drift(req: DriftCheck) -> DriftCheckResult:
         now = datetime.now(UTC)
         window = timedelta(seconds=req.fight_window_seconds)
         before = state.model_dump_json()
+        pulse = Pulse()
         for manifest in bundle.manifests:
-            activity.heartbeat(manifest.key())
+            pulse(manifest.key())
             obj = resolve(api, ref.name, bundle.name, manifest)
             result.objects += 1
             mode = bundle.mode_of(manifest)
