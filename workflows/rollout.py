@@ -252,12 +252,10 @@ class Rollout:
         self._p.asks = dict(sorted(asks.items()))
         first = self._p.waves[0]
         first.status = WaveStatus.AWAITING_APPROVAL
-        name, why = next(iter(self._p.asks.items()))
-        more = f" (+{len(asks) - 1} clusters)" if len(asks) > 1 else ""
-        self._details(f"waiting for approval to start wave {first.name}: {name}: {why}{more}")
+        self._details()
         await self._wait_for(
             lambda: any(a.wave == first.index for a in self._p.approvals),
-            f"approval of wave {first.name} ({name}: {why}{more})",
+            f"approval of wave {first.name} ({self._asked()})",
         )
         if self._p.status not in STOPPED:
             first.status = WaveStatus.PENDING
@@ -558,10 +556,17 @@ class Rollout:
 
     # --- reporting ----------------------------------------------------------------------
 
+    def _asked(self) -> str:
+        """The first cluster asking for an approval and why, and how many others ask."""
+        (name, why), others = next(iter(self._p.asks.items())), len(self._p.asks) - 1
+        return f"{name}: {why}" + (f" (+{others} clusters)" if others else "")
+
     def _details(self, line: str = "") -> None:
         """The UI's details: what the run changes, where it is, and its outcome so far.
         Set at the start of every run, so it survives continue-as-new."""
         p = self._p
+        if not line and p.asks and p.waves[0].status == WaveStatus.AWAITING_APPROVAL:
+            line = f"waiting for approval to start wave {p.waves[0].name}: {self._asked()}"
         wave = p.waves[min(p.current_wave, len(p.waves) - 1)]
         counts: dict[str, int] = {}
         for name in wave.clusters:

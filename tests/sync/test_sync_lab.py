@@ -269,6 +269,7 @@ async def test_git_sync_drift_and_placement(
         report = await handle.result()
         assert report.outcome == Outcome.SUCCEEDED, report
         assert [a.who for a in report.approvals] == ["alice"]
+        await record(client, handle.id, "Rollout-sync-prune-ask")
         assert all(read(lab, n, QUOTA_A) is None for n in names)
 
         # Bad commits are refused with one line naming file and line; nothing applied.
