@@ -21,6 +21,7 @@ import asyncio
 import os
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -181,32 +182,35 @@ async def sweep_durations(client: Any, bundle: str) -> list[float]:
     return found
 
 
-async def profile(worker_pid: int, lab: LabProcess, folder: Path) -> None:
-    """60 s of py-spy on the worker and the lab while drift sweeps run (no edits)."""
+async def spy(
+    worker_pid: int, lab: LabProcess, folder: Path, phase: str, seconds: int | None
+) -> list[asyncio.subprocess.Process]:
+    """py-spy on the worker and the lab, for `seconds` or until interrupted (SIGINT)."""
     await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
     assert lab.process is not None
-    spies = [
+    duration = ["-d", str(seconds)] if seconds else []
+    options = ["-r", "50", "-f", "speedscope", "--nonblocking"]
+    return [
         await asyncio.create_subprocess_exec(
             str(Path(sys.executable).parent / "py-spy"),
             "record",
-            "-d",
-            "60",
-            "-r",
-            "50",
-            "-f",
-            "speedscope",
-            "--nonblocking",
+            *duration,
+            *options,
             "-p",
             str(pid),
             "-o",
-            str(folder / f"{name}.json"),
+            str(folder / f"{phase}-{name}.json"),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )
         for name, pid in (("worker", worker_pid), ("lab", lab.process.pid))
     ]
-    for spy in spies:
-        await spy.wait()
+
+
+async def profile(worker_pid: int, lab: LabProcess, folder: Path) -> None:
+    """60 s of py-spy on the worker and the lab while drift sweeps run (no edits)."""
+    for process in await spy(worker_pid, lab, folder, "drift", 60):
+        await process.wait()
     print(f"profiles in {folder}")
 
 
@@ -231,6 +235,8 @@ async def run(args: argparse.Namespace) -> None:
             repo = Path(tmp) / "repo"
             git_repo(repo, args.waves, args.max_concurrent)
             load_before = os.getloadavg()
+            folder = Path(args.profile)
+            spies = await spy(worker.pid, lab, folder, "sync", None) if args.profile else []
             async with measured(worker.pid) as usage:
                 started = time.perf_counter()
                 preview = await cli_sync.preview(env.client, str(repo), "main", task_queue=queue)
@@ -240,6 +246,9 @@ async def run(args: argparse.Namespace) -> None:
                 )
                 report = await handle.result()
                 wall = time.perf_counter() - started
+            for process in spies:
+                process.send_signal(signal.SIGINT)
+                await process.wait()
             applied = report.count(ClusterStatus.SUCCEEDED)
             if report.outcome != Outcome.SUCCEEDED:
                 raise SystemExit(f"sync {report.outcome.value}: {report.halt_reason}")
@@ -297,7 +306,9 @@ def main() -> None:
     parser.add_argument("--waves", default="canary:1,10%,rest")
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--placement-only", action="store_true")
-    parser.add_argument("--profile", default="", help="Folder for py-spy profiles of sweeps.")
+    parser.add_argument(
+        "--profile", default="", help="Folder for py-spy profiles of the sync and of sweeps."
+    )
     asyncio.run(run(parser.parse_args()))
 
 
