@@ -211,7 +211,7 @@ async def profile(worker_pid: int, lab: LabProcess, folder: Path) -> None:
     """60 s of py-spy on the worker and the lab while drift sweeps run (no edits)."""
     for process in await spy(worker_pid, lab, folder, "drift", 60):
         await process.wait()
-    print(f"profiles in {folder}")
+    print(f"profiles in {folder}", flush=True)
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -231,7 +231,7 @@ async def run(args: argparse.Namespace) -> None:
         worker = await spawn_worker(env, queue, kubeconfig=lab.kubeconfig, log=Path(tmp) / "w.log")
         try:
             seconds = await onboard_fleet(env.client, lab, queue)
-            print(f"onboarded {args.clusters} clusters in {seconds:.1f} s")
+            print(f"onboarded {args.clusters} clusters in {seconds:.1f} s", flush=True)
             repo = Path(tmp) / "repo"
             git_repo(repo, args.waves, args.max_concurrent)
             load_before = os.getloadavg()

@@ -222,10 +222,18 @@ async def test_git_sync_drift_and_placement(
         new = move.added[0]
         assert read(lab, old, WEB) is None
         assert read(lab, new, WEB) is not None
+        # The old cluster's child: check, wait for the new copy, apply (prune), verify;
+        # the copy was found healthy (else the old one would be `kept`).
         steps = await _activities(client, f"{report.id}/{old}")
-        assert steps.index("wait_healthy_copy") < len(steps) - 1 - steps[::-1].index(
-            "apply_cluster"
-        )
+        sync_steps = [s for s in steps if s in ("apply_cluster", "wait_healthy_copy")]
+        assert sync_steps == [
+            "apply_cluster",
+            "wait_healthy_copy",
+            "apply_cluster",
+            "apply_cluster",
+        ]
+        outcome = next(o for o in report.outcomes if o.name == old)
+        assert outcome.reason.endswith(" -1"), outcome  # the Deployment; nothing kept
         assert pods(lab, names[1], QUOTA_A) == "30"  # the new commit's sync re-applied it
         await record(client, f"{report.id}/{old}", "SyncCluster-move")
         await record(client, report.id, "Rollout-sync-move")
