@@ -345,16 +345,17 @@ def sync_cluster(req: SyncClusterRequest) -> ClusterDiff:
 
 @activity.defn
 def preview_clusters(req: PreviewRequest) -> PreviewResult:
-    """What a sync would do on each cluster (dry run); a cluster that cannot be read, or
-    has a problem, says so in its diff instead of failing the batch (an unreachable one is
-    no problem: the engine skips or counts it, as the rollout's options say)."""
+    """What a sync would do on each cluster (dry run; creates counted, not listed); a
+    cluster that cannot be read, or has a problem, says so in its diff instead of failing
+    the batch (an unreachable one is no problem: the engine skips or counts it, as the
+    rollout's options say)."""
     diffs = []
     pulse = Pulse()
     for ref in req.clusters:
         pulse(ref.name)
         try:
             one = SyncClusterRequest(cluster=ref, target=req.target, checks_only=req.checks_only)
-            diffs.append(sync_cluster(one))
+            diffs.append(sync_cluster(one).compact())
         except ApplicationError as exc:
             if exc.type == "BadBundle":
                 raise
