@@ -4,8 +4,9 @@ enforce mode, its correction, unless enforcement is fighting another controller.
 The desired object is the server's answer to a server-side apply dry-run of Git's object
 (field manager `flotilla`, force), so defaults the server fills in are never drift. Each
 drifted field is reported with its JSON path, both values, the field manager owning the
-live value (managedFields) and when it was first seen; nothing is capped. Enforcement
-re-applies the object; an object re-applied `fight_reverts` times within the window is
+live value (managedFields) and when it was first seen; nothing is capped. Called with
+`enforce` (by the sweep, once it has seen no operation holds the cluster's lock),
+enforcement re-applies the object; an object re-applied `fight_reverts` times within the window is
 fought over: enforcement stops for it and a conflict naming the other manager is
 reported, until Git changes (a new commit) or the other writer stops.
 """
@@ -20,7 +21,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.git import load_repo
 from activities.kube import api_client, api_error_message
-from activities.manifests import apply, get, read_state, resolve, write_state
+from activities.manifests import Pulse, apply, get, read_state, resolve, write_state
 from fleet.sync_diff import as_text, compare, dotted, owners, same_as_git, value_at
 from fleet.sync_models import FIELD_MANAGER, Drift, DriftCheck, DriftCheckResult
 from fleet.sync_state import ObjectDrift
@@ -43,8 +44,9 @@ def check_drift(req: DriftCheck) -> DriftCheckResult:
         now = datetime.now(UTC)
         window = timedelta(seconds=req.fight_window_seconds)
         before = state.model_dump_json()
+        pulse = Pulse()
         for manifest in bundle.manifests:
-            activity.heartbeat(manifest.key())
+            pulse(manifest.key())
             obj = resolve(api, ref.name, bundle.name, manifest)
             result.objects += 1
             mode = bundle.mode_of(manifest)
@@ -62,6 +64,7 @@ def check_drift(req: DriftCheck) -> DriftCheckResult:
             drifted = {dotted(p) if p != ("(object)",) else "(object)": p for p in paths}
             history.first_seen = {k: history.first_seen.get(k, now) for k in drifted}
             history.reverts = [t for t in history.reverts if now - t < window]
+            corrected = False
             if not drifted:
                 history.conflict = ""
             elif mode == "enforce" and not (history.conflict and history.conflict_sha == state.sha):
@@ -69,10 +72,13 @@ def check_drift(req: DriftCheck) -> DriftCheckResult:
                 manager = (owners(live_obj, first, exclude=FIELD_MANAGER) or ["unknown"])[0]
                 if len(history.reverts) >= req.fight_reverts:
                     history.conflict, history.conflict_sha = manager, state.sha
-                else:
+                elif req.enforce:
                     apply(api, obj, dry_run=False)
                     history.reverts.append(now)
                     result.corrected += 1
+                    corrected = True
+                else:
+                    result.to_correct += 1
             for text, path in drifted.items():
                 result.drifts.append(
                     Drift(
@@ -85,7 +91,7 @@ def check_drift(req: DriftCheck) -> DriftCheckResult:
                         manager=(owners(live_obj, path, exclude=FIELD_MANAGER) or [""])[0],
                         mode=mode,
                         first_seen=history.first_seen[text],
-                        corrected=mode == "enforce" and not history.conflict,
+                        corrected=corrected,
                         conflict=history.conflict,
                     )
                 )

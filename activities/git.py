@@ -182,6 +182,7 @@ async def place_bundles(req: PlacementRequest) -> PlacementResult:
         failure_budget=settings.failure_budget,
         soak=settings.soak,
         approve_between=settings.approve_between,
+        approval_timeout=settings.approval_timeout,
         clusters=sorted(c.name for c in clusters),
         bundles=len(repo.bundles),
     )

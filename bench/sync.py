@@ -1,7 +1,7 @@
 """Git sync and drift on a large lab fleet, and placement at scale.
 
     .venv/bin/python bench/sync.py [--clusters 200] [--max-concurrent 50]
-        [--waves canary:1,10%,rest] [--samples 10] [--placement-only]
+        [--waves canary:1,10%,rest] [--samples 10] [--placement-only] [--profile DIR]
 
 1. Placement (pure): 1,000 clusters x 500 bundles with mixed selectors, counts and spread.
 2. Starts a Temporal dev server, a lab of N clusters and one worker subprocess, onboards
@@ -21,8 +21,10 @@ import asyncio
 import os
 import random
 import shutil
+import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -155,11 +157,61 @@ async def drift_latency(
                 if d.key.endswith("team-c/compute") and d.cluster in edited:
                     recorded.setdefault(d.cluster, time.perf_counter() - edited[d.cluster])
 
-    await asyncio.wait_for(
-        asyncio.gather(watch_records(), *(one(i, n) for i, n in enumerate(clusters))),
-        timeout=interval * 10 + 120,
-    )
+    limit = interval * 10 + 120
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(watch_records(), *(one(i, n) for i, n in enumerate(clusters))),
+            timeout=limit,
+        )
+    except TimeoutError:
+        print(
+            f"drift: {len(clusters) - len(recorded)} records and "
+            f"{len(clusters) - len(corrected)} corrections missing after {limit:.0f} s"
+        )
     return list(recorded.values()), list(corrected.values())
+
+
+async def sweep_durations(client: Any, bundle: str) -> list[float]:
+    """Seconds each finished drift sweep of `bundle` took (start to close)."""
+    found = []
+    query = 'WorkflowType = "DriftSweep" AND ExecutionStatus = "Completed"'
+    async for wf in client.list_workflows(query):
+        mine = wf.id == f"drift:{bundle}" or wf.id.startswith(f"drift:{bundle}-")
+        if mine and wf.close_time and wf.start_time:
+            found.append((wf.close_time - wf.start_time).total_seconds())
+    return found
+
+
+async def spy(
+    worker_pid: int, lab: LabProcess, folder: Path, phase: str, seconds: int | None
+) -> list[asyncio.subprocess.Process]:
+    """py-spy on the worker and the lab, for `seconds` or until interrupted (SIGINT)."""
+    await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+    assert lab.process is not None
+    duration = ["-d", str(seconds)] if seconds else []
+    options = ["-r", "50", "-f", "speedscope", "--nonblocking"]
+    return [
+        await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            *duration,
+            *options,
+            "-p",
+            str(pid),
+            "-o",
+            str(folder / f"{phase}-{name}.json"),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        for name, pid in (("worker", worker_pid), ("lab", lab.process.pid))
+    ]
+
+
+async def profile(worker_pid: int, lab: LabProcess, folder: Path) -> None:
+    """60 s of py-spy on the worker and the lab while drift sweeps run (no edits)."""
+    for process in await spy(worker_pid, lab, folder, "drift", 60):
+        await process.wait()
+    print(f"profiles in {folder}", flush=True)
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -179,9 +231,12 @@ async def run(args: argparse.Namespace) -> None:
         worker = await spawn_worker(env, queue, kubeconfig=lab.kubeconfig, log=Path(tmp) / "w.log")
         try:
             seconds = await onboard_fleet(env.client, lab, queue)
-            print(f"onboarded {args.clusters} clusters in {seconds:.1f} s")
+            print(f"onboarded {args.clusters} clusters in {seconds:.1f} s", flush=True)
             repo = Path(tmp) / "repo"
             git_repo(repo, args.waves, args.max_concurrent)
+            load_before = os.getloadavg()
+            folder = Path(args.profile)
+            spies = await spy(worker.pid, lab, folder, "sync", None) if args.profile else []
             async with measured(worker.pid) as usage:
                 started = time.perf_counter()
                 preview = await cli_sync.preview(env.client, str(repo), "main", task_queue=queue)
@@ -191,11 +246,15 @@ async def run(args: argparse.Namespace) -> None:
                 )
                 report = await handle.result()
                 wall = time.perf_counter() - started
+            for process in spies:
+                process.send_signal(signal.SIGINT)
+                await process.wait()
             applied = report.count(ClusterStatus.SUCCEEDED)
             if report.outcome != Outcome.SUCCEEDED:
                 raise SystemExit(f"sync {report.outcome.value}: {report.halt_reason}")
             objects = sum(d.count("create") for d in preview.diffs)
             figures += [
+                ("load average before / after sync", f"{load_before} / {os.getloadavg()}"),
                 ("clusters / objects created", f"{args.clusters} / {objects}"),
                 ("waves / max concurrent", f"{args.waves} / {args.max_concurrent}"),
                 ("preview (SyncPlan) wall time", f"{planned:.1f} s"),
@@ -205,8 +264,13 @@ async def run(args: argparse.Namespace) -> None:
                     f"{usage.cpu_seconds:.0f} s / {usage.peak_rss / 2**20:.0f} MiB",
                 ),
             ]
+            for label, value in figures:
+                print(f"{label:<40}: {value}", flush=True)
+            if args.profile:
+                await profile(worker.pid, lab, Path(args.profile))
             sample = random.Random(3).sample(preview.placement.clusters, args.samples)
             records, corrections = await drift_latency(env.client, lab, sample, interval)
+            records, corrections = records or [float("nan")], corrections or [float("nan")]
             figures += [
                 ("drift sweep interval", f"{interval:.0f} s"),
                 (
@@ -218,6 +282,15 @@ async def run(args: argparse.Namespace) -> None:
                     f"{statistics.median(corrections):.1f} / {pct(corrections, 0.95):.1f} s",
                 ),
             ]
+            durations = await sweep_durations(env.client, "baseline")
+            if durations:
+                figures.append(
+                    (
+                        "baseline sweep duration (p50 / max)",
+                        f"{statistics.median(durations):.1f} / {max(durations):.1f} s"
+                        f" ({len(durations)} sweeps)",
+                    )
+                )
         finally:
             worker.terminate()
             await worker.wait()
@@ -233,6 +306,9 @@ def main() -> None:
     parser.add_argument("--waves", default="canary:1,10%,rest")
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--placement-only", action="store_true")
+    parser.add_argument(
+        "--profile", default="", help="Folder for py-spy profiles of the sync and of sweeps."
+    )
     asyncio.run(run(parser.parse_args()))
 
 

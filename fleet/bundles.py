@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import Field, ValidationError
 
+from fleet.durations import parse_duration
 from fleet.models import Model
 from fleet.selectors import SelectorError, parse_selector
 from fleet.wave_specs import PlanError, parse_waves
@@ -109,8 +110,10 @@ class SyncSettings(Model):
     failure_budget: str = "0"
     soak: str = "0"
     approve_between: bool = False
-    # A sync deleting more than this share of a cluster's placed objects needs an approval.
+    # A sync deleting more than this share of a cluster's placed objects needs an approval;
+    # it waits for one before its first wave this long, then halts with nothing changed.
     prune_threshold: int = Field(default=25, ge=0, le=100)
+    approval_timeout: str = "24h"
 
 
 class Repo(Model):
@@ -133,6 +136,11 @@ def parse_repo(sha: str, files: dict[str, str]) -> Repo:
     if REPO_FILE in files:
         settings = _model(SyncSettings, _one_doc(REPO_FILE, files[REPO_FILE]), REPO_FILE)
         _check_selector(settings.selector, f"{REPO_FILE}:{_line_of(files[REPO_FILE], 'selector')}")
+        try:
+            parse_duration(settings.approval_timeout)
+        except ValueError as exc:
+            line = _line_of(files[REPO_FILE], "approval_timeout")
+            raise BundleError(f"{REPO_FILE}:{line}: approval_timeout: {exc}") from None
         try:
             parse_waves(settings.waves)
         except (PlanError, ValueError) as exc:
@@ -160,6 +168,12 @@ def _bundle(name: str, files: dict[str, str]) -> Bundle:
     text = files[meta_path]
     raw = _one_doc(meta_path, text)
     raw.pop("manifests", None)
+    for key in ("rollout", *(set(SyncSettings.model_fields) - {"selector", "prune_threshold"})):
+        if key in raw:
+            raise BundleError(
+                f"{meta_path}:{_line_of(text, key)}: {key}: rollout options are the "
+                f"repository's ({REPO_FILE}): a sync is one rollout of every bundle"
+            )
     bundle = _model(Bundle, {"name": name, **raw}, meta_path)
     _check_selector(bundle.placement.selector, f"{meta_path}:{_line_of(text, 'selector')}")
     manifests: list[Manifest] = []

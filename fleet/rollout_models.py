@@ -231,6 +231,9 @@ class ClusterTask(Model):
     timeout_seconds: float = 1800
     settle_seconds: float = 300  # the after-change health gate's patience
     rollback: bool = False  # an add-on undo run: skip the health pre-gate, always proceed
+    # Who approved what the preflight asked (e.g. a sync's prune guard); "" when nothing
+    # was asked or the run started approved.
+    approved_by: str = ""
 
 
 class ClusterResult(Model):
@@ -347,6 +350,8 @@ class RolloutProgress(Model):
     failures: int = 0
     halt_reason: str = ""
     approvals: list[Approval] = Field(default_factory=list)
+    # What the preflight asked an approval for before the first wave (cluster -> why).
+    asks: dict[str, str] = Field(default_factory=dict)
     controls: list[ControlEvent] = Field(default_factory=list)
     left: list[str] = Field(default_factory=list)  # planned clusters that left the fleet
     joined: list[str] = Field(default_factory=list)  # matching clusters added mid-run
@@ -432,6 +437,9 @@ class PlanCheckRequest(Model):
 
 class PreflightResult(Model):
     problems: dict[str, str] = Field(default_factory=dict)  # cluster -> what is wrong
+    # cluster -> why changing it needs an approval first: the run waits (up to its
+    # approval_timeout) for an approval of its first wave before anything changes.
+    asks: dict[str, str] = Field(default_factory=dict)
 
 
 # Activity messages (activities/capi.py, activities/addons.py).

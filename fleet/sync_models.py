@@ -95,6 +95,7 @@ class PlacementResult(Model):
     failure_budget: str
     soak: str
     approve_between: bool
+    approval_timeout: str = "24h"
     clusters: list[str]  # every cluster the sync visits (to place or to prune)
     bundles: int
 
@@ -117,11 +118,26 @@ class ClusterDiff(Model):
     changes: list[ObjectChange] = Field(default_factory=list)
     placed_before: int = 0  # objects Flotilla had placed here
     unchanged: int = 0
-    problem: str = ""  # why it cannot be synced (unknown kind, prune guard)
+    problem: str = ""  # why it cannot be synced (unknown kind)
+    # Why applying it needs an approval first (the prune guard); the run asks for one.
+    approval: str = ""
     unreachable: str = ""  # why it could not be read (the engine skips it, by option)
+    # Creates counted, not listed (previews: 20 objects x 1,000 clusters listed one by one
+    # made SyncPlan's answer larger than Temporal's 2 MB payload limit).
+    created: int = 0
 
     def count(self, action: str) -> int:
-        return sum(1 for c in self.changes if c.action == action)
+        listed = sum(1 for c in self.changes if c.action == action)
+        return listed + (self.created if action == "create" else 0)
+
+    def compact(self) -> ClusterDiff:
+        """This diff with its creates counted instead of listed."""
+        return self.model_copy(
+            update={
+                "created": self.count("create"),
+                "changes": [c for c in self.changes if c.action != "create"],
+            }
+        )
 
     def summary(self) -> str:
         parts = [f"+{self.count('create')}", f"~{self.count('change')}"]
@@ -204,6 +220,9 @@ class DriftCheck(Model):
     repo: str
     fight_reverts: int = 3
     fight_window_seconds: float = 600
+    # False: only detect (and count in `to_correct` what enforce mode would re-apply);
+    # the sweep re-applies in a second call once it has seen the cluster is not locked.
+    enforce: bool = False
 
 
 class DriftCheckResult(Model):
@@ -212,6 +231,7 @@ class DriftCheckResult(Model):
     objects: int = 0
     drifts: list[Drift] = Field(default_factory=list)
     corrected: int = 0
+    to_correct: int = 0  # objects enforce mode would re-apply (detection only)
     conflicts: list[str] = Field(default_factory=list)  # object keys with a conflict
 
 
@@ -219,6 +239,9 @@ class DriftSweepInput(Model):
     bundle: str
     repo: str
     selector: str = ""
+    # The clusters the last sync placed the bundle on (its schedule carries them, so a
+    # sweep never visits clusters without it); None: every cluster matching `selector`.
+    clusters: list[str] | None = None
     concurrency: int = Field(default=50, ge=1, le=200)
 
 
@@ -231,4 +254,6 @@ class DriftSweepResult(Model):
     drifts: list[Drift] = Field(default_factory=list)
     corrected: int = 0
     conflicts: list[str] = Field(default_factory=list)  # cluster: key: manager
+    # cluster -> why its drift was not corrected this sweep (an operation holds its lock)
+    deferred: dict[str, str] = Field(default_factory=dict)
     failed: dict[str, str] = Field(default_factory=dict)

@@ -159,7 +159,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     for code, text in {
         400: "Missing or bad Idempotency-Key, or malformed JSON",
         401: "Missing, bad or expired credentials",
-        403: "The caller's roles or teams do not allow it (the clusters are named)",
+        403: "The caller's roles or teams do not allow it (the clusters are named), "
+        "or a pushed repository outside FLOTILLA_GIT_REPOS",
         404: "No such operation, cluster or application (or not one the caller may see)",
         409: "A replayed request, or the operation refused the control",
         422: "Invalid body or plan refused",
@@ -868,6 +869,10 @@ def _routes() -> Any:
         delivered. A desired state may touch any cluster: admins only."""
         _mark(request, "git.push", f"{body.repo}@{body.after[:12]}")
         _require_admin(svc, who, "start a sync")
+        try:
+            cli_sync.check_push_repo(body.repo)
+        except cli_sync.RepoNotAllowed as exc:
+            raise HttpError(403, exc.message) from None
         client = await svc.temporal.client()
         started_by = f"{who.name} (push by {body.pusher})" if body.pusher else who.name
         try:
@@ -876,7 +881,7 @@ def _routes() -> Any:
             )
         except rollouts.NoWorker as exc:
             raise HttpError(503, exc.message) from None
-        except CliError as exc:  # a bad commit, an unknown kind, the prune guard
+        except CliError as exc:  # a bad commit, an unknown kind
             raise HttpError(422, exc.message) from None
         _mark(request, "git.push", f"{body.repo}@{body.after[:12]}", workflow_id=workflow_id)
         desc = await _describe(client, workflow_id)

@@ -3,14 +3,16 @@ they share with the Git push webhook.
 
 A sync runs the `SyncPlan` workflow first (Git and credentials live on the worker): it
 resolves the ref to a SHA, places the bundles and previews every cluster. Any problem
-(a bad file, an unknown kind, the prune guard) refuses the sync before anything starts.
-Then the rollout `rollout:sync:<id>` starts on the engine, pinned to that SHA.
+(a bad file, an unknown kind) refuses the sync before anything starts. Then the rollout
+`rollout:sync:<id>` starts on the engine, pinned to that SHA; a prune past the guard makes
+it wait for an approval before its first wave (`flotilla ops approve <id>`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import getpass
 import os
 import uuid
@@ -58,6 +60,9 @@ from workflows.rollout import Rollout
 from workflows.sync_preview import SyncPlan
 
 T = TypeVar("T")
+# A preview reads every placed object of every cluster (20,000 at 1,000 clusters with the
+# example baseline): longer than a rollout's plan check.
+PREVIEW_TIMEOUT = timedelta(minutes=15)
 out = Console()
 sync_app = typer.Typer(help="Desired state from Git: plan, start and show syncs.")
 drift_app = typer.Typer(help="Drift between Git and the clusters (drift sweeps).")
@@ -87,7 +92,7 @@ async def preview(
             ),
             id=f"sync-plan:{uuid.uuid4().hex[:10]}",
             task_queue=queue,
-            execution_timeout=rollouts.CHECK_TIMEOUT,
+            execution_timeout=PREVIEW_TIMEOUT,
             static_summary=f"Sync plan of {ref} in {repo}",
         )
     except WorkflowFailureError as exc:
@@ -96,6 +101,11 @@ async def preview(
 
 def problems(p: SyncPreview) -> list[str]:
     return [f"{d.cluster}: {d.problem}" for d in p.diffs if d.problem]
+
+
+def asks(p: SyncPreview) -> list[str]:
+    """What the run will wait for an approval of (the prune guard), unless pre-approved."""
+    return [f"{d.cluster}: {d.approval}" for d in p.diffs if d.approval]
 
 
 def sync_spec(
@@ -107,6 +117,7 @@ def sync_spec(
         "failure_budget": placement.failure_budget,
         "soak": placement.soak,
         "approve_between": placement.approve_between,
+        "approval_timeout": placement.approval_timeout,
     }
     values.update(options or {})
     return RolloutSpec(
@@ -145,7 +156,8 @@ async def ensure_drift_schedules(
     client: Client, p: SyncPreview, *, task_queue: str | None = None
 ) -> None:
     """One schedule per bundle of the synced repository (`flotilla-drift-<bundle>`),
-    created or updated to this repository and interval. Idempotent."""
+    created or updated to this repository, interval and the clusters the bundle is placed
+    on. Idempotent."""
     interval = drift_interval()
     queue = task_queue or Settings.from_env().task_queue
     bundles = sorted({b for d in p.diffs for b in d.bundles})
@@ -161,7 +173,10 @@ async def ensure_drift_schedules(
             action=ScheduleActionStartWorkflow(
                 DriftSweep.run,
                 DriftSweepInput(
-                    bundle=bundle, repo=p.placement.target.repo, selector=p.placement.selector
+                    bundle=bundle,
+                    repo=p.placement.target.repo,
+                    selector=p.placement.selector,
+                    clusters=[d.cluster for d in p.diffs if bundle in d.bundles],
                 ),
                 id=f"drift:{bundle}",
                 task_queue=queue,
@@ -171,9 +186,31 @@ async def ensure_drift_schedules(
                 static_details=f"Compares {bundle} on every cluster with Git ({repo}).",
             ),
             spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=interval))]),
-            policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+            # A sweep longer than the interval is followed at once by the next (never
+            # skipped to the one after): a drift waits at most max(interval, sweep).
+            policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.BUFFER_ONE),
         )
         await put_schedule(client, schedule_id, schedule)
+
+
+class RepoNotAllowed(CliError):
+    """A push names a repository outside the configured allowlist."""
+
+
+def check_push_repo(repo: str, allowed: str | None = None) -> None:
+    """Refuses (RepoNotAllowed) a pushed repository not listed in `FLOTILLA_GIT_REPOS`
+    (comma-separated; exact repositories or fnmatch patterns such as
+    `https://git.example.com/platform/*`). A push names what the worker clones, so with
+    no list every push is refused."""
+    text = os.environ.get("FLOTILLA_GIT_REPOS", "") if allowed is None else allowed
+    patterns = [p.strip().rstrip("/") for p in text.split(",") if p.strip()]
+    if not patterns:
+        raise RepoNotAllowed("no repository may be synced by a push: set FLOTILLA_GIT_REPOS")
+    name = repo.rstrip("/")
+    if ".." in name.replace("\\", "/").split("/") or any(c.isspace() for c in name):
+        raise RepoNotAllowed(f"repository {repo[:200]!r} is not a plain path or URL")
+    if not any(name == p or fnmatch.fnmatchcase(name, p) for p in patterns):
+        raise RepoNotAllowed(f"repository {repo[:200]!r} is not in FLOTILLA_GIT_REPOS")
 
 
 async def start_for_sha(
@@ -219,7 +256,9 @@ def print_preview(p: SyncPreview) -> None:
             str(d.count("create")),
             str(d.count("change")),
             str(d.count("delete")),
-            d.problem or (f"unreachable: {d.unreachable}" if d.unreachable else ""),
+            d.problem
+            or (f"asks approval: {d.approval}" if d.approval else "")
+            or (f"unreachable: {d.unreachable}" if d.unreachable else ""),
         )
     out.print(table)
     for d in p.diffs:
@@ -238,7 +277,11 @@ def print_preview(p: SyncPreview) -> None:
 Repo = Annotated[str, typer.Option(help="Git repository: local path or URL.")]
 Ref = Annotated[str, typer.Option(help="Branch, tag or commit SHA.")]
 Approve = Annotated[
-    str, typer.Option(help="Approve a prune past the repository's threshold (who approves).")
+    str,
+    typer.Option(
+        help="Approve a prune past the repository's threshold now (who approves); without "
+        "it the sync waits for `flotilla ops approve` before its first wave."
+    ),
 ]
 
 
@@ -253,6 +296,8 @@ def plan_command(repo: Repo, ref: Ref = "HEAD", approve_prune: Approve = "") -> 
     print_preview(p)
     if found := problems(p):
         raise SyncRefused(f"sync would be refused: {'; '.join(found)}")
+    if found := asks(p):
+        out.print(f"a sync would wait for an approval before its first wave: {'; '.join(found)}")
 
 
 @sync_app.command("start")
@@ -275,6 +320,11 @@ def start_command(
         handle = await start(client, p, rollout_id=rid)
         print_preview(p)
         out.print(f"started {handle.id}; follow it with `flotilla ops watch {handle.id}`")
+        if found := asks(p):
+            out.print(
+                f"it waits for an approval before its first wave ({'; '.join(found)}): "
+                f"`flotilla ops approve {handle.id}`"
+            )
         if wait:
             report = await handle.result()
             print_show(report)

@@ -2,7 +2,9 @@
 
 Started by the bundle's Temporal Schedule `flotilla-drift-<bundle>` (starters/cli_sync.py
 creates it when a sync of the repository starts). Each cluster is one `check_drift`
-activity, `concurrency` at a time; clusters without the bundle answer at once. The result
+activity, `concurrency` at a time; clusters without the bundle answer at once. Drift that
+enforce mode would correct is re-applied by a second call, only when no operation holds
+the cluster's lock (otherwise reported as deferred to the next sweep). The result
 lists every drifted field (uncapped; `flotilla drift list` reads the newest finished
 sweep's, updated with what a running sweep found so far through its `progress` query) and
 the UI's details say how many fields drifted, were corrected, or are fought over.
@@ -27,10 +29,10 @@ from workflows.common import (
 
 with workflow.unsafe.imports_passed_through():
     from activities.drift import check_drift
-    from activities.inventory import list_cluster_names, resolve_clusters
+    from activities.inventory import get_cluster_records, list_cluster_names, resolve_clusters
     from fleet.models import ClusterRef, RecordsQuery
     from fleet.rollout_models import ClusterNames
-    from fleet.sync_models import DriftCheck, DriftSweepInput, DriftSweepResult
+    from fleet.sync_models import DriftCheck, DriftCheckResult, DriftSweepInput, DriftSweepResult
 
 CHECK_TIMEOUT = timedelta(minutes=5)
 CHUNK = 50
@@ -49,13 +51,16 @@ class DriftSweep:
     async def run(self, req: DriftSweepInput) -> DriftSweepResult:
         self._result = DriftSweepResult(bundle=req.bundle)
         try:
-            names = await workflow.execute_activity(
-                list_cluster_names,
-                RecordsQuery(selector=req.selector),
-                start_to_close_timeout=INVENTORY_TIMEOUT,
-                retry_policy=INVENTORY_RETRY,
-                summary="list clusters",
-            )
+            if req.clusters is not None:
+                names = ClusterNames(names=req.clusters)
+            else:
+                names = await workflow.execute_activity(
+                    list_cluster_names,
+                    RecordsQuery(selector=req.selector),
+                    start_to_close_timeout=INVENTORY_TIMEOUT,
+                    retry_policy=INVENTORY_RETRY,
+                    summary="list clusters",
+                )
             chunks = [names.names[i : i + CHUNK] for i in range(0, len(names.names), CHUNK)]
             access = await asyncio.gather(
                 *(
@@ -88,15 +93,18 @@ class DriftSweep:
         return self._result
 
     async def _check(self, req: DriftSweepInput, ref: ClusterRef) -> None:
+        check = DriftCheck(cluster=ref, bundle=req.bundle, repo=req.repo)
         try:
-            found = await workflow.execute_activity(
-                check_drift,
-                DriftCheck(cluster=ref, bundle=req.bundle, repo=req.repo),
-                start_to_close_timeout=CHECK_TIMEOUT,
-                heartbeat_timeout=HEARTBEAT,
-                retry_policy=KUBE_RETRY,
-                summary=f"drift of {req.bundle} on {ref.name}",
-            )
+            found = await self._check_drift(check, "drift")
+            if found.to_correct:
+                # Enforcement never races an operation holding the cluster's lock (a sync
+                # applying another commit, an add-on rollout): it waits for the next sweep.
+                holder = await self._lock_holder(ref.name)
+                if holder:
+                    self._result.deferred[ref.name] = f"locked by {holder}"
+                else:
+                    check.enforce = True
+                    found = await self._check_drift(check, "correct drift")
         except ActivityError as err:
             self._result.failed[ref.name] = root_failure(err).message
         else:
@@ -109,14 +117,40 @@ class DriftSweep:
         self._result.checked_clusters.append(ref.name)
         self._details()
 
+    async def _check_drift(self, check: DriftCheck, what: str) -> DriftCheckResult:
+        found: DriftCheckResult = await workflow.execute_activity(
+            check_drift,
+            check,
+            start_to_close_timeout=CHECK_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT,
+            retry_policy=KUBE_RETRY,
+            summary=f"{what} of {check.bundle} on {check.cluster.name}",
+        )
+        return found
+
+    async def _lock_holder(self, cluster: str) -> str:
+        """Who holds the cluster's operation lock now ("" when free), read just before
+        enforcing. A lock taken after this read is caught by that operation's own check."""
+        records = await workflow.execute_activity(
+            get_cluster_records,
+            RecordsQuery(names=[cluster]),
+            start_to_close_timeout=INVENTORY_TIMEOUT,
+            retry_policy=INVENTORY_RETRY,
+            summary=f"lock of {cluster}",
+        )
+        lock = records.records[0].lock if records.records else None
+        return lock.holder if lock else ""
+
     def _details(self) -> None:
         r = self._result
         clusters = len({d.cluster for d in r.drifts})
         head = (
             f"bundle {r.bundle}: checked {r.checked}/{r.clusters} clusters, {r.objects} objects;"
             f" {len(r.drifts)} drifted fields on {clusters} clusters, {r.corrected} corrected,"
-            f" {len(r.conflicts)} conflicts, {len(r.failed)} unreadable"
+            f" {len(r.conflicts)} conflicts, {len(r.deferred)} deferred (locked),"
+            f" {len(r.failed)} unreadable"
         )
         lines = [f"conflict: {c}" for c in r.conflicts[:20]]
+        lines += [f"not corrected: {n}: {why}" for n, why in sorted(r.deferred.items())[:20]]
         lines += [f"{d.cluster} {d.key} {d.path}: {d.live} (by {d.manager})" for d in r.drifts[:20]]
         workflow.set_current_details("\n".join([head, *lines]))

@@ -2,7 +2,8 @@
 cluster) without starting the rollout, for `plan` and for `start` before it starts.
 
 Credentials live on the worker, so the check runs there; it changes nothing and returns
-the problems found (cluster -> what is wrong), which the caller shows or refuses on.
+the problems found (cluster -> what is wrong), which the caller shows or refuses on, and
+the approvals the run would ask for.
 """
 
 from __future__ import annotations
@@ -29,4 +30,4 @@ class PlanCheck:
         if preflight is None:
             return PreflightResult()
         workflow.set_current_details(f"checking {len(plan.cluster_names())} clusters")
-        return PreflightResult(problems=await preflight_problems(plan, preflight))
+        return await preflight_problems(plan, preflight)

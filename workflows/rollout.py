@@ -6,7 +6,9 @@ run stops there. Then per wave: note clusters that left or joined the fleet (the
 changes), start children up to `max_concurrent` (each only inside its maintenance window;
 the run waits durably for the next one), count failures against the wave's and the run's
 budget (halt when exceeded: no new clusters, in-flight ones finish), check health after the
-wave, soak, wait for approval, then continue-as-new carrying all state.
+wave, soak, wait for approval, then continue-as-new carrying all state. A preflight may
+also ask for an approval before anything changes (a sync's prune guard): the first wave
+then waits for one like any other.
 
 Controls (Updates with validators): pause, resume, approve, skip, abort, rollback. Stopping
 never interrupts a running child: each finishes at its own safe point and releases its lock.
@@ -262,14 +264,30 @@ class Rollout:
         if self._operation.preflight is None:
             return
         self._details("preflight: checking every planned cluster")
-        problems = await preflight_problems(self._plan, self._operation.preflight)
-        if problems:
-            listed = "; ".join(f"{name}: {text}" for name, text in sorted(problems.items()))
+        checked = await preflight_problems(self._plan, self._operation.preflight)
+        if checked.problems:
+            listed = "; ".join(f"{name}: {text}" for name, text in sorted(checked.problems.items()))
             raise ApplicationError(
                 f"plan refused, nothing was changed: {listed}",
                 type="PlanRefused",
                 non_retryable=True,
             )
+        if checked.asks:
+            await self._ask(checked.asks)
+
+    async def _ask(self, asks: dict[str, str]) -> None:
+        """The preflight asked for an approval (e.g. a sync's prune guard): the first wave
+        waits for one, as `approve_between` waves do, within `approval_timeout`."""
+        self._p.asks = dict(sorted(asks.items()))
+        first = self._p.waves[0]
+        first.status = WaveStatus.AWAITING_APPROVAL
+        self._details()
+        await self._wait_for(
+            lambda: any(a.wave == first.index for a in self._p.approvals),
+            f"approval of wave {first.name} ({self._asked()})",
+        )
+        if self._p.status not in STOPPED:
+            first.status = WaveStatus.PENDING
 
     async def _run_wave(self, index: int) -> None:
         wave = self._p.waves[index]
@@ -363,6 +381,7 @@ class Rollout:
             timeout_seconds=self._spec.cluster_timeout,
             settle_seconds=self._options.settle,
             rollback=rollback,
+            approved_by=self._asks_approved_by(),
         )
         suffix = "/rollback" if rollback else ""
         try:
@@ -394,6 +413,11 @@ class Rollout:
             cluster.to_version = result.to_version
         else:
             self._record(cluster, result)
+
+    def _asks_approved_by(self) -> str:
+        if not self._p.asks:
+            return ""
+        return next((a.who for a in self._p.approvals if a.wave == 0), "")
 
     def _record(self, cluster: ClusterProgress, result: ClusterResult) -> None:
         cluster.finished_at = workflow.now()
@@ -630,10 +654,17 @@ class Rollout:
 
     # --- reporting ----------------------------------------------------------------------
 
+    def _asked(self) -> str:
+        """The first cluster asking for an approval and why, and how many others ask."""
+        (name, why), others = next(iter(self._p.asks.items())), len(self._p.asks) - 1
+        return f"{name}: {why}" + (f" (+{others} clusters)" if others else "")
+
     def _details(self, line: str = "") -> None:
         """The UI's details: what the run changes, where it is, and its outcome so far.
         Set at the start of every run, so it survives continue-as-new."""
         p = self._p
+        if not line and p.asks and p.waves[0].status == WaveStatus.AWAITING_APPROVAL:
+            line = f"waiting for approval to start wave {p.waves[0].name}: {self._asked()}"
         wave = p.waves[min(p.current_wave, len(p.waves) - 1)]
         counts: dict[str, int] = {}
         for name in wave.clusters:
@@ -724,9 +755,9 @@ def input_problem(plan: Plan) -> str:
 
 async def preflight_problems(
     plan: Plan, preflight: Callable[[PreflightRequest], PreflightResult]
-) -> dict[str, str]:
-    """Runs `preflight` over every planned cluster in chunks; cluster -> problem. A planned
-    cluster with no active record is a problem too."""
+) -> PreflightResult:
+    """Runs `preflight` over every planned cluster in chunks: the problems (cluster ->
+    problem) and asks found. A planned cluster with no active record is a problem too."""
     names = plan.cluster_names()
     access = await resolve_access(names)
     problems = {n: "not in the inventory (offboarded?)" for n in names if n not in access}
@@ -752,7 +783,10 @@ async def preflight_problems(
             type="PreflightFailed",
             non_retryable=True,
         ) from None
-    return problems | {name: text for r in results for name, text in r.problems.items()}
+    return PreflightResult(
+        problems=problems | {name: text for r in results for name, text in r.problems.items()},
+        asks={name: text for r in results for name, text in r.asks.items()},
+    )
 
 
 def result_of_failure(cluster: str, err: ChildWorkflowError) -> ClusterResult:

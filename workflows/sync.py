@@ -1,13 +1,15 @@
 """SyncCluster: bring one cluster to a commit's bundles (the `sync` operation's child).
 
-On the shared skeleton (workflows/cluster_task.py): the change previews the cluster
-(server-side apply dry-run, field manager `flotilla`); nothing to create, change or delete
-at an already-recorded SHA is UNCHANGED. A workload bundle leaving this cluster for others
-is pruned only once one of its new copies is healthy; if none is within the wait, the old
-copy is kept (reported as `kept`, pruned by a later sync). Then it applies, prunes, and
-records the SHA on the cluster. The verification previews again: nothing may remain to
-create or change. The result's from/to are the previous and new SHAs and its reason the
-per-cluster diff summary (`+3 ~1 -0`), which `flotilla sync show` lists.
+On the shared skeleton (workflows/cluster_task.py): the change first checks the cluster
+without reading objects (kinds served, the prune guard, bundles leaving it). A workload
+bundle leaving this cluster for others is pruned only once one of its new copies is
+healthy; if none is within the wait, the old copy is kept (reported as `kept`, pruned by a
+later sync). Then one pass reads each object, applies what differs (server-side apply,
+field manager `flotilla`), prunes, and records the SHA on the cluster; nothing created,
+changed or deleted at an already-recorded SHA is UNCHANGED. The verification previews
+again: nothing may remain to create or change. The result's from/to are the previous and
+new SHAs and its reason the per-cluster diff summary (`+3 ~1 -0`), which `flotilla sync
+show` lists.
 """
 
 from __future__ import annotations
@@ -42,22 +44,25 @@ class SyncCluster(ClusterChange):
     async def change(self, task: ClusterTask, result: ClusterResult) -> None:
         target = _target(task)
         result.to_version = target.sha[:12]
-        self.set_step(f"previewing {target.describe()}")
-        preview = await self._sync(task, dry_run=True, keep=[], result=result)
+        self.set_step(f"checking {target.describe()}")
+        # Checks only (kinds served, the prune guard, bundles leaving): no object is read;
+        # the apply pass below reads each object once and reports what it changed.
+        preview = await self._sync(task, dry_run=True, keep=[], result=result, checks_only=True)
         result.from_version = preview.previous_sha[:12]
-        if preview.problem:
+        if preview.problem or preview.approval:
+            # An approval needed now that the run's preflight did not ask for (the cluster
+            # changed since): nothing is applied here.
             result.status = ClusterStatus.FAILED
-            result.reason = preview.problem
+            result.reason = preview.problem or f"{preview.approval}, not approved in this run"
             raise ClusterFailed(result)
-        if not preview.changes and preview.previous_sha == target.sha:
-            result.status = ClusterStatus.UNCHANGED
-            result.reason = "+0 ~0 -0"
-            return
         keep = await self._keep_until_copied(task, preview, result)
         result.changed = True
-        self.set_step(f"applying {preview.summary()}")
+        self.set_step(f"applying {target.sha[:12]}")
         applied = await self._sync(task, dry_run=False, keep=keep, result=result)
         result.reason = applied.summary()
+        if not applied.changes and applied.previous_sha == target.sha:
+            result.changed = False
+            result.status = ClusterStatus.UNCHANGED
 
     async def verify(self, task: ClusterTask, result: ClusterResult) -> None:
         self.set_step("checking nothing is left to apply")
@@ -108,19 +113,30 @@ class SyncCluster(ClusterChange):
         return keep
 
     async def _sync(
-        self, task: ClusterTask, *, dry_run: bool, keep: list[str], result: ClusterResult
+        self,
+        task: ClusterTask,
+        *,
+        dry_run: bool,
+        keep: list[str],
+        result: ClusterResult,
+        checks_only: bool = False,
     ) -> ClusterDiff:
         target = _target(task)
         try:
             diff: ClusterDiff = await workflow.execute_activity(
                 apply_cluster,
                 SyncClusterRequest(
-                    cluster=self.access.ref(), target=target, dry_run=dry_run, keep=keep
+                    cluster=self.access.ref(),
+                    target=target,
+                    dry_run=dry_run,
+                    keep=keep,
+                    checks_only=checks_only,
                 ),
                 start_to_close_timeout=APPLY_TIMEOUT,
                 heartbeat_timeout=HEARTBEAT,
                 retry_policy=KUBE_RETRY,
-                summary=f"{'preview' if dry_run else 'apply'} {target.sha[:12]}",
+                summary=f"{'check' if checks_only else 'preview' if dry_run else 'apply'}"
+                f" {target.sha[:12]}",
             )
         except ActivityError as err:
             raise activity_failure(err, result) from None
@@ -128,5 +144,8 @@ class SyncCluster(ClusterChange):
 
 
 def _target(task: ClusterTask) -> SyncTarget:
+    """The sync target, carrying the run's approval of a prune past the guard."""
     assert isinstance(task.operation, SyncTarget)
+    if task.approved_by and not task.operation.prune_approved_by:
+        return task.operation.model_copy(update={"prune_approved_by": task.approved_by})
     return task.operation

@@ -8,6 +8,7 @@ mistake and the server turns it into a `Status` body.
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import json
 import secrets
@@ -119,9 +120,14 @@ async def read_body(request: web.Request) -> Any:
             f"application/yaml ({content_type})",
         )
     try:
-        if "yaml" in content_type:
-            return yaml.safe_load(raw)
-        return json.loads(raw)
+        if "yaml" not in content_type:
+            return json.loads(raw)
+        # JSON (a YAML document too, as clients send apply patches) is parsed as JSON: the
+        # pure-Python YAML parser was a fifth of the lab's time under a fleet-wide sync.
+        if raw.lstrip().startswith(b"{"):
+            with contextlib.suppress(ValueError):
+                return json.loads(raw)
+        return yaml.safe_load(raw)
     except (ValueError, yaml.YAMLError) as exc:
         raise ApiError(400, "BadRequest", f"the request body is not valid: {exc}") from None
 

@@ -10,6 +10,7 @@ import pytest
 from fleet.bundles import BundleError, Placement, parse_repo
 from fleet.placement import PlacedCluster, by_cluster, groups, place, place_one
 from fleet.sync_diff import compare, dotted, owners
+from starters.cli_sync import RepoNotAllowed, check_push_repo
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "baseline-repo"
 SHA = "a" * 40
@@ -133,3 +134,26 @@ def test_drift_compares_only_fields_git_sets_and_names_the_manager() -> None:
     (path,) = compare(git, would, live)
     assert dotted(path) == ".spec.hard.pods"
     assert owners(live, path, exclude="flotilla") == ["kubectl-edit"]
+
+
+def test_push_allowlist() -> None:
+    allowed = "/srv/git/fleet, https://git.example.com/platform/*"
+    check_push_repo("/srv/git/fleet/", allowed)
+    check_push_repo("https://git.example.com/platform/baseline.git", allowed)
+    for repo, why in [
+        ("/srv/git/other", "not in FLOTILLA_GIT_REPOS"),
+        ("https://git.example.com/platform/../secrets", "not a plain path"),
+        ("https://evil.example.com/platform/x", "not in FLOTILLA_GIT_REPOS"),
+    ]:
+        with pytest.raises(RepoNotAllowed, match=why):
+            check_push_repo(repo, allowed)
+    with pytest.raises(RepoNotAllowed, match="set FLOTILLA_GIT_REPOS"):
+        check_push_repo("/srv/git/fleet", "")
+
+
+def test_rollout_options_are_the_repositorys() -> None:
+    files = example_files()
+    files["bundles/web/bundle.yaml"] += "rollout:\n  waves: [rest]\n"
+    lines = files["bundles/web/bundle.yaml"].count("\n") - 1
+    with pytest.raises(BundleError, match=rf"bundle.yaml:{lines}: rollout: rollout options are"):
+        parse_repo(SHA, files)

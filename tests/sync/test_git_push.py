@@ -1,5 +1,6 @@
 """The Git push webhook: a signed push starts one sync per SHA however often it is
-delivered; a push of a commit that does not exist is refused with one line."""
+delivered; a push of a commit that does not exist, or of a repository outside the
+allowlist, is refused with one line."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ async def test_a_push_starts_one_sync_per_sha(
     monkeypatch.setenv("FLOTILLA_DRIFT_INTERVAL", "0")
     async with suite_clusters(worker, lab, 2) as names:
         repo = GitRepo(tmp_path / "repo", names[0].rsplit("-", 1)[0])
+        monkeypatch.setenv("FLOTILLA_GIT_REPOS", f"{tmp_path}/other-*,{repo.path}")
         sha = repo.git("rev-parse", "HEAD")
         push = {"repo": str(repo.path), "after": sha, "ref": "refs/heads/main", "pusher": "dev"}
         async with serving(client=worker.client, task_queue=worker.task_queue) as hook:
@@ -55,6 +57,10 @@ async def test_a_push_starts_one_sync_per_sha(
             assert status == 422 and "does not exist" in body["error"] and "\n" not in body["error"]
             status, body = await hook.call("POST", "/v1/git/push", {"repo": "x", "after": "main"})
             assert status == 422 and "after" in body["error"]
+            # Only allowlisted repositories: the worker never clones one a caller names.
+            elsewhere = {**push, "repo": "https://evil.example.com/fleet.git"}
+            status, body = await hook.call("POST", "/v1/git/push", elsewhere)
+            assert status == 403 and "not in FLOTILLA_GIT_REPOS" in body["error"]
 
         # The CLI: a preview of the synced commit changes nothing; bad input is one line.
         env = {

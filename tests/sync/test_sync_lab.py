@@ -7,6 +7,7 @@ refused with file and line."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import uuid
@@ -15,20 +16,29 @@ from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client
 
-from fleet.models import FactsUpdate
-from fleet.rollout_models import ClusterStatus, Outcome, RolloutReport
+from activities.inventory import acquire_lock, release_lock
+from fleet.models import FactsUpdate, LockRelease, LockRequest
+from fleet.rollout_models import (
+    ApproveRequest,
+    ClusterStatus,
+    Outcome,
+    RolloutProgress,
+    RolloutReport,
+    WaveStatus,
+)
 from fleet.sync_models import DriftSweepInput, DriftSweepResult, SyncPreview
 from lab.fighter import Fighter
 from starters import cli_sync, rollouts
-from starters.errors import CliError, failure_message
+from starters.errors import CliError
 from tests.conftest import RunningWorker
 from tests.sync.support import NETPOL_A, QUOTA_A, QUOTA_C, WEB, GitRepo, cluster_api, read
 from tests.workflows.rollout_support import eventually
 from tests.workflows.test_rollout_lab import suite_clusters
 from workflows.cluster import ClusterEntity
 from workflows.drift import DriftSweep
+from workflows.rollout import Rollout
 
 BASELINE_OBJECTS = 20
 HISTORIES = Path(__file__).parent / "histories"
@@ -64,10 +74,16 @@ async def sync(
     return p, await handle.result()
 
 
-async def sweep(client: Client, queue: str, repo: GitRepo, suite: str) -> DriftSweepResult:
+async def sweep(
+    client: Client, queue: str, repo: GitRepo, suite: str, clusters: list[str] | None = None
+) -> DriftSweepResult:
+    """A sweep of the baseline over the suite's clusters, or over `clusters` (as the
+    bundle's schedule names them)."""
     return await client.execute_workflow(
         DriftSweep.run,
-        DriftSweepInput(bundle="baseline", repo=str(repo.path), selector=f"suite={suite}"),
+        DriftSweepInput(
+            bundle="baseline", repo=str(repo.path), selector=f"suite={suite}", clusters=clusters
+        ),
         id=f"drift:baseline:{uuid.uuid4().hex[:6]}",
         task_queue=queue,
         memo={"bundle": "baseline"},
@@ -131,8 +147,8 @@ async def test_git_sync_drift_and_placement(
         repo.commit("team-b: no tenant label")
         p, report = await sync(worker, repo)
         assert report.outcome == Outcome.SUCCEEDED, report
-        changed = sorted((c.key, c.paths) for d in p.diffs for c in d.changes)
-        assert changed == [("v1/Namespace//team-b", [".metadata.labels.tenant"])] * len(names)
+        paths = sorted((c.key, c.paths) for d in p.diffs for c in d.changes)
+        assert paths == [("v1/Namespace//team-b", [".metadata.labels.tenant"])] * len(names)
         namespace = read(lab, names[0], "/api/v1/namespaces/team-b")
         assert namespace is not None and "tenant" not in namespace["metadata"].get("labels", {})
 
@@ -150,10 +166,19 @@ async def test_git_sync_drift_and_placement(
         )
         assert listed.first_seen == drift.first_seen
 
-        # Enforce: the edit is reported and reverted.
+        # Enforce: the edit is reported, and reverted once no operation holds the lock.
+        holder = f"cluster:{names[2]}"  # a running workflow: the lock is not stale
+        lock = LockRequest(cluster=names[0], holder=holder, operation="test")
+        await acquire_lock(client, lock)
         await asyncio.to_thread(
             kubectl_edit, lab, names[0], "resourcequota", "team-a", '"30"', '"45"'
         )
+        found = await sweep(client, queue, repo, suite)
+        drift = next(d for d in found.drifts if d.key == "v1/ResourceQuota/team-a/compute")
+        assert drift.live == '"45"' and not drift.corrected
+        assert found.deferred == {names[0]: f"locked by {holder}"}
+        assert pods(lab, names[0], QUOTA_A) == "45"
+        await release_lock(client, LockRelease(cluster=names[0], holder=holder, phase=None))
         found = await sweep(client, queue, repo, suite)
         drift = next(d for d in found.drifts if d.key == "v1/ResourceQuota/team-a/compute")
         assert drift.live == '"45"' and drift.manager == "kubectl-edit" and drift.corrected
@@ -170,7 +195,7 @@ async def test_git_sync_drift_and_placement(
             results = []
             for _ in range(5):
                 await asyncio.sleep(0.5)
-                results.append(await sweep(client, queue, repo, suite))
+                results.append(await sweep(client, queue, repo, suite, clusters=names))
         on_1 = [[d for d in r.drifts if d.cluster == names[1]] for r in results]
         assert [r[0].corrected for r in on_1[:3]] == [True, True, True]
         assert on_1[3][0].conflict == "quota-tuner" and not on_1[3][0].corrected
@@ -197,10 +222,18 @@ async def test_git_sync_drift_and_placement(
         new = move.added[0]
         assert read(lab, old, WEB) is None
         assert read(lab, new, WEB) is not None
+        # The old cluster's child: check, wait for the new copy, apply (prune), verify;
+        # the copy was found healthy (else the old one would be `kept`).
         steps = await _activities(client, f"{report.id}/{old}")
-        assert steps.index("wait_healthy_copy") < len(steps) - 1 - steps[::-1].index(
-            "apply_cluster"
-        )
+        sync_steps = [s for s in steps if s in ("apply_cluster", "wait_healthy_copy")]
+        assert sync_steps == [
+            "apply_cluster",
+            "wait_healthy_copy",
+            "apply_cluster",
+            "apply_cluster",
+        ]
+        outcome = next(o for o in report.outcomes if o.name == old)
+        assert outcome.reason.endswith(" -1"), outcome  # the Deployment; nothing kept
         assert pods(lab, names[1], QUOTA_A) == "30"  # the new commit's sync re-applied it
         await record(client, f"{report.id}/{old}", "SyncCluster-move")
         await record(client, report.id, "Rollout-sync-move")
@@ -214,22 +247,37 @@ async def test_git_sync_drift_and_placement(
         assert all(d.count("delete") == 3 for d in p.diffs)
         assert all(read(lab, n, NETPOL_A) is None for n in names)
 
-        # Past the threshold the guard asks for an approval; with it the prune proceeds.
+        # Past the threshold the guard asks for an approval: the run waits before its
+        # first wave with nothing deleted; unanswered by the deadline, it halts.
         repo.remove("bundles/baseline/quotas.yaml")
         repo.commit("no quotas")
-        with pytest.raises(CliError, match="prune guard: would delete 6 of 1[78]"):
-            await sync(worker, repo)
+        p = await cli_sync.preview(client, str(repo.path), "main", task_queue=queue)
+        assert not cli_sync.problems(p)
+        assert all(d.approval.startswith("prune guard: would delete 6 of 1") for d in p.diffs)
+        late = await cli_sync.start(
+            client,
+            p,
+            rollout_id=uuid.uuid4().hex[:8],
+            options={"approval_timeout": 2},
+            task_queue=queue,
+        )
+        report = await late.result()
+        assert report.outcome == Outcome.HALTED, report
+        assert "no approval of wave rest" in report.halt_reason  # the one wave
+        assert "prune guard" in report.halt_reason
+        assert all(o.status == ClusterStatus.NOT_STARTED for o in report.outcomes)
         assert read(lab, names[0], QUOTA_A) is not None
-        # A client skipping the preview meets the same guard in the engine's preflight.
-        refused = await cli_sync.preview(client, str(repo.path), "main", task_queue=queue)
-        plan = await rollouts.make_plan(client, cli_sync.sync_spec(refused, uuid.uuid4().hex[:8]))
-        raw = await rollouts.start_rollout(client, plan, task_queue=queue)
-        with pytest.raises(WorkflowFailureError) as failed:
-            await raw.result()
-        assert "prune guard" in failure_message(failed.value)
+        handle = await cli_sync.start(client, p, rollout_id=uuid.uuid4().hex[:8], task_queue=queue)
+        waiting = await eventually(lambda: _asking(client, handle.id))
+        assert set(waiting.asks) == set(names)
         assert read(lab, names[0], QUOTA_A) is not None
-        p, report = await sync(worker, repo, approve_prune="alice")
+        await rollouts.control(
+            client, handle.id, "approve", ApproveRequest(who="alice", wave="rest")
+        )
+        report = await handle.result()
         assert report.outcome == Outcome.SUCCEEDED, report
+        assert [a.who for a in report.approvals] == ["alice"]
+        await record(client, handle.id, "Rollout-sync-prune-ask")
         assert all(read(lab, n, QUOTA_A) is None for n in names)
 
         # Bad commits are refused with one line naming file and line; nothing applied.
@@ -255,7 +303,21 @@ async def test_git_sync_drift_and_placement(
             repo.git("reset", "-q", "--hard", head)
         with pytest.raises(CliError, match="ref 'nope' does not exist"):
             await cli_sync.preview(client, str(repo.path), "nope", task_queue=queue)
-        assert all(o.status != ClusterStatus.FAILED for o in report.outcomes)
+        assert all(synced_sha(lab, n) == head for n in names)  # nothing applied
+
+
+def synced_sha(lab: Any, cluster: str) -> str:
+    """The commit the cluster's sync record says it is on."""
+    record = read(lab, cluster, "/api/v1/namespaces/kube-system/configmaps/flotilla-sync")
+    assert record is not None
+    return str(json.loads(record["data"]["state"])["sha"])
+
+
+async def _asking(client: Client, rollout: str) -> RolloutProgress | None:
+    handle = client.get_workflow_handle_for(Rollout.run, rollout)
+    progress = await handle.query(Rollout.progress)
+    waiting = progress.waves[0].status == WaveStatus.AWAITING_APPROVAL
+    return progress if waiting and progress.asks else None
 
 
 async def _listed(client: Client, selector: str, key: str) -> Any:

@@ -1,5 +1,6 @@
 """Replays recorded sync and drift histories (SyncPlan, the sync Rollout, SyncCluster
-moving a workload, a DriftSweep finding a conflict) with the current workflow code.
+moving a workload, a DriftSweep finding a conflict, a sync Rollout asking for a prune
+approval) with the current workflow code.
 Re-record: FLOTILLA_RECORD_HISTORIES=1 .venv/bin/pytest tests/sync/test_sync_lab.py"""
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from temporalio.worker import Replayer
 from worker import all_workflows
 
 HISTORIES = Path(__file__).parent / "histories"
-RECORDED = ["SyncPlan-move", "Rollout-sync-move", "SyncCluster-move", "DriftSweep-conflict"]
+RECORDED = [
+    "SyncPlan-move",
+    "Rollout-sync-move",
+    "SyncCluster-move",
+    "DriftSweep-conflict",
+    "Rollout-sync-prune-ask",
+]
 
 
 @pytest.mark.parametrize("name", RECORDED)
