@@ -1,7 +1,8 @@
 """`flotilla demo` (the README's `make demo`): on the running local stack, onboard the lab
 fleet in bulk, sweep its health, run the sample fleet operation, scan certificates and renew
 the one that expires soon, sync the example baseline from Git through waves, switch a
-database application over to its standby cluster (DR), print the inventory.
+database application over to its standby cluster (DR), print the inventory and what the
+worker's Prometheus metrics counted.
 
 The sample operation is an add-on canary rollout (CoreDNS image, waves canary:1, 50%,
 rest) through the rollout engine; `SAMPLE_OPERATION` is the hook to show another one.
@@ -19,6 +20,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from temporalio.client import Client
 
@@ -27,6 +29,7 @@ from activities.dr_records import register_policy
 from fleet.addon_target import AddonTarget
 from fleet.certs import CertScanRequest
 from fleet.certs_targets import CertRenewTarget
+from fleet.config import Settings
 from fleet.dr import DrRequest, OpKind
 from fleet.ids import HEALTH_SCHEDULE_ID
 from fleet.models import CredentialRef, ManagementRef, RecordsQuery, SweepRequest
@@ -207,6 +210,36 @@ async def run(stack: Stack, *, console: Console, exit_when_done: bool) -> bool:
     console.rule("7. the fleet")
     records = await inventory.list_clusters(client, RecordsQuery())
     console.print(render.clusters_table(sorted(records, key=lambda r: r.name)))
+    metrics(console)
     console.print(f"Web UI: {stack.ui_url}/workflows", highlight=False)
     console.print(f"Follow up: flotilla ops show {workflow_id}", highlight=False)
+    console.print(
+        "Fleet overview page: flotilla api serve, then open /overview#token=<an API token> "
+        "(docs/operations.md, docs/access.md)",
+        highlight=False,
+    )
     return exit_when_done
+
+
+def metrics(console: Console) -> None:
+    """The finished operations by kind and outcome, read from the worker's /metrics the way
+    Prometheus would scrape it."""
+    url = f"http://{Settings.from_env().metrics_address}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            text = answer.read().decode()
+    except OSError as exc:
+        console.print(f"metrics: {url} did not answer ({exc})", highlight=False)
+        return
+    finished = [
+        f"{s.labels['kind']} {s.labels['outcome']}: {int(s.value)}"
+        for family in text_string_to_metric_families(text)
+        if family.name == "flotilla_operations"
+        for s in family.samples
+        if s.name == "flotilla_operations_total"
+    ]
+    console.print(
+        f"metrics ({url}): operations finished by kind and outcome: "
+        + (", ".join(sorted(finished)) or "none yet"),
+        highlight=False,
+    )
