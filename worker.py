@@ -64,6 +64,10 @@ ACTIVITIES: list[Callable[..., Any]] = [
 
 # Sync (kubernetes client) activities run on this many threads; also the activity slot count.
 MAX_CONCURRENT_ACTIVITIES = 64
+# Synchronous local activities (a child's short reads and health gates) run on the same
+# thread pool as activities: the pool has a thread for every slot of both, so an activity
+# never waits in the pool's queue after it started (its heartbeat timeout runs from there).
+MAX_CONCURRENT_LOCAL_ACTIVITIES = 64
 
 # Workflow runs kept in memory between their tasks. Every cluster has two long-lived runs
 # (its entity and its identity) that a rollout touches (lock, facts, release): a run that
@@ -127,9 +131,11 @@ def build_worker(
         workflow_runner=workflow_runner(),
         max_cached_workflows=MAX_CACHED_WORKFLOWS,
         activity_executor=ThreadPoolExecutor(
-            max_concurrent_activities, thread_name_prefix="activity"
+            max_concurrent_activities + MAX_CONCURRENT_LOCAL_ACTIVITIES,
+            thread_name_prefix="activity",
         ),
         max_concurrent_activities=max_concurrent_activities,
+        max_concurrent_local_activities=MAX_CONCURRENT_LOCAL_ACTIVITIES,
         graceful_shutdown_timeout=timedelta(seconds=10),
         interceptors=[StepMetrics()],
     )
