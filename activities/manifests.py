@@ -25,7 +25,7 @@ from activities.git import load_repo
 from activities.kube import REQUEST_TIMEOUT, api_client, api_error_message, status_message
 from fleet.bundles import WORKLOAD_KINDS, Manifest, Repo
 from fleet.rollout_models import PreflightRequest, PreflightResult
-from fleet.sync_diff import compare, dotted, released
+from fleet.sync_diff import applies_nothing, compare, dotted, released
 from fleet.sync_models import (
     FIELD_MANAGER,
     INVENTORY_NAME,
@@ -268,6 +268,9 @@ def sync_cluster(req: SyncClusterRequest) -> ClusterDiff:
                 diff.changes.append(ObjectChange(key=obj.key, action="create", bundle=obj.bundle))
                 if not req.dry_run:
                     apply(api, obj, dry_run=False)
+                continue
+            if applies_nothing(obj.body, live, manager=FIELD_MANAGER):  # no dry-run needed
+                diff.unchanged += 1
                 continue
             would = apply(api, obj, dry_run=True)
             found = compare(obj.body, would, live) + released(would, live, manager=FIELD_MANAGER)

@@ -68,6 +68,19 @@ def same_as_git(git: dict[str, Any], live: dict[str, Any]) -> bool:
     return all(value_at(git, p) == value_at(live, p) for p in desired_paths(git))
 
 
+def applies_nothing(git: dict[str, Any], live: dict[str, Any], *, manager: str) -> bool:
+    """Whether applying `git` as `manager` would leave `live` as it is: live holds Git's
+    value at every path Git sets and `manager` owns no field outside them (one removed
+    from Git, which the apply would remove). False is not a difference: a value the
+    server normalises (`1Gi`) needs the dry-run to tell."""
+    wanted = desired_paths(git)
+    if any(value_at(git, p) != value_at(live, p) for p in wanted):
+        return False
+    return all(
+        any(o[: len(p)] == p or p[: len(o)] == o for p in wanted) for o in _owned(live, manager)
+    )
+
+
 def released(would: dict[str, Any], live: dict[str, Any], *, manager: str) -> list[Path]:
     """Paths `manager` owns live but no longer would after applying: fields removed from
     Git, which the apply removes from the object."""

@@ -9,7 +9,7 @@ import pytest
 
 from fleet.bundles import BundleError, Placement, parse_repo
 from fleet.placement import PlacedCluster, by_cluster, groups, place, place_one
-from fleet.sync_diff import compare, dotted, owners
+from fleet.sync_diff import applies_nothing, compare, dotted, owners
 from starters.cli_sync import RepoNotAllowed, check_push_repo
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "baseline-repo"
@@ -134,6 +134,26 @@ def test_drift_compares_only_fields_git_sets_and_names_the_manager() -> None:
     (path,) = compare(git, would, live)
     assert dotted(path) == ".spec.hard.pods"
     assert owners(live, path, exclude="flotilla") == ["kubectl-edit"]
+
+
+def test_applies_nothing_needs_git_values_and_no_field_left_behind() -> None:
+    git = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "q"}}
+    git["spec"] = {"hard": {"pods": "20"}}
+
+    def live(pods: str, owned: dict[str, object]) -> dict[str, object]:
+        fields = {"manager": "flotilla", "operation": "Apply", "fieldsV1": owned}
+        return {
+            **git,
+            "metadata": {"name": "q", "managedFields": [fields]},
+            "spec": {"hard": {"pods": pods, "cpu": "4"}},
+        }
+
+    owns_pods = {"f:spec": {"f:hard": {"f:pods": {}}}}
+    assert applies_nothing(git, live("20", owns_pods), manager="flotilla")
+    assert not applies_nothing(git, live("50", owns_pods), manager="flotilla")
+    # Flotilla still owns `cpu`, which Git no longer sets: the apply would remove it.
+    owns_both = {"f:spec": {"f:hard": {"f:pods": {}, "f:cpu": {}}}}
+    assert not applies_nothing(git, live("20", owns_both), manager="flotilla")
 
 
 def test_push_allowlist() -> None:
