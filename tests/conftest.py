@@ -37,7 +37,7 @@ async def start_dev_server(*extra_args: str) -> WorkflowEnvironment:
         data_converter=pydantic_data_converter,
         ui=False,
         dev_server_log_level="error",
-        dev_server_extra_args=list(extra_args),
+        dev_server_extra_args=[*search.dynamic_config_flags(), *extra_args],
     )
 
 
